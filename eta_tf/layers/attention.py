@@ -1,0 +1,115 @@
+"""Multi-head target attention: one query (the candidate) over a set of behaviors."""
+import tensorflow as tf
+
+
+class TargetAttention(tf.keras.layers.Layer):
+  """Multi-head scaled dot-product attention of candidates over behaviors, masked.
+
+  Keys and values are projected once per history (`project_keys`) and can then be shared
+  by all N candidates of a request or gathered per candidate (ETA's top-k).
+
+  call(query, keys, mask):
+    query: float [B, Dq] or [B, N, Dq].
+    keys: float [B, T, Dk] (shared by the N queries).
+    mask: bool [B, T] or [B, N, T]; True = real behavior.
+    returns float [B, output_dim] or [B, N, output_dim].
+  A row whose mask is all False (no history) returns exactly zeros, never NaN.
+  """
+
+  def __init__(self, num_heads: int = 4, head_dim: int = 16, output_dim=None,
+               query_dim=None, key_dim=None, **kwargs):
+    super().__init__(**kwargs)
+    self.num_heads = int(num_heads)
+    self.head_dim = int(head_dim)
+    self.output_dim = int(output_dim or num_heads * head_dim)
+    self.query_dim = query_dim
+    self.key_dim = key_dim
+    if query_dim and key_dim:
+      # Known widths: create the weights now, so project_keys/attend work before the
+      # first __call__ (the ETA block calls them directly).
+      self.build_from_dims(int(query_dim), int(key_dim))
+
+  def build(self, input_shape=None):
+    # tf_keras passes only the query's shape to build(); the weights need the key width
+    # too, so they are created by build_from_dims (explicitly, or on the first call).
+    super().build(input_shape)
+
+  def build_from_dims(self, query_dim: int, key_dim: int):
+    """Creates the weights for query width Dq and behavior width Dk."""
+    width = self.num_heads * self.head_dim
+    dense = lambda name, n_in, n_out: self.add_weight(  # noqa: E731
+        name=name, shape=(n_in, n_out), initializer="glorot_uniform")
+    self.query_kernel = dense("query_kernel", query_dim, width)
+    self.key_kernel = dense("key_kernel", key_dim, width)
+    self.value_kernel = dense("value_kernel", key_dim, width)
+    self.output_kernel = dense("output_kernel", width, self.output_dim)
+    self.output_bias = self.add_weight(name="output_bias", shape=(self.output_dim,),
+                                       initializer="zeros")
+    self.query_dim, self.key_dim = query_dim, key_dim
+
+  def _split_heads(self, x):
+    shape = tf.shape(x)
+    return tf.reshape(x, tf.concat([shape[:-1], [self.num_heads, self.head_dim]], 0))
+
+  def project_query(self, query):
+    """[..., Dq] -> [..., H, dh], pre-scaled by 1/sqrt(dh)."""
+    q = tf.tensordot(query, self.query_kernel, axes=[[-1], [0]])
+    return self._split_heads(q) * (self.head_dim ** -0.5)
+
+  def project_keys(self, keys):
+    """[..., T, Dk] -> (keys, values), each [..., T, H, dh]."""
+    k = tf.tensordot(keys, self.key_kernel, axes=[[-1], [0]])
+    v = tf.tensordot(keys, self.value_kernel, axes=[[-1], [0]])
+    return self._split_heads(k), self._split_heads(v)
+
+  def attend(self, query_heads, key_heads, value_heads, mask):
+    """Attention on projected tensors.
+
+    Args:
+      query_heads: [B, N, H, dh] (from project_query).
+      key_heads, value_heads: [B, T, H, dh] shared by the N queries, or [B, N, T, H, dh]
+        per query (gathered top-k).
+      mask: bool [B, T] or [B, N, T].
+    Returns:
+      [B, N, output_dim].
+    """
+    per_query = key_heads.shape.rank == 5
+    if per_query:
+      scores = tf.einsum("bnhd,bnthd->bnht", query_heads, key_heads)
+    else:
+      scores = tf.einsum("bnhd,bthd->bnht", query_heads, key_heads)
+    mask = tf.cast(mask, tf.bool)
+    if mask.shape.rank == 2:
+      mask = mask[:, None, None, :]
+    else:
+      mask = mask[:, :, None, :]
+    # Masked logits get a large negative value (not -inf: a fully masked row would then
+    # be NaN); multiplying by the mask afterwards makes such a row exactly zero.
+    scores = tf.where(mask, scores, tf.constant(-1e9, scores.dtype))
+    weights = tf.nn.softmax(scores, axis=-1) * tf.cast(mask, scores.dtype)
+    if per_query:
+      context = tf.einsum("bnht,bnthd->bnhd", weights, value_heads)
+    else:
+      context = tf.einsum("bnht,bthd->bnhd", weights, value_heads)
+    shape = tf.shape(context)
+    context = tf.reshape(context, tf.concat([shape[:-2], [self.num_heads * self.head_dim]], 0))
+    return tf.tensordot(context, self.output_kernel, axes=[[-1], [0]]) + self.output_bias
+
+  def call(self, query, keys, mask=None):
+    if not hasattr(self, "query_kernel"):
+      self.build_from_dims(int(query.shape[-1]), int(keys.shape[-1]))
+    squeeze = query.shape.rank == 2
+    if squeeze:
+      query = query[:, None, :]
+    if mask is None:
+      mask = tf.ones(tf.shape(keys)[:2], tf.bool)
+    key_heads, value_heads = self.project_keys(keys)
+    out = self.attend(self.project_query(query), key_heads, value_heads, mask)
+    return out[:, 0] if squeeze else out
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"num_heads": self.num_heads, "head_dim": self.head_dim,
+                   "output_dim": self.output_dim, "query_dim": self.query_dim,
+                   "key_dim": self.key_dim})
+    return config

@@ -1,0 +1,195 @@
+"""CtrModel: embeddings + long-history block + short-term attention + DCN-v2/MLP tower.
+
+One class for all six models (DESIGN.md §1); `ModelConfig.model` picks the long block.
+"""
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from eta_tf import features as F
+from eta_tf.config import ModelConfig
+from eta_tf.models.embedding import FeatureEmbedding
+from eta_tf.models.embedding import fit_history
+from eta_tf.models.long_history import LONG_BLOCKS
+from eta_tf.models.long_history import make_attention
+
+
+class CtrModel(tfrs.Model):
+  """CTR model of the ETA-Net family.
+
+  call(features) takes a dict of sample features (eta_tf.features.sample_features): the
+  HIST_* ids [B, T] (left-padded, T may differ from L: longer is truncated to the most
+  recent L), TARGET_ITEM_ID / TARGET_CATEGORY_ID / TARGET_TIMESTAMP [B]; returns logits [B].
+
+  score_candidates(...) scores N candidates for one user with the history embedded,
+  hashed and projected once; returns probabilities [N].
+  """
+
+  def __init__(self, config: ModelConfig, **kwargs):
+    super().__init__(**kwargs)
+    config.validate()
+    self.config = config
+    self.embedding = FeatureEmbedding(config, name="feature_embedding")
+    block_class = LONG_BLOCKS[config.model]
+    self.long_block = block_class(config, name=f"{config.model}_long_history") \
+        if block_class else None
+    self.short_attention = make_attention(config, "short_attention")
+    self.cross_layers = [tfrs.layers.dcn.Cross(name=f"cross_{i}")
+                         for i in range(config.cross_layers)]
+    self.mlp_layers = []
+    for i, units in enumerate(config.mlp_units):
+      self.mlp_layers.append(tf.keras.layers.Dense(units, activation="relu",
+                                                   name=f"mlp_{i}"))
+      if config.dropout:
+        self.mlp_layers.append(tf.keras.layers.Dropout(config.dropout, seed=i))
+    self.logit_layer = tf.keras.layers.Dense(1, name="logit")
+    self.task = tfrs.tasks.Ranking(
+        loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[tf.keras.metrics.AUC(name="auc", from_logits=True),
+                 tf.keras.metrics.BinaryCrossentropy(name="logloss", from_logits=True)])
+    # Set by freeze_signatures() at export: item bucket -> packed SimHash signature.
+    self.signature_table = None
+
+  # ---------------------------------------------------------------- core computation
+  def _context(self, history, candidate_items, candidate_categories, target_timestamp):
+    """Embeds a batch of histories [B, L] and candidates [B, N] into a block context."""
+    emb = self.embedding
+    behaviors = emb.behaviors(history, target_timestamp)
+    context = {
+        "query": emb.candidates(candidate_items, candidate_categories),
+        "candidate_item": emb.items(candidate_items),
+        "candidate_category_bucket": emb.category_buckets(candidate_categories),
+        "behavior": behaviors["behavior"],
+        "history_item": behaviors["item"],
+        "history_category_bucket": behaviors["category_bucket"],
+        "valid": behaviors["valid"],
+    }
+    if self.signature_table is not None:
+      context["history_signatures"] = tf.gather(self.signature_table,
+                                                behaviors["item_bucket"])
+      context["candidate_signatures"] = tf.gather(self.signature_table,
+                                                  emb.item_buckets(candidate_items))
+    return context
+
+  def _logits(self, context, training=False):
+    """[B, N] logits from a block context."""
+    s = self.config.short_len
+    parts = []
+    if self.long_block is not None:
+      parts.append(self.long_block(context))
+    parts.append(self.short_attention(context["query"], context["behavior"][:, -s:],
+                                      context["valid"][:, -s:]))
+    parts.append(context["query"])
+    x = tf.concat(parts, axis=-1)
+    x0 = x
+    for cross in self.cross_layers:
+      x = cross(x0, x)
+    for layer in self.mlp_layers:
+      x = layer(x, training=training)
+    return self.logit_layer(x)[..., 0]
+
+  def _history(self, features):
+    return {name: fit_history(features[name], self.config.max_len)
+            for name in F.HISTORY_FEATURES}
+
+  def call(self, features, training=False):
+    history = self._history(features)
+    context = self._context(
+        history,
+        tf.convert_to_tensor(features[F.TARGET_ITEM_ID], tf.int64)[:, None],
+        tf.convert_to_tensor(features[F.TARGET_CATEGORY_ID], tf.int64)[:, None],
+        tf.convert_to_tensor(features[F.TARGET_TIMESTAMP], tf.int64))
+    return self._logits(context, training=training)[:, 0]
+
+  def compute_loss(self, inputs, training=False):
+    features, labels = inputs
+    logits = self(features, training=training)
+    return self.task(labels=tf.cast(labels, tf.float32)[:, None],
+                     predictions=logits[:, None])
+
+  # ---------------------------------------------------------------- serving entry points
+  def predict_ctr(self, features):
+    """Probabilities [B] for a batch of samples (the `serving_default` computation)."""
+    return tf.sigmoid(self(features, training=False))
+
+  def score_candidates(self, history, request_timestamp, candidate_items,
+                       candidate_categories):
+    """One user, N candidates -> probabilities [N].
+
+    Args:
+      history: dict of HIST_* int64 [T] (oldest first; truncated to the latest L).
+      request_timestamp: int64 [].
+      candidate_items, candidate_categories: int64 [N].
+    """
+    batch_history = self._history({k: tf.convert_to_tensor(v, tf.int64)[None, :]
+                                   for k, v in history.items()})
+    context = self._context(
+        batch_history,
+        tf.convert_to_tensor(candidate_items, tf.int64)[None, :],
+        tf.convert_to_tensor(candidate_categories, tf.int64)[None, :],
+        tf.reshape(tf.convert_to_tensor(request_timestamp, tf.int64), [1]))
+    return tf.sigmoid(self._logits(context, training=False)[0])
+
+  # ---------------------------------------------------------------- export helpers
+  def freeze_signatures(self, chunk_size: int = 65536):
+    """Precomputes every item bucket's SimHash signature into a table inside the model.
+
+    At export the embeddings are frozen, so the signature of each item never changes
+    ("store the fingerprint with the embedding", DESIGN.md §1): serving then looks
+    history signatures up instead of projecting L x d x m. Do not train after this.
+    """
+    if self.long_block is None or not self.long_block.uses_signatures:
+      return None
+    table = self.embedding.item_embedding.embeddings
+    simhash = self.long_block.simhash
+    parts = [simhash(table[start:start + chunk_size])
+             for start in range(0, self.config.item_buckets, chunk_size)]
+    self.signature_table = tf.Variable(tf.concat(parts, 0), trainable=False,
+                                       name="item_signature_table")
+    return self.signature_table
+
+  def dummy_features(self, batch_size: int = 2):
+    """A tiny valid batch; calling the model on it creates every weight."""
+    length = self.config.max_len
+    ids = tf.ones([batch_size, length], tf.int64)
+    feats = {name: ids for name in F.HISTORY_FEATURES}
+    for name in (F.TARGET_ITEM_ID, F.TARGET_CATEGORY_ID, F.TARGET_TIMESTAMP):
+      feats[name] = tf.ones([batch_size], tf.int64) * 2
+    return feats
+
+  def build_weights(self):
+    self(self.dummy_features(), training=False)
+    return self
+
+  # ---------------------------------------------------------------- diagnostics
+  def retrieval_overlap(self, features):
+    """overlap@k of ETA's Hamming top-k with the exact inner-product top-k.
+
+    Both rank the sample's real history behaviors by the target's item embedding; the
+    result says how well SimHash approximates inner-product retrieval on the current
+    embeddings. Returns (overlap float32 [B], has_history bool [B]); eta only.
+    """
+    if self.config.model != "eta":
+      raise ValueError(f"model={self.config.model!r}: retrieval_overlap is for eta")
+    history = self._history(features)
+    context = self._context(
+        history, tf.convert_to_tensor(features[F.TARGET_ITEM_ID], tf.int64)[:, None],
+        tf.convert_to_tensor(features[F.TARGET_CATEGORY_ID], tf.int64)[:, None],
+        tf.convert_to_tensor(features[F.TARGET_TIMESTAMP], tf.int64))
+    k = self.config.top_k
+    hamming_indices, hamming_mask = self.long_block.retrieve(context)
+    scores = tf.einsum("bnd,bld->bnl", context["candidate_item"], context["history_item"])
+    valid = context["valid"][:, None, :]
+    scores = tf.where(valid, scores, tf.constant(-1e30, scores.dtype))
+    _, exact_indices = tf.math.top_k(scores, k=k)
+    exact_mask = tf.gather(tf.broadcast_to(valid, tf.shape(scores)), exact_indices,
+                           batch_dims=2)
+    hit = tf.equal(hamming_indices[:, :, :, None], exact_indices[:, :, None, :])
+    hit = hit & hamming_mask[:, :, :, None] & exact_mask[:, :, None, :]
+    hits = tf.reduce_sum(tf.cast(hit, tf.float32), axis=[-1, -2])[:, 0]
+    retrieved = tf.reduce_sum(tf.cast(exact_mask, tf.float32), axis=-1)[:, 0]
+    return tf.math.divide_no_nan(hits, retrieved), retrieved > 0
+
+
+def build_model(config: ModelConfig) -> CtrModel:
+  """Builds a model by `config.model` with all weights created."""
+  return CtrModel(config).build_weights()

@@ -1,0 +1,175 @@
+"""Long-history blocks: the only part that differs between the six models.
+
+Every block maps a request context to a long-term interest per candidate:
+
+  context keys (B users, N candidates per user, L behaviors):
+    query            float [B, N, Dq]   candidate embedding (item ⊕ category)
+    candidate_item   float [B, N, d]    candidate item embedding (what SimHash hashes)
+    candidate_category_bucket int64 [B, N]
+    behavior         float [B, L, Db]   behavior embeddings
+    history_item     float [B, L, d]
+    history_category_bucket int64 [B, L]
+    valid            bool  [B, L]
+    history_signatures / candidate_signatures  int64 [B, L, W] / [B, N, W]  (optional:
+                     looked up from the frozen signature table at serving)
+  output: float [B, N, output_dim] (or None for `din`, which has no long block).
+"""
+import tensorflow as tf
+
+from eta_tf.config import ModelConfig
+from eta_tf.layers import HammingTopK
+from eta_tf.layers import SimHash
+from eta_tf.layers import TargetAttention
+from eta_tf.ops import bits as bits_ops
+from eta_tf.ops import hamming as hamming_ops
+
+
+def make_attention(config: ModelConfig, name: str) -> TargetAttention:
+  """Target attention of candidates (item ⊕ category) over behavior embeddings."""
+  return TargetAttention(config.num_heads, config.head_dim,
+                         query_dim=config.item_dim + config.category_dim,
+                         key_dim=config.behavior_dim, name=name)
+
+
+class LongHistoryBlock(tf.keras.layers.Layer):
+  """Base class; `uses_signatures` blocks hash item embeddings with `self.simhash`."""
+  uses_signatures = False
+
+  def __init__(self, config: ModelConfig, **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+
+  def get_config(self):
+    base = super().get_config()
+    base["config"] = self.config.to_dict()
+    return base
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    model_config = ModelConfig.from_dict(config.pop("config"))
+    return cls(model_config, **config)
+
+  def _signatures(self, context):
+    """History and candidate signatures: from the frozen table if given, else SimHash."""
+    history = context.get("history_signatures")
+    if history is None:
+      history = self.simhash(context["history_item"])
+    candidate = context.get("candidate_signatures")
+    if candidate is None:
+      candidate = self.simhash(context["candidate_item"])
+    return history, candidate
+
+
+class EtaBlock(LongHistoryBlock):
+  """ETA: SimHash + Hamming top-k retrieval, then multi-head target attention on the k."""
+  uses_signatures = True
+
+  def __init__(self, config, **kwargs):
+    super().__init__(config, **kwargs)
+    self.simhash = SimHash(config.hash_bits, config.hash_seed, name="simhash")
+    self.top_k = HammingTopK(config.top_k, name="hamming_top_k")
+    self.attention = make_attention(config, "long_attention")
+
+  def retrieve(self, context):
+    """Indices int32 [B, N, k] and mask [B, N, k] of the retrieved behaviors."""
+    history_signatures, candidate_signatures = self._signatures(context)
+    indices, _, mask = self.top_k(candidate_signatures, history_signatures,
+                                  mask=context["valid"])
+    return indices, mask
+
+  def call(self, context):
+    indices, mask = self.retrieve(context)
+    # Keys/values are projected once per history and gathered per candidate: L·Db·H·dh
+    # work instead of N·k·Db·H·dh when N·k > L (the serving case).
+    key_heads, value_heads = self.attention.project_keys(context["behavior"])
+    key_heads = tf.gather(key_heads, indices, batch_dims=1)  # [B, N, k, H, dh]
+    value_heads = tf.gather(value_heads, indices, batch_dims=1)
+    query_heads = self.attention.project_query(context["query"])
+    return self.attention.attend(query_heads, key_heads, value_heads, mask)
+
+
+class FullAttentionBlock(LongHistoryBlock):
+  """DIN(long) / full target attention over all L behaviors (the paper's ta(1024))."""
+
+  def __init__(self, config, **kwargs):
+    super().__init__(config, **kwargs)
+    self.attention = make_attention(config, "long_attention")
+
+  def call(self, context):
+    return self.attention(context["query"], context["behavior"], context["valid"])
+
+
+class SimHardBlock(LongHistoryBlock):
+  """SIM(hard): the k most recent behaviors of the candidate's category, then attention."""
+
+  def __init__(self, config, **kwargs):
+    super().__init__(config, **kwargs)
+    self.attention = make_attention(config, "long_attention")
+
+  def call(self, context):
+    same_category = tf.equal(context["candidate_category_bucket"][:, :, None],
+                             context["history_category_bucket"][:, None, :])
+    # Distance 0 for the candidate's category, 1 otherwise: select_nearest then returns
+    # same-category behaviors, most recent first; the rest are masked out below.
+    distances = 1 - tf.cast(same_category, tf.int32)
+    indices, selected, mask = hamming_ops.select_nearest(distances, context["valid"],
+                                                         self.config.top_k)
+    mask = tf.logical_and(mask, tf.equal(selected, 0))
+    key_heads, value_heads = self.attention.project_keys(context["behavior"])
+    key_heads = tf.gather(key_heads, indices, batch_dims=1)
+    value_heads = tf.gather(value_heads, indices, batch_dims=1)
+    query_heads = self.attention.project_query(context["query"])
+    return self.attention.attend(query_heads, key_heads, value_heads, mask)
+
+
+class AvgPoolBlock(LongHistoryBlock):
+  """Mean pooling over the whole long history (candidate-independent)."""
+
+  def call(self, context):
+    valid = tf.cast(context["valid"], tf.float32)[:, :, None]
+    total = tf.reduce_sum(context["behavior"] * valid, axis=1)
+    mean = tf.math.divide_no_nan(total, tf.reduce_sum(valid, axis=1))  # [B, Db]
+    n = tf.shape(context["query"])[1]
+    return tf.tile(mean[:, None, :], [1, n, 1])
+
+
+class SdimBlock(LongHistoryBlock):
+  """SDIM (Cao et al. 2022): hash-bucket sampling of behaviors, no attention.
+
+  The m SimHash bits are split into m/τ groups of τ bits; in each group, the behaviors whose
+  τ-bit code equals the candidate's are summed and l2-normalised; groups are averaged.
+  """
+  uses_signatures = True
+
+  def __init__(self, config, **kwargs):
+    super().__init__(config, **kwargs)
+    self.simhash = SimHash(config.hash_bits, config.hash_seed, name="simhash")
+
+  def _group_codes(self, signatures):
+    tau = self.config.sdim_tau
+    bits = tf.cast(bits_ops.unpack_bits(signatures, self.config.hash_bits), tf.int32)
+    groups = self.config.hash_bits // tau
+    bits = tf.reshape(bits, tf.concat([tf.shape(bits)[:-1], [groups, tau]], 0))
+    return tf.reduce_sum(bits * (2 ** tf.range(tau)), axis=-1)  # [..., G]
+
+  def call(self, context):
+    history_signatures, candidate_signatures = self._signatures(context)
+    history_codes = self._group_codes(history_signatures)  # [B, L, G]
+    candidate_codes = self._group_codes(candidate_signatures)  # [B, N, G]
+    match = tf.equal(candidate_codes[:, :, None, :], history_codes[:, None, :, :])
+    match = tf.logical_and(match, context["valid"][:, None, :, None])  # [B, N, L, G]
+    bucket_sums = tf.einsum("bnlg,bld->bngd", tf.cast(match, tf.float32),
+                            context["behavior"])
+    normalized = tf.math.l2_normalize(bucket_sums, axis=-1)  # zero sums stay zero
+    return tf.reduce_mean(normalized, axis=2)
+
+
+LONG_BLOCKS = {
+    "eta": EtaBlock,
+    "din_long": FullAttentionBlock,
+    "sim_hard": SimHardBlock,
+    "avg": AvgPoolBlock,
+    "sdim": SdimBlock,
+    "din": None,  # short history only
+}

@@ -1,0 +1,1 @@
+"""Graph-level kernels built from standard TF ops only (loadable by a stock TF Serving)."""
