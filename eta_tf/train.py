@@ -310,9 +310,11 @@ def train(config, data_dir, model_dir, epochs, steps_per_epoch, batch_size, lear
                                     if speed.seconds else None),
       "epoch_history": callbacks["eval"].history,
   })
-  weights_prefix = os.path.join(model_dir, "final", "weights")
+  # Workers other than the chief write their copies aside, so files never race.
+  out_dir = model_dir if _is_chief() else os.path.join(model_dir, f"worker_{_task_index()}")
+  weights_prefix = os.path.join(out_dir, "final", "weights")
   tf.train.Checkpoint(model=model).write(weights_prefix)
-  with open(os.path.join(model_dir, "eval_metrics.json"), "w") as f:
+  with open(os.path.join(out_dir, "eval_metrics.json"), "w") as f:
     json.dump(final, f, indent=2, sort_keys=True)
   return final, model
 
@@ -363,11 +365,24 @@ def main(argv):
   print(json.dumps(summary, sort_keys=True), flush=True)
 
 
+def _tf_config() -> dict:
+  return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+
+
+def _task() -> dict:
+  return _tf_config().get("task", {})
+
+
+def _task_index() -> int:
+  return int(_task().get("index", 0))
+
+
 def _is_chief() -> bool:
-  tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-  task = tf_config.get("task", {})
+  """The chief, or worker 0 of a cluster without one (TF's convention)."""
+  task = _task()
+  has_chief = "chief" in _tf_config().get("cluster", {})
   return task.get("type", "chief") == "chief" or (
-      task.get("type") == "worker" and task.get("index", 0) == 0)
+      not has_chief and task.get("type") == "worker" and _task_index() == 0)
 
 
 def run():

@@ -1,0 +1,115 @@
+"""`python -m eta_tf.train` end to end: errors, resume after SIGKILL, determinism, workers."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import SMALL_TRAIN_FLAGS
+from conftest import run_module
+
+
+def _train(*args, **kw):
+  return run_module("eta_tf.train", *SMALL_TRAIN_FLAGS, *args, **kw)
+
+
+def _one_line_usage_error(result, *needles):
+  assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+  assert "Traceback" not in result.stderr
+  lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+  error_lines = [l for l in lines if "error" in l.lower()]
+  assert len(error_lines) == 1, result.stderr
+  for needle in needles:
+    assert needle in error_lines[0], (needle, error_lines[0])
+
+
+def test_bad_flags_fail_with_one_line_and_exit_2(tmp_path, small_data_dir):
+  _one_line_usage_error(_train("--model=nope", check=False), "--model", "nope")
+  _one_line_usage_error(_train(f"--data_dir={small_data_dir}", "--top_k=100",
+                               check=False), "top_k=100", "max_len")
+  _one_line_usage_error(_train(f"--data_dir={small_data_dir}", "--hash_bits=48",
+                               check=False), "hash_bits=48")
+  not_data = tmp_path / "not_data"
+  not_data.mkdir()
+  _one_line_usage_error(_train(f"--data_dir={not_data}", check=False), "--data_dir",
+                        str(not_data), "schema")
+  empty_eval = tmp_path / "empty_eval"
+  shutil.copytree(small_data_dir, empty_eval)
+  shutil.rmtree(empty_eval / "eval")
+  _one_line_usage_error(_train(f"--data_dir={empty_eval}", check=False), "eval",
+                        str(empty_eval))
+
+
+def test_train_writes_metrics_and_is_deterministic(tmp_path, small_data_dir):
+  runs = []
+  for i in range(2):
+    model_dir = tmp_path / f"run{i}"
+    _train(f"--data_dir={small_data_dir}", f"--model_dir={model_dir}", "--epochs=2",
+           "--steps=8", "--num_threads=1", "--noexport", "--verbose=0")
+    with open(model_dir / "eval_metrics.json") as f:
+      runs.append(json.load(f))
+  a, b = runs
+  for key in ("auc", "gauc", "logloss", "positive_rate", "overlap_at_8"):
+    assert 0 <= a[key] < 10 and a[key] == pytest.approx(b[key], abs=1e-6), key
+  assert a["train_steps"] == 16 and len(a["epoch_history"]) == 2
+  assert (tmp_path / "run0" / "model_config.json").exists()
+  assert any((tmp_path / "run0" / "tensorboard").iterdir())
+
+
+def test_sigkill_mid_epoch_resumes_from_checkpoint(tmp_path, small_data_dir):
+  model_dir = tmp_path / "killed"
+  args = [sys.executable, "-m", "eta_tf.train", *SMALL_TRAIN_FLAGS,
+          f"--data_dir={small_data_dir}", f"--model_dir={model_dir}", "--epochs=2",
+          "--steps=40", "--checkpoint_every_steps=5", "--noexport", "--verbose=0"]
+  proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  backup = model_dir / "backup"
+  deadline = time.time() + 300
+  try:
+    # Kill once a mid-run checkpoint exists (a few steps in, before the end).
+    while time.time() < deadline and proc.poll() is None:
+      if backup.exists() and any(p.name.startswith("chief") or p.suffix == ".index"
+                                 for p in backup.rglob("*")):
+        time.sleep(1.0)
+        break
+      time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.wait()
+  assert not (model_dir / "eval_metrics.json").exists()
+  result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(model_dir / "eval_metrics.json") as f:
+    metrics = json.load(f)
+  assert metrics["train_steps"] == 80  # same total as an uninterrupted run
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_multi_worker_training_on_localhost(tmp_path, small_data_dir):
+  ports = [_free_port(), _free_port()]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "eta_tf.train", *SMALL_TRAIN_FLAGS, "--model=din",
+         f"--data_dir={small_data_dir}", f"--model_dir={tmp_path / 'mw'}", "--epochs=1",
+         "--steps=4", "--eval_steps=2", "--strategy=multi_worker", "--noexport",
+         "--verbose=0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
+  outputs = [p.communicate(timeout=600) for p in procs]
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  with open(tmp_path / "mw" / "eval_metrics.json") as f:
+    assert json.load(f)["train_steps"] == 4
