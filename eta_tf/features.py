@@ -166,3 +166,24 @@ def schema_dict() -> dict:
       "splits": list(SPLITS),
       "history_order": "oldest_first",
   }
+
+
+# --- exported signatures ------------------------------------------------------------------
+SIGNATURE_NAMES = (SERVING_DEFAULT, SCORE_CANDIDATES)
+
+
+def signature_input_features(signature_name: str, max_len=None) -> List[Feature]:
+  """Inputs of an exported signature with the shapes of one whole request.
+
+  `serving_default` takes a batch: the sample shapes of `sample_features(max_len)` with a
+  leading batch dimension (None). `score_candidates` takes one user: the shapes of
+  `score_candidates_features()`. `max_len=None` leaves the history width open. The
+  warmup writer, the gRPC client and the local server validate requests against this.
+  """
+  if signature_name == SERVING_DEFAULT:
+    return [dataclasses.replace(f, shape=(None,) + tuple(f.shape))
+            for f in sample_features(max_len)]
+  if signature_name == SCORE_CANDIDATES:
+    return score_candidates_features()
+  raise KeyError(f"unknown signature {signature_name!r}; "
+                 f"expected one of {', '.join(SIGNATURE_NAMES)}")

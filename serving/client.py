@@ -1,0 +1,355 @@
+"""Thin gRPC client for the ETA models on TF Serving (or serving.local_server).
+
+    client = ScoringClient("localhost:8500", "eta", version_label="stable")
+    ctr = client.score(samples)                        # serving_default, [B] float32
+    ctr = client.score_candidates(history, candidates) # score_candidates, [N] float32
+
+Requests are built by `serving.warmup.build_predict_request` from the shared feature spec
+(`eta_tf.features`): inputs are checked client-side (names, integer dtypes, ranks, matching
+lengths) and a bad one raises `InputValidationError` naming the field. Every call has a
+deadline (`timeout_s`, per attempt) and is retried with exponential backoff on UNAVAILABLE
+and DEADLINE_EXCEEDED only (scoring is idempotent). Other failures raise a typed
+`ScoringError` carrying the server's message: `InvalidArgumentError`, `NotFoundError`,
+`UnknownVersionLabelError` (TF Serving reports unknown labels as INVALID_ARGUMENT),
+`FailedPreconditionError` (unknown signature), and after the last retry
+`UnavailableError` / `DeadlineExceededError`.
+
+CLI: `python -m serving.client --server=HOST:PORT --model_name=eta --input=req.json`
+(the JSON format is in --help).
+"""
+import argparse
+import dataclasses
+import json
+import random
+import sys
+import threading
+import time
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from eta_tf import features
+from serving import errors
+from serving import warmup as warmup_lib
+from serving.errors import (DeadlineExceededError, FailedPreconditionError,  # noqa: F401
+                            InputValidationError, InvalidArgumentError, NotFoundError,
+                            ScoringError, UnavailableError, UnknownVersionLabelError)
+
+import grpc  # pylint: disable=g-import-not-at-top,wrong-import-order
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
+from tensorflow_serving.apis import get_model_metadata_pb2  # pylint: disable=g-import-not-at-top
+from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=g-import-not-at-top
+from tensorflow_serving.apis import model_pb2  # pylint: disable=g-import-not-at-top
+from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_MAX_MESSAGE_BYTES = (1 << 31) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionStatus:
+  version: int
+  state: str  # START, LOADING, AVAILABLE, UNLOADING, END
+  error_code: int
+  error_message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMetadata:
+  model_name: str
+  version: int
+  signature_defs: Dict[str, object]  # name -> tensorflow.SignatureDef
+
+  def input_specs(self, signature_name: str = features.SERVING_DEFAULT) -> Dict[str, tuple]:
+    """{input name: (dtype name, shape with -1 for unknown dims)} of one signature."""
+    return _tensor_specs(self.signature_defs[signature_name].inputs)
+
+  def output_specs(self, signature_name: str = features.SERVING_DEFAULT) -> Dict[str, tuple]:
+    return _tensor_specs(self.signature_defs[signature_name].outputs)
+
+
+def _tensor_specs(infos) -> Dict[str, tuple]:
+  return {name: (tf.dtypes.as_dtype(info.dtype).name,
+                 None if info.tensor_shape.unknown_rank
+                 else tuple(d.size for d in info.tensor_shape.dim))
+          for name, info in infos.items()}
+
+
+def pad_history_rows(rows, width: Optional[int] = None, name: str = "history") -> np.ndarray:
+  """Left-pads (with 0) or left-truncates history rows to one width (most recent kept).
+
+  `rows` is a 2-D array or a sequence of 1-D rows of any lengths; `width` defaults to the
+  longest row.
+  """
+  if isinstance(rows, np.ndarray) and rows.ndim == 2:
+    rows_list = list(rows)
+  elif isinstance(rows, np.ndarray) and rows.ndim != 2:
+    raise InputValidationError(name, f"expected [batch, width] rows, got shape {rows.shape}")
+  else:
+    rows_list = [np.asarray(r) for r in rows]
+  for i, row in enumerate(rows_list):
+    if row.ndim != 1:
+      raise InputValidationError(name, f"row {i} is not 1-D (shape {row.shape})")
+    if row.size and row.dtype.kind not in "iu":
+      raise InputValidationError(name, f"row {i}: expected int64 (integer) values, got "
+                                       f"{row.dtype.name}")
+  if width is None:
+    width = max((len(r) for r in rows_list), default=0)
+  out = np.zeros((len(rows_list), width), np.int64)
+  for i, row in enumerate(rows_list):
+    row = row[-width:] if width else row[:0]
+    if len(row):
+      out[i, width - len(row):] = row
+  return out
+
+
+class ScoringClient:
+  """Scores samples / candidates against one model (a version, a label, or latest)."""
+
+  def __init__(self, target: str, model_name: str, version: Optional[int] = None,
+               version_label: Optional[str] = None, tls: bool = False,
+               root_certificates: Optional[bytes] = None, timeout_s: float = 1.0,
+               max_retries: int = 3, backoff_s: float = 0.05, max_backoff_s: float = 2.0,
+               history_width: Optional[int] = None):
+    if version is not None and version_label:
+      raise ValueError("give version or version_label, not both")
+    self.target, self.model_name = target, model_name
+    self.version = None if version is None else int(version)
+    self.version_label = version_label or None
+    self.timeout_s, self.max_retries = float(timeout_s), int(max_retries)
+    self.backoff_s, self.max_backoff_s = float(backoff_s), float(max_backoff_s)
+    self.history_width = history_width
+    self._width_lock = threading.Lock()
+    options = [("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+               ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES)]
+    if tls or root_certificates:
+      credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+      self._channel = grpc.secure_channel(target, credentials, options=options)
+    else:
+      self._channel = grpc.insecure_channel(target, options=options)
+    self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+    self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+  # -- plumbing -------------------------------------------------------------------------------
+  def close(self):
+    self._channel.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def _call(self, method, request):
+    """One RPC with a per-attempt deadline; retries UNAVAILABLE / DEADLINE_EXCEEDED only."""
+    attempt = 0
+    while True:
+      try:
+        return method(request, timeout=self.timeout_s)
+      except grpc.RpcError as e:
+        code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
+        details = (e.details() if callable(getattr(e, "details", None)) else str(e)) or ""
+        if code in RETRYABLE and attempt < self.max_retries:
+          delay = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
+          time.sleep(delay * (0.5 + random.random() / 2))  # jitter
+          attempt += 1
+          continue
+        if code in RETRYABLE and attempt:
+          details = f"{details} (after {attempt + 1} attempts)"
+        raise errors.error_for_status(code.name, details) from e
+
+  def _model_spec(self, spec, signature_name: Optional[str] = None):
+    spec.name = self.model_name
+    if signature_name:
+      spec.signature_name = signature_name
+    if self.version is not None:
+      spec.version.value = self.version
+    elif self.version_label:
+      spec.version_label = self.version_label
+
+  def predict(self, signature_name: str, inputs: Mapping[str, object]) -> Dict[str, np.ndarray]:
+    """Any signature: validated inputs in, {output name: ndarray} out."""
+    request = warmup_lib.build_predict_request(
+        self.model_name, signature_name, inputs, self.version, self.version_label)
+    response = self._call(self._predict_stub.Predict, request)
+    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+  def _ctr(self, outputs, expected: int) -> np.ndarray:
+    if features.OUTPUT_CTR not in outputs:
+      raise ScoringError(f"response has no {features.OUTPUT_CTR!r} output (got "
+                         f"{sorted(outputs)})")
+    ctr = np.asarray(outputs[features.OUTPUT_CTR], np.float32).reshape(-1)
+    if ctr.shape[0] != expected:
+      raise ScoringError(f"expected {expected} scores, got {ctr.shape[0]}")
+    return ctr
+
+  # -- scoring ---------------------------------------------------------------------------------
+  def _signature_width(self) -> Optional[int]:
+    """The fixed history width of serving_default, from the model's metadata (cached)."""
+    with self._width_lock:
+      if self.history_width is None:
+        shape = self.model_metadata().input_specs(features.SERVING_DEFAULT).get(
+            features.HIST_ITEM_ID, ("", None))[1]
+        self.history_width = (shape[1] if shape and len(shape) == 2 and shape[1] > 0
+                              else 0)  # 0: any width
+      return self.history_width or None
+
+  def score(self, samples: Mapping[str, object]) -> np.ndarray:
+    """CTR of a batch of samples (serving_default) -> float32 [B].
+
+    `samples` maps every `features.MODEL_INPUTS` name to a batch: history features as
+    [B, W] arrays or as B rows of any lengths (oldest first), target features as [B].
+    Rows are left-padded with 0 / left-truncated (keeping the most recent behaviors) to
+    the signature's history width, or to the longest row when the width is open.
+    """
+    samples = dict(samples)
+    hist = [n for n in features.HISTORY_FEATURES if n in samples]
+    if hist:
+      width = self._signature_width()
+      rows = {n: pad_history_rows(samples[n], width, n) for n in hist}
+      if width is None:  # pad every feature to the same (longest) width
+        common = max(r.shape[1] for r in rows.values())
+        rows = {n: pad_history_rows(r, common, n) for n, r in rows.items()}
+      samples.update(rows)
+    batch = len(np.atleast_1d(np.asarray(samples.get(features.TARGET_ITEM_ID, []))))
+    return self._ctr(self.predict(features.SERVING_DEFAULT, samples), batch)
+
+  def score_candidates(self, history: Mapping[str, object],
+                       candidates: Mapping[str, object]) -> np.ndarray:
+    """CTR of N candidates for one user (score_candidates) -> float32 [N].
+
+    `history`: the HIST_* features as 1-D arrays of one length (oldest first).
+    `candidates`: CANDIDATE_ITEM_ID and CANDIDATE_CATEGORY_ID ([N]) and REQUEST_TIMESTAMP
+    (a scalar).
+    """
+    inputs = dict(history)
+    for name in candidates:
+      if name in inputs:
+        raise InputValidationError(name, "given both in history and in candidates")
+    inputs.update(candidates)
+    n = np.asarray(inputs.get(features.CANDIDATE_ITEM_ID, []))
+    if n.ndim == 1 and n.size == 0:
+      warmup_lib.validate_inputs(features.SCORE_CANDIDATES, inputs)
+      return np.zeros((0,), np.float32)
+    return self._ctr(self.predict(features.SCORE_CANDIDATES, inputs), n.size)
+
+  # -- model / version information --------------------------------------------------------------
+  def model_metadata(self) -> ModelMetadata:
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    self._model_spec(request.model_spec)
+    response = self._call(self._predict_stub.GetModelMetadata, request)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signature_map)
+    return ModelMetadata(response.model_spec.name, response.model_spec.version.value,
+                         dict(signature_map.signature_def))
+
+  def model_status(self) -> List[VersionStatus]:
+    """Every version the server knows of this model (a version_label is not applied)."""
+    request = get_model_status_pb2.GetModelStatusRequest(
+        model_spec=model_pb2.ModelSpec(name=self.model_name))
+    if self.version is not None:
+      request.model_spec.version.value = self.version
+    response = self._call(self._model_stub.GetModelStatus, request)
+    state_name = get_model_status_pb2.ModelVersionStatus.State.Name
+    return sorted((VersionStatus(s.version, state_name(s.state), int(s.status.error_code),
+                                 s.status.error_message)
+                   for s in response.model_version_status), key=lambda s: s.version)
+
+
+# --- CLI --------------------------------------------------------------------------------------
+_INPUT_HELP = f"""\
+--input JSON (a file, or - for stdin): one object mapping input names to values.
+
+  serving_default (a batch of B samples):
+    {{"{features.HIST_ITEM_ID}": [[..], [..]], "{features.HIST_CATEGORY_ID}": [[..], [..]],
+     "{features.HIST_BEHAVIOR_TYPE}": [[..], [..]], "{features.HIST_TIMESTAMP}": [[..], [..]],
+     "{features.TARGET_ITEM_ID}": [..B..], "{features.TARGET_CATEGORY_ID}": [..B..],
+     "{features.TARGET_TIMESTAMP}": [..B..]}}
+    History rows are oldest first and may have different lengths; they are left-padded
+    with 0 (or left-truncated) to the model's history width.
+
+  score_candidates (one user, N candidates):
+    {{"{features.HIST_ITEM_ID}": [..], "{features.HIST_CATEGORY_ID}": [..],
+     "{features.HIST_BEHAVIOR_TYPE}": [..], "{features.HIST_TIMESTAMP}": [..],
+     "{features.REQUEST_TIMESTAMP}": 1700000000,
+     "{features.CANDIDATE_ITEM_ID}": [..N..], "{features.CANDIDATE_CATEGORY_ID}": [..N..]}}
+
+All values are integers (ids, behavior types 1-4, unix seconds); 0 is padding.
+Prints one JSON line: {{"{features.OUTPUT_CTR}": [...]}}. --metadata / --status print the
+model's signatures / version states instead. Exit code 1 on a scoring error.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m serving.client", description="Score requests against TF Serving.",
+      epilog=_INPUT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+  flag = parser.add_argument
+  flag("--server", default="localhost:8500", help="HOST:PORT of the gRPC endpoint "
+                                                   "(default: %(default)s)")
+  flag("--model_name", default="eta", help="(default: %(default)s)")
+  group = parser.add_mutually_exclusive_group()
+  group.add_argument("--version", type=int, default=None, help="a version number")
+  group.add_argument("--version_label", default=None, help="a version label, e.g. stable")
+  flag("--signature", default=features.SERVING_DEFAULT, choices=features.SIGNATURE_NAMES,
+       help="(default: %(default)s)")
+  flag("--input", default=None, help="request JSON file, - for stdin (format below)")
+  flag("--timeout_s", type=float, default=5.0, help="per-attempt deadline (default: 5)")
+  flag("--max_retries", type=int, default=3, help="(default: %(default)s)")
+  flag("--tls", action="store_true", help="use TLS")
+  flag("--root_certificates", default=None, help="PEM file of trusted roots (implies --tls)")
+  flag("--metadata", action="store_true", help="print the model's signatures and exit")
+  flag("--status", action="store_true", help="print the model's version states and exit")
+  return parser
+
+
+def _load_json(path: str):
+  if path == "-":
+    return json.load(sys.stdin)
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if not (args.metadata or args.status or args.input):
+    parser.error("give --input (or --metadata / --status)")
+  roots = None
+  if args.root_certificates:
+    with open(args.root_certificates, "rb") as f:
+      roots = f.read()
+  client = ScoringClient(args.server, args.model_name, args.version, args.version_label,
+                         tls=args.tls, root_certificates=roots, timeout_s=args.timeout_s,
+                         max_retries=args.max_retries)
+  try:
+    if args.status:
+      out = {"model_version_status": [dataclasses.asdict(s) for s in client.model_status()]}
+    elif args.metadata:
+      meta = client.model_metadata()
+      out = {"model_name": meta.model_name, "version": meta.version, "signatures": {
+          name: {"inputs": meta.input_specs(name), "outputs": meta.output_specs(name)}
+          for name in sorted(meta.signature_defs) if not name.startswith("__")}}
+    else:
+      request = _load_json(args.input)
+      if not isinstance(request, dict):
+        raise InputValidationError("input", "the JSON must be an object of input names")
+      if args.signature == features.SCORE_CANDIDATES:
+        history = {k: v for k, v in request.items() if k in features.HISTORY_FEATURES}
+        rest = {k: v for k, v in request.items() if k not in features.HISTORY_FEATURES}
+        ctr = client.score_candidates(history, rest)
+      else:
+        ctr = client.score(request)
+      out = {features.OUTPUT_CTR: [float(x) for x in ctr]}
+  except (ScoringError, OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  finally:
+    client.close()
+  print(json.dumps(out))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
