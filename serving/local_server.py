@@ -36,9 +36,10 @@ What it implements, after TF Serving:
 Additions of its own: --max_candidates rejects (INVALID_ARGUMENT) requests with more rows
 / candidates than configured, and a per-request element cap rejects tensors that would
 not fit in memory, so a bad request never takes the server down. With --enable_batching
-it applies TF Serving's batching preconditions (every input at least 1-D with one shared
-0th dimension; at most max_batch_size rows) without batching anything, so tests see what
-the batching server would refuse.
+(and --enable_per_model_batching_parameters: only versions shipping batching_params.pbtxt)
+it applies TF Serving's batching preconditions to those versions' requests and warmup
+(every input at least 1-D with one shared 0th dimension; at most max_batch_size rows)
+without batching anything, so tests see what the batching server would refuse.
 
     python -m serving.local_server --port=8500 --model_config_file=models.config
     python -m serving.local_server --port=8500 --model_name=eta --model_base_path=/abs/eta
@@ -80,6 +81,7 @@ log = logging.getLogger("serving.local_server")
 
 State = get_model_status_pb2.ModelVersionStatus.State
 SIGNATURE_DEF_FIELD = "signature_def"
+PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
 DEFAULT_MAX_CANDIDATES = 10_000
 DEFAULT_MAX_REQUEST_ELEMENTS = 1 << 26  # int64 elements of all inputs: 512 MiB
 _INT32_MAX = (1 << 31) - 1  # TF Serving's gRPC message size limit
@@ -140,6 +142,7 @@ class Servable:
       self.session.close()
       raise
     self.signatures = dict(self.meta_graph_def.signature_def)
+    self.batching = None  # BatchingParameters when requests go through TF's batcher
     self._inflight = 0
     self._cv = threading.Condition()
 
@@ -199,12 +202,9 @@ def _request_rows(signature_name: str, shapes: Dict[str, list]) -> int:
 
 
 class _Limits:
-  def __init__(self, max_candidates=0, max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS,
-               enable_batching=False, max_batch_size=None):
+  def __init__(self, max_candidates=0, max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS):
     self.max_candidates = max_candidates
     self.max_request_elements = max_request_elements
-    self.enable_batching = enable_batching
-    self.max_batch_size = max_batch_size
 
 
 def run_predict(servable: Servable, request: predict_pb2.PredictRequest,
@@ -252,8 +252,9 @@ def run_predict(servable: Servable, request: predict_pb2.PredictRequest,
     if rows > limits.max_candidates:
       raise _invalid(f"request has {rows} candidates (rows), more than "
                      f"--max_candidates={limits.max_candidates}")
-  if limits.enable_batching:
-    _check_batching(shapes, limits.max_batch_size)
+  if servable.batching is not None:
+    _check_batching(shapes, servable.batching.max_batch_size.value
+                    if servable.batching.HasField("max_batch_size") else None)
   feeds = {}
   for alias in sorted(sent):
     try:
@@ -316,10 +317,13 @@ class ServerCore:
   """Models, versions, labels and their states; thread-safe."""
 
   def __init__(self, allow_version_labels_for_unavailable_models: bool = False,
-               enable_model_warmup: bool = True, session_config=None):
+               enable_model_warmup: bool = True, session_config=None, batching=None,
+               per_model_batching: bool = False):
     self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
     self.enable_model_warmup = enable_model_warmup
     self.session_config = session_config
+    self.batching = batching  # global BatchingParameters (--enable_batching) or None
+    self.per_model_batching = per_model_batching
     self._models: Dict[str, _Model] = {}
     self._states: Dict[str, Dict[int, tuple]] = {}  # name -> version -> (State, StatusProto)
     self._lock = threading.RLock()  # models, available maps, labels, states
@@ -414,6 +418,7 @@ class ServerCore:
     servable = None
     try:
       servable = Servable(model.name, version, path, self.session_config)
+      servable.batching = self._batching_for(path)
       if self.enable_model_warmup:
         count = replay_warmup(servable)
         log.info("Finished warming up %s version %d with %d requests", model.name, version,
@@ -432,6 +437,17 @@ class ServerCore:
       self._states[model.name][version] = (State.AVAILABLE, _status_proto())
     log.info("Successfully loaded servable version {name: %s version: %d}", model.name,
              version)
+
+  def _batching_for(self, path: str):
+    """TF Serving's GetPerModelBatchingParams: which params batch this version, if any."""
+    if self.batching is None:
+      return None
+    if not self.per_model_batching:
+      return self.batching
+    per_model = os.path.join(path, PER_MODEL_BATCHING_FILE)
+    if not os.path.exists(per_model):
+      return None
+    return tfs_protos.parse_text(per_model, tfs_protos.BatchingParameters)
 
   def _unload(self, model: _Model, version: int) -> None:
     with self._lock:
@@ -596,6 +612,7 @@ class LocalServer:
                max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS,
                allow_version_labels_for_unavailable_models: bool = False,
                enable_batching: bool = False, batching_parameters_file: Optional[str] = None,
+               enable_per_model_batching_parameters: bool = False,
                enable_model_warmup: bool = True, grpc_max_threads: int = 16,
                tensorflow_intra_op_parallelism: int = 0,
                tensorflow_inter_op_parallelism: int = 0):
@@ -608,19 +625,17 @@ class LocalServer:
     self.port: Optional[int] = None
     self.fs_poll_s = float(file_system_poll_wait_seconds)
     self.config_poll_s = float(model_config_file_poll_wait_seconds)
-    max_batch_size = None
-    if enable_batching and batching_parameters_file:
-      params = tfs_protos.parse_text(batching_parameters_file, tfs_protos.BatchingParameters)
-      if params.HasField("max_batch_size"):
-        max_batch_size = params.max_batch_size.value
-    self.limits = _Limits(max_candidates, max_request_elements, enable_batching,
-                          max_batch_size)
+    batching = None
+    if enable_batching:
+      batching = (tfs_protos.parse_text(batching_parameters_file, tfs_protos.BatchingParameters)
+                  if batching_parameters_file else tfs_protos.BatchingParameters())
+    self.limits = _Limits(max_candidates, max_request_elements)
     self.grpc_max_threads = grpc_max_threads
     session_config = tf.compat.v1.ConfigProto(
         intra_op_parallelism_threads=tensorflow_intra_op_parallelism,
         inter_op_parallelism_threads=tensorflow_inter_op_parallelism)
     self.core = ServerCore(allow_version_labels_for_unavailable_models, enable_model_warmup,
-                           session_config)
+                           session_config, batching, enable_per_model_batching_parameters)
     self._server = None
     self._stop = threading.Event()
     self._threads = []
@@ -754,13 +769,16 @@ def build_parser() -> argparse.ArgumentParser:
        help="enforce TF Serving's batching preconditions on requests (default: false)")
   flag("--batching_parameters_file", default=None,
        help="BatchingParameters text proto (max_batch_size is enforced)")
+  flag("--enable_per_model_batching_parameters", type=_bool, nargs="?", const=True,
+       default=False, help="batch only versions that ship batching_params.pbtxt, with "
+                           "those params (default: false)")
   flag("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True,
        help="replay assets.extra/tf_serving_warmup_requests before serving (default: true)")
   flag("--grpc_max_threads", type=int, default=16, help="gRPC worker threads (default: 16)")
   flag("--tensorflow_intra_op_parallelism", type=int, default=0, help="0 = auto")
   flag("--tensorflow_inter_op_parallelism", type=int, default=0, help="0 = auto")
   for ignored in ("--rest_api_port", "--monitoring_config_file",
-                  "--xla_cpu_compilation_enabled", "--enable_per_model_batching_parameters"):
+                  "--xla_cpu_compilation_enabled"):
     flag(ignored, default=None, nargs="?", const="true",
          help="accepted for command-line compatibility with TF Serving; ignored")
   return parser
@@ -782,6 +800,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           args.allow_version_labels_for_unavailable_models),
       enable_batching=args.enable_batching,
       batching_parameters_file=args.batching_parameters_file,
+      enable_per_model_batching_parameters=args.enable_per_model_batching_parameters,
       enable_model_warmup=args.enable_model_warmup, grpc_max_threads=args.grpc_max_threads,
       tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
       tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism)
