@@ -122,6 +122,7 @@ def _as_proto_field(value):
   field = _PROTO_FIELDS.get(array.dtype.name)
   if field is not None:
     proto.ClearField("tensor_content")
+    proto.ClearField(field)  # make_tensor_proto fills it itself for 1-element arrays
     getattr(proto, field).extend(array.ravel().tolist())
   return proto
 
