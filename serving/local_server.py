@@ -653,6 +653,19 @@ class LocalServer:
     else:
       config = self._initial_config
     self.core.reload_config(config)
+    try:
+      self._start_grpc()
+    except BaseException:
+      self.core.unload_all()
+      raise
+    if self.fs_poll_s > 0:
+      self._spawn(self.fs_poll_s, self.core.poll_once, "fs-poll")
+    if self.model_config_file and self.config_poll_s > 0:
+      self._spawn(self.config_poll_s, self._poll_config, "config-poll")
+    log.info("Running gRPC ModelServer at %s:%d ...", self.host, self.port)
+    return self
+
+  def _start_grpc(self):
     options = [("grpc.max_receive_message_length", _INT32_MAX),
                ("grpc.max_send_message_length", _INT32_MAX),
                ("grpc.so_reuseport", 0)]
@@ -668,12 +681,6 @@ class LocalServer:
     if not self.port:
       raise OSError(f"could not bind {self.host}:{self._requested_port}")
     self._server.start()
-    if self.fs_poll_s > 0:
-      self._spawn(self.fs_poll_s, self.core.poll_once, "fs-poll")
-    if self.model_config_file and self.config_poll_s > 0:
-      self._spawn(self.config_poll_s, self._poll_config, "config-poll")
-    log.info("Running gRPC ModelServer at %s:%d ...", self.host, self.port)
-    return self
 
   def _spawn(self, interval, fn, name):
     def loop():
@@ -808,7 +815,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   stop = threading.Event()
   for sig in (signal.SIGINT, signal.SIGTERM):
     signal.signal(sig, lambda *_: stop.set())
-  server.start()
+  try:
+    server.start()
+  except (ServingError, OSError, RuntimeError, model_config_lib.ModelConfigError) as e:
+    print(f"error: failed to start server: {getattr(e, 'message', e)}", file=sys.stderr)
+    server.stop(0)
+    return 1
   print(f"serving.local_server listening on {args.host}:{server.port}", flush=True)
   stop.wait()
   server.stop()
