@@ -121,8 +121,12 @@ class ScoringClient:
     self.backoff_s, self.max_backoff_s = float(backoff_s), float(max_backoff_s)
     self.history_width = history_width
     self._width_lock = threading.Lock()
+    # Reconnect quickly after a server restart; our retry loop owns the backoff policy.
     options = [("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-               ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES)]
+               ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+               ("grpc.initial_reconnect_backoff_ms", 100),
+               ("grpc.min_reconnect_backoff_ms", 100),
+               ("grpc.max_reconnect_backoff_ms", 5000)]
     if tls or root_certificates:
       credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
       self._channel = grpc.secure_channel(target, credentials, options=options)

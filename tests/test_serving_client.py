@@ -134,7 +134,7 @@ def test_server_down_then_up():
   thread.start()
   try:
     t0 = time.monotonic()
-    np.testing.assert_allclose(_score(port, timeout_s=0.3, max_retries=8), [0.5, 0.5])
+    np.testing.assert_allclose(_score(port, timeout_s=0.3, max_retries=12), [0.5, 0.5])
     assert time.monotonic() - t0 >= 0.3
   finally:
     thread.join()
