@@ -237,13 +237,23 @@ def export_trained(model_dir: str, export_base: str, model_name: str, data_dir=N
 
 
 def _update_models_config(export_base, model_name, base, version, label):
-  """Adds the version to models.config; labels it; the first version is also stable."""
+  """Adds the version to models.config; labels only where TF Serving allows it.
+
+  TF Serving (with --allow_version_labels_for_unavailable_models) accepts a *new* label on
+  a version that is not loaded yet, but rejects the whole config when an existing label
+  moves to a version that is not AVAILABLE. So: the first version becomes `stable` (and
+  `label`); later versions are added to the policy, `label` is set only if it is new, and
+  moving an existing label is left to `python -m serving.model_config label/promote` once
+  the version serves.
+  """
   from serving import model_config  # pylint: disable=g-import-not-at-top
   path = os.path.join(export_base, MODELS_CONFIG_FILE)
-  config = (model_config.read_config(path) if os.path.exists(path) else None)
-  known = config is not None and any(
-      m.name == model_name for m in config.model_config_list.config)
-  if not known:
+  config = model_config.read_config(path) if os.path.exists(path) else None
+  entry = None
+  if config is not None:
+    entry = next((m for m in config.model_config_list.config if m.name == model_name),
+                 None)
+  if entry is None:
     labels = {"stable": version}
     if label:
       labels[label] = version
@@ -251,8 +261,12 @@ def _update_models_config(export_base, model_name, base, version, label):
                              labels=labels)
     return
   model_config.add_version(path, model_name, version)
-  if label:
+  if label and label not in entry.version_labels:
     model_config.set_label(path, model_name, label, version)
+  elif label:
+    print(f"models.config: version {version} added; once it is AVAILABLE, move the label "
+          f"with: python -m serving.model_config label --model_config_file={path} "
+          f"--model_name={model_name} --label={label} --version={version}", flush=True)
 
 
 def _read_json(path):
