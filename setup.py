@@ -16,6 +16,7 @@ setuptools.setup(
         "tf-keras>=2.21,<2.22",
         "tensorflow-recommenders>=0.7.7,<0.8",
         "tensorflow-serving-api>=2.21,<2.22",
+        "tensorboard>=2.21,<2.22",
         "apache-beam[tfrecord]>=2.60,<3",
         "numpy>=1.26,<3",
         "absl-py>=2.0,<3",

@@ -277,33 +277,36 @@ def _read_json(path):
 
 
 # --------------------------------------------------------------------------------- CLI
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Training output dir (model_config.json, final/).")
-flags.DEFINE_string("export_base", "runs/export", "Parent of the TF Serving model bases; "
-                    "models.config is written here.")
-flags.DEFINE_string("model_name", None, "Model name (default: the config's model).")
-flags.DEFINE_string("data_dir", None, "Pipeline output for warmup/validation samples "
-                    "(default: the one the run trained on).")
-flags.DEFINE_string("label", "canary", "Version label for the new version (empty: none).")
+def _define_flags():
+  """CLI flags, defined only when run as a program (eta_tf.train imports this module)."""
+  flags.DEFINE_string("model_dir", None, "Training output dir (model_config.json, final/).")
+  flags.DEFINE_string("export_base", "runs/export", "Parent of the TF Serving model bases; "
+                      "models.config is written here.")
+  flags.DEFINE_string("model_name", None, "Model name (default: the config's model).")
+  flags.DEFINE_string("data_dir", None, "Pipeline output for warmup/validation samples "
+                      "(default: the one the run trained on).")
+  flags.DEFINE_string("label", "canary", "Version label for the new version (empty: none).")
 
 
 def main(argv):
   del argv
-  if not FLAGS.model_dir:
+  cli = flags.FLAGS
+  if not cli.model_dir:
     print("eta_tf.export: error: --model_dir is required", file=sys.stderr)
     sys.exit(2)
   try:
-    config = config_lib.ModelConfig.load(FLAGS.model_dir)
+    config = config_lib.ModelConfig.load(cli.model_dir)
   except (OSError, ValueError) as e:
-    print(f"eta_tf.export: error: --model_dir={FLAGS.model_dir}: {e}", file=sys.stderr)
+    print(f"eta_tf.export: error: --model_dir={cli.model_dir}: {e}", file=sys.stderr)
     sys.exit(2)
   try:
-    export_trained(FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name or config.model,
-                   data_dir=FLAGS.data_dir, label=FLAGS.label or None)
+    export_trained(cli.model_dir, cli.export_base, cli.model_name or config.model,
+                   data_dir=cli.data_dir, label=cli.label or None)
   except (FileNotFoundError, ValueError, ExportValidationError) as e:
     print(f"eta_tf.export: error: {e}", file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
