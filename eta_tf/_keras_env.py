@@ -15,6 +15,8 @@ _MESSAGE = (
 
 
 def ensure_legacy_keras():
+  # TensorFlow's C++ INFO/WARNING lines (CUDA probing on CPU machines) drown our output.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
   if "tensorflow" in sys.modules:

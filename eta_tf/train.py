@@ -148,8 +148,7 @@ def check_data_dir(data_dir: str):
   try:
     data.read_schema(data_dir)
   except (ValueError, OSError) as e:
-    raise UsageError(f"--data_dir={data_dir}: not a pipelines.build_dataset output "
-                     f"({e})") from None
+    raise UsageError(f"--data_dir={data_dir}: {e}") from None
   for split in F.SPLITS:
     if not tf.io.gfile.glob(F.split_file_pattern(data_dir, split)):
       raise UsageError(f"--data_dir={data_dir}: the {split} split is empty (no files "

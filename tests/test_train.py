@@ -21,8 +21,8 @@ def _train(*args, **kw):
 def _one_line_usage_error(result, *needles):
   assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
   assert "Traceback" not in result.stderr
-  lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
-  error_lines = [l for l in lines if "error" in l.lower()]
+  lines = result.stderr.strip().splitlines()
+  error_lines = [l for l in lines if l.startswith("eta_tf.train: error:")]
   assert len(error_lines) == 1, result.stderr
   for needle in needles:
     assert needle in error_lines[0], (needle, error_lines[0])

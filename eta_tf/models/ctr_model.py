@@ -43,7 +43,10 @@ class CtrModel(tfrs.Model):
         self.mlp_layers.append(tf.keras.layers.Dropout(config.dropout, seed=i))
     self.logit_layer = tf.keras.layers.Dense(1, name="logit")
     self.task = tfrs.tasks.Ranking(
-        loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+        # SUM, scaled in compute_loss by the global batch: the reduction tf.distribute
+        # needs so per-replica gradients add up to the global mean's gradient.
+        loss=tf.keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
         metrics=[tf.keras.metrics.AUC(name="auc", from_logits=True),
                  tf.keras.metrics.BinaryCrossentropy(name="logloss", from_logits=True)])
     # Set by freeze_signatures() at export: item bucket -> packed SimHash signature.
@@ -103,8 +106,11 @@ class CtrModel(tfrs.Model):
   def compute_loss(self, inputs, training=False):
     features, labels = inputs
     logits = self(features, training=training)
-    return self.task(labels=tf.cast(labels, tf.float32)[:, None],
-                     predictions=logits[:, None])
+    loss_sum = self.task(labels=tf.cast(labels, tf.float32)[:, None],
+                         predictions=logits[:, None])
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    global_batch = tf.cast(tf.shape(logits)[0] * replicas, tf.float32)
+    return loss_sum / global_batch
 
   # ---------------------------------------------------------------- serving entry points
   def predict_ctr(self, features):
