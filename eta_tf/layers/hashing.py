@@ -74,11 +74,14 @@ class HammingTopK(tf.keras.layers.Layer):
     mask bool [B, N, k] (False when fewer than k real behaviors exist).
   """
 
-  def __init__(self, k: int = 48, **kwargs):
+  def __init__(self, k: int = 48, use_xla: bool = False, **kwargs):
     super().__init__(**kwargs)
     if int(k) < 1:
       raise ValueError(f"k={k!r}: must be >= 1")
     self.k = int(k)
+    # XLA for the distance pass: faster, but TF Serving then needs
+    # --xla_cpu_compilation_enabled=true (eta_tf/ops/hamming.py).
+    self.use_xla = bool(use_xla)
 
   def call(self, query_signatures, key_signatures, mask=None):
     query_signatures = tf.convert_to_tensor(query_signatures, tf.int64)
@@ -88,13 +91,13 @@ class HammingTopK(tf.keras.layers.Layer):
       query_signatures = query_signatures[:, None, :]
     if mask is None:
       mask = tf.ones(tf.shape(key_signatures)[:2], tf.bool)
-    distances = hamming_ops.hamming_distance(query_signatures, key_signatures)
-    indices, selected, selected_mask = hamming_ops.select_nearest(distances, mask, self.k)
+    indices, selected, selected_mask = hamming_ops.hamming_top_k(
+        query_signatures, key_signatures, mask, self.k, use_xla=self.use_xla)
     if squeeze:
       return indices[:, 0], selected[:, 0], selected_mask[:, 0]
     return indices, selected, selected_mask
 
   def get_config(self):
     config = super().get_config()
-    config.update({"k": self.k})
+    config.update({"k": self.k, "use_xla": self.use_xla})
     return config
