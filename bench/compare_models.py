@@ -1,0 +1,130 @@
+r"""Accuracy of the six models under one harness: same data, features, tower, budget.
+
+  python bench/compare_models.py                      # synthetic default log
+  python bench/compare_models.py --data=/path/UserBehavior.csv --steps=2000
+  python bench/compare_models.py --data_dir=DIR       # an existing pipeline output
+
+Generates the synthetic log (pipelines.synthetic defaults unless --synthetic_args), runs the
+Beam pipeline, trains every model with the same steps/batch/seed via eta_tf.train.train,
+evaluates on the eval split and prints a table of AUC, GAUC, logloss and train
+examples/s. Writes the rows to --output (JSON). Nothing about the ordering is assumed.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from eta_tf import config as config_lib  # noqa: E402  (sets tf-keras before TF)
+from eta_tf import features as F  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def prepare_data(work_dir: str, data: str = None, data_dir: str = None, seed: int = 0,
+                 synthetic_args=()) -> str:
+  """Pipeline output dir for a raw log (--data), an existing dir, or the synthetic log."""
+  if data_dir:
+    return data_dir
+  os.makedirs(work_dir, exist_ok=True)
+  tag = "user" if data else "synthetic" + "".join(a.strip("-").replace("=", "")
+                                                  for a in synthetic_args)
+  out = os.path.join(work_dir, f"data_{tag}_s{seed}")
+  if os.path.exists(os.path.join(out, F.SCHEMA_FILE)):
+    return out
+  if not data:
+    data = os.path.join(work_dir, f"log_{tag}_s{seed}.csv.gz")
+    _run([sys.executable, "-m", "pipelines.synthetic", f"--output={data}",
+          f"--seed={seed}", *synthetic_args])
+  _run([sys.executable, "-m", "pipelines.build_dataset", f"--input={data}",
+        f"--output_dir={out}.partial", f"--seed={seed}", "--overwrite"])
+  os.replace(out + ".partial", out)
+  return out
+
+
+def _run(cmd):
+  print("+ " + " ".join(cmd), flush=True)
+  subprocess.run(cmd, check=True)
+
+
+def train_and_evaluate(data_dir, model, work_dir, steps, epochs, batch_size, seed,
+                       eval_steps=None, **overrides) -> dict:
+  """Trains one model in-process; returns its final eval metrics and timing."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from eta_tf import train  # pylint: disable=g-import-not-at-top
+  tf.keras.backend.clear_session()
+  config = config_lib.ModelConfig(model=model, **overrides)
+  tag = "_".join([model] + [f"{k}{v}" for k, v in sorted(overrides.items())] + [f"s{seed}"])
+  model_dir = os.path.join(work_dir, "models", tag)
+  start = time.perf_counter()
+  metrics, _ = train.train(config, data_dir, model_dir, epochs, steps, batch_size,
+                           learning_rate=2e-3, seed=seed, eval_steps=eval_steps, verbose=0,
+                           checkpoint_every=10 ** 9)
+  row = {k: metrics[k] for k in ("auc", "gauc", "logloss", "positive_rate",
+                                 "train_examples_per_second", "train_steps",
+                                 "eval_examples")}
+  row.update({"model": model, "seed": seed, "wall_seconds": time.perf_counter() - start,
+              **overrides})
+  if model == "eta":
+    row["overlap_at_k"] = metrics.get(f"overlap_at_{config.top_k}")
+  return row
+
+
+def format_table(rows, keys=("model", "auc", "gauc", "logloss",
+                             "train_examples_per_second")) -> str:
+  lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+  for r in rows:
+    cells = []
+    for k in keys:
+      v = r.get(k)
+      cells.append(f"{v:.4f}" if isinstance(v, float) and k != "train_examples_per_second"
+                   else f"{v:.0f}" if isinstance(v, float) else str(v))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--models", default=",".join(config_lib.MODEL_NAMES))
+  parser.add_argument("--data", default=None, help="raw Taobao-format log (glob) to use "
+                      "instead of the synthetic one")
+  parser.add_argument("--data_dir", default=None, help="existing pipeline output dir")
+  parser.add_argument("--synthetic_args", default="", help="extra pipelines.synthetic "
+                      "flags, space separated (e.g. '--num_users=2000')")
+  parser.add_argument("--work_dir", default=os.path.join(HERE, "work"))
+  parser.add_argument("--output", default=os.path.join(HERE, "results",
+                                                       "compare_models.json"))
+  parser.add_argument("--steps", type=int, default=600, help="train steps per epoch")
+  parser.add_argument("--epochs", type=int, default=2)
+  parser.add_argument("--eval_steps", type=int, default=None)
+  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--max_len", type=int, default=256)
+  parser.add_argument("--short_len", type=int, default=16)
+  parser.add_argument("--top_k", type=int, default=48)
+  args = parser.parse_args(argv)
+
+  data_dir = prepare_data(args.work_dir, args.data, args.data_dir, args.seed,
+                          args.synthetic_args.split())
+  rows = []
+  for model in args.models.split(","):
+    print(f"== {model}", flush=True)
+    row = train_and_evaluate(data_dir, model, args.work_dir, args.steps, args.epochs,
+                             args.batch_size, args.seed, args.eval_steps,
+                             max_len=args.max_len, short_len=args.short_len,
+                             top_k=args.top_k)
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+  print(format_table(rows))
+  os.makedirs(os.path.dirname(args.output), exist_ok=True)
+  with open(args.output, "w") as f:
+    json.dump({"data_dir": data_dir, "args": vars(args), "rows": rows}, f, indent=2)
+  print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+  main()
