@@ -152,9 +152,14 @@ def test_hamming_topk_rank2_query_and_config():
 
 # ------------------------------------------------------------------ TargetAttention
 def np_target_attention(weights, query, keys, mask, heads, head_dim):
-  wq, wk, wv, wo, bo = weights
-  q = (query @ wq).reshape(query.shape[:-1] + (heads, head_dim)) / np.sqrt(head_dim)
+  wq, wk, wv, wo, bo = weights[:5]
+  q = (query @ wq).reshape(query.shape[:-1] + (heads, head_dim))
   k = (keys @ wk).reshape(keys.shape[:-1] + (heads, head_dim))
+  if len(weights) == 6:  # cosine attention: unit q and k, per-head scale
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True) * weights[5][:, None]
+    k = k / np.linalg.norm(k, axis=-1, keepdims=True)
+  else:
+    q = q / np.sqrt(head_dim)
   v = (keys @ wv).reshape(keys.shape[:-1] + (heads, head_dim))
   out = np.zeros(query.shape[:-1] + (heads * head_dim,))
   for b in range(query.shape[0]):
@@ -170,14 +175,16 @@ def np_target_attention(weights, query, keys, mask, heads, head_dim):
   return out @ wo + bo
 
 
-def test_target_attention_matches_numpy_and_masks():
+@pytest.mark.parametrize("normalize_qk", [False, True])
+def test_target_attention_matches_numpy_and_masks(normalize_qk):
   rng = np.random.default_rng(3)
   heads, head_dim = 3, 5
   query = rng.standard_normal((4, 6, 10)).astype(np.float32)
   keys = rng.standard_normal((4, 9, 12)).astype(np.float32)
   mask = rng.random((4, 9)) < 0.6
   mask[1] = False  # fully masked row
-  layer = TargetAttention(heads, head_dim, output_dim=7)
+  layer = TargetAttention(heads, head_dim, output_dim=7, normalize_qk=normalize_qk,
+                          initial_scale=3.0)
   out = layer(query, keys, mask).numpy()
   assert out.shape == (4, 6, 7) and np.isfinite(out).all()
   expected = np_target_attention([w.astype(np.float64) for w in layer.get_weights()],
@@ -192,6 +199,22 @@ def test_target_attention_matches_numpy_and_masks():
   keys2 = keys.copy()
   keys2[~mask] = 100.0
   np.testing.assert_allclose(layer(query, keys2, mask).numpy(), out, rtol=1e-5, atol=1e-6)
+
+
+def test_shared_prefix_init_makes_the_same_item_the_top_score():
+  """Tied query/key init of the shared embedding prefix: the candidate's own item wins."""
+  rng = np.random.default_rng(5)
+  layer = TargetAttention(2, 8, query_dim=6, key_dim=9, shared_prefix_dim=6,
+                          normalize_qk=True)
+  wq, wk = layer.get_weights()[:2]
+  np.testing.assert_array_equal(wk[:6], wq)
+  behaviors = rng.standard_normal((1, 20, 9)).astype(np.float32)
+  behaviors[..., 6:] *= 0.1  # the non-shared features (type, time) are small
+  query = behaviors[:, 7:8, :6]  # the candidate is behavior 7's item
+  q = layer.project_query(query).numpy()  # [1, 1, H, dh]
+  k, _ = layer.project_keys(behaviors)
+  scores = np.einsum("bnhd,bthd->bnht", q, k.numpy())
+  assert (scores.argmax(-1) == 7).all()
 
 
 def test_target_attention_gathered_keys_equal_shared_keys():

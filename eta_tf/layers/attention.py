@@ -17,13 +17,17 @@ class TargetAttention(tf.keras.layers.Layer):
   """
 
   def __init__(self, num_heads: int = 4, head_dim: int = 16, output_dim=None,
-               query_dim=None, key_dim=None, **kwargs):
+               query_dim=None, key_dim=None, shared_prefix_dim: int = 0,
+               normalize_qk: bool = False, initial_scale: float = 10.0, **kwargs):
     super().__init__(**kwargs)
     self.num_heads = int(num_heads)
     self.head_dim = int(head_dim)
     self.output_dim = int(output_dim or num_heads * head_dim)
     self.query_dim = query_dim
     self.key_dim = key_dim
+    self.shared_prefix_dim = int(shared_prefix_dim)
+    self.normalize_qk = bool(normalize_qk)
+    self.initial_scale = float(initial_scale)
     if query_dim and key_dim:
       # Known widths: create the weights now, so project_keys/attend work before the
       # first __call__ (the ETA block calls them directly).
@@ -46,21 +50,40 @@ class TargetAttention(tf.keras.layers.Layer):
     self.output_bias = self.add_weight(name="output_bias", shape=(self.output_dim,),
                                        initializer="zeros")
     self.query_dim, self.key_dim = query_dim, key_dim
+    if self.normalize_qk:
+      # Cosine attention with a learnable per-head scale (QK-normalisation): the score
+      # range no longer depends on the embeddings' scale, which starts tiny, so attention
+      # can be sharp from the first step.
+      self.score_scale = self.add_weight(
+          name="score_scale", shape=(self.num_heads,),
+          initializer=tf.keras.initializers.Constant(self.initial_scale))
+    prefix = min(self.shared_prefix_dim, query_dim, key_dim)
+    if prefix:
+      # The first `prefix` features of queries and keys are the same embeddings (the
+      # candidate's item ⊕ category and the behavior's). Starting the key projection of
+      # that part equal to the query projection makes the initial score a similarity
+      # (largest for the candidate's own item) instead of a random bilinear form.
+      self.key_kernel.assign(tf.concat([self.query_kernel[:prefix],
+                                        self.key_kernel[prefix:]], axis=0))
 
   def _split_heads(self, x):
     shape = tf.shape(x)
     return tf.reshape(x, tf.concat([shape[:-1], [self.num_heads, self.head_dim]], 0))
 
   def project_query(self, query):
-    """[..., Dq] -> [..., H, dh], pre-scaled by 1/sqrt(dh)."""
-    q = tf.tensordot(query, self.query_kernel, axes=[[-1], [0]])
-    return self._split_heads(q) * (self.head_dim ** -0.5)
+    """[..., Dq] -> [..., H, dh], pre-scaled (1/sqrt(dh), or unit norm x scale)."""
+    q = self._split_heads(tf.tensordot(query, self.query_kernel, axes=[[-1], [0]]))
+    if self.normalize_qk:
+      return tf.math.l2_normalize(q, axis=-1) * self.score_scale[:, None]
+    return q * (self.head_dim ** -0.5)
 
   def project_keys(self, keys):
     """[..., T, Dk] -> (keys, values), each [..., T, H, dh]."""
-    k = tf.tensordot(keys, self.key_kernel, axes=[[-1], [0]])
+    k = self._split_heads(tf.tensordot(keys, self.key_kernel, axes=[[-1], [0]]))
     v = tf.tensordot(keys, self.value_kernel, axes=[[-1], [0]])
-    return self._split_heads(k), self._split_heads(v)
+    if self.normalize_qk:
+      k = tf.math.l2_normalize(k, axis=-1)
+    return k, self._split_heads(v)
 
   def attend(self, query_heads, key_heads, value_heads, mask):
     """Attention on projected tensors.
@@ -111,5 +134,6 @@ class TargetAttention(tf.keras.layers.Layer):
     config = super().get_config()
     config.update({"num_heads": self.num_heads, "head_dim": self.head_dim,
                    "output_dim": self.output_dim, "query_dim": self.query_dim,
-                   "key_dim": self.key_dim})
+                   "key_dim": self.key_dim, "shared_prefix_dim": self.shared_prefix_dim,
+                   "normalize_qk": self.normalize_qk, "initial_scale": self.initial_scale})
     return config

@@ -26,9 +26,11 @@ from eta_tf.ops import hamming as hamming_ops
 
 def make_attention(config: ModelConfig, name: str) -> TargetAttention:
   """Target attention of candidates (item ⊕ category) over behavior embeddings."""
-  return TargetAttention(config.num_heads, config.head_dim,
-                         query_dim=config.item_dim + config.category_dim,
-                         key_dim=config.behavior_dim, name=name)
+  query_dim = config.item_dim + config.category_dim
+  # Behaviors start with the same item ⊕ category embeddings as the query.
+  return TargetAttention(config.num_heads, config.head_dim, query_dim=query_dim,
+                         key_dim=config.behavior_dim, shared_prefix_dim=query_dim,
+                         normalize_qk=True, name=name)
 
 
 class LongHistoryBlock(tf.keras.layers.Layer):
