@@ -156,6 +156,14 @@ def test_default_block_size_and_unknown_static_shapes(use_xla):
   assert_matches_reference(fn(query[:, :5], keys, valid), query[:, :5], keys, valid, 48)
 
 
+@pytest.mark.parametrize("n", [1, 31, 32, 40])
+def test_automatic_path_with_static_shapes(n):
+  """Eager (static N): direct below 32 candidates per user, blockwise from 32 on."""
+  query, keys, valid = random_case(n, 2, n, 800, 1, distinct=25)
+  assert_matches_reference(hamming.hamming_top_k(query, keys, valid, k=48), query, keys,
+                           valid, 48)
+
+
 def test_block_sizes_by_length():
   assert hamming._resolve_block_size(100, 48, None) == 0
   assert hamming._resolve_block_size(1024, 48, None) == hamming.default_block_size(1024)
