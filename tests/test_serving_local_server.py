@@ -266,9 +266,13 @@ def test_half_written_and_broken_versions_are_never_served(tmp_path):
     assert [(s.version, s.state) for s in client.model_status()] == [(1, "AVAILABLE")]
     np.testing.assert_allclose(client.score_candidates(history(1), candidates([4])),
                                expected_ctr(1, 1, [4]), rtol=1e-6)
-    shutil.copytree(template(2), os.path.join(base, "4"))
-    with open(os.path.join(base, "4", "saved_model.pb"), "wb") as f:
+    # Corrupt a copy first and rename it into place: corrupting "4" in place would race
+    # the poller, which may load the intact copy before the overwrite.
+    broken = os.path.join(base, ".tmp-4-broken")
+    shutil.copytree(template(2), broken)
+    with open(os.path.join(broken, "saved_model.pb"), "wb") as f:
       f.write(b"not a SavedModel")
+    os.rename(broken, os.path.join(base, "4"))
     server.wait_for_state("eta", 4, ls.State.END)
     status = {s.version: s for s in client.model_status()}
     assert status[4].error_code != 0 and "failed" in status[4].error_message
