@@ -1,0 +1,143 @@
+"""Beam pipeline: parsing (property-based), PTransforms, counts, dead letter, determinism,
+and the tf.data reader's expansion (no history at or after a target's time)."""
+import glob
+import gzip
+import json
+import os
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import equal_to
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+import numpy as np
+import tensorflow as tf
+
+from conftest import run_module
+from eta_tf import data
+from eta_tf import features as F
+from pipelines import parsing
+from pipelines import transforms as T
+
+
+# ----------------------------------------------------------------------------- parsing
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.binary(max_size=80), st.text(max_size=80),
+                 st.lists(st.one_of(st.integers(-10, 2 ** 64), st.sampled_from(
+                     ["pv", "buy", "cart", "fav", "PV", "", " 1", "1.5", "\ufeff1"])),
+                          max_size=7).map(lambda xs: ",".join(map(str, xs)))))
+def test_parser_never_raises_and_returns_a_record_or_a_reason(line):
+  parsed, reason = parsing.parse_behavior_line(line)
+  assert (parsed is None) != (reason is None)
+  if reason is not None:
+    assert reason in parsing.REASONS
+  else:
+    user, (ts, item, category, code) = parsed
+    assert user > 0 and item > 0 and category > 0
+    assert parsing.DEFAULT_MIN_TIMESTAMP <= ts < parsing.DEFAULT_MAX_TIMESTAMP
+    assert code in F.BEHAVIOR_TYPES.values()
+
+
+def test_parser_reasons_and_tolerated_forms():
+  ok = parsing.parse_behavior_line
+  assert ok(b"1,2,3,pv,1511539200") == ((1, (1511539200, 2, 3, 1)), None)
+  assert ok(b"\xef\xbb\xbf1,2,3,buy,1511539200")[0] == (1, (1511539200, 2, 3, 4))  # BOM
+  assert ok(b"1,2,3,cart,1511539200\r")[0] == (1, (1511539200, 2, 3, 2))  # CRLF
+  cases = {
+      b"": parsing.REASON_EMPTY_LINE,
+      b"1,2,3,pv": parsing.REASON_WRONG_COLUMN_COUNT,
+      b"1,2,3,pv,1511539200,9": parsing.REASON_WRONG_COLUMN_COUNT,
+      b"x,2,3,pv,1511539200": parsing.REASON_NON_INTEGER,
+      b"1,0,3,pv,1511539200": parsing.REASON_NON_POSITIVE_ID,
+      b"1,-2,3,pv,1511539200": parsing.REASON_NON_POSITIVE_ID,
+      b"1,2,3,click,1511539200": parsing.REASON_UNKNOWN_BEHAVIOR_TYPE,
+      b"1,2,3,pv,-5": parsing.REASON_TIMESTAMP_OUT_OF_RANGE,
+      b"1,2,3,pv,99999999999": parsing.REASON_TIMESTAMP_OUT_OF_RANGE,
+  }
+  for line, reason in cases.items():
+    assert ok(line) == (None, reason), line
+
+
+def test_parse_and_validate_ptransform_splits_valid_and_rejected():
+  lines = [b"1,2,3,pv,1511539200", b"", b"1,2,3,pv", b"4,5,6,fav,1511539300"]
+  with TestPipeline() as p:
+    out = (p | beam.Create(lines)
+           | T.ParseAndValidate(parsing.SOURCE_BEHAVIORS))
+    assert_that(out[T.VALID], equal_to([(1, (1511539200, 2, 3, 1)),
+                                        (4, (1511539300, 5, 6, 3))]), label="valid")
+    assert_that(out[T.REJECTED] | beam.MapTuple(lambda s, r, l: (s, r)),
+                equal_to([(parsing.SOURCE_BEHAVIORS, parsing.REASON_EMPTY_LINE),
+                          (parsing.SOURCE_BEHAVIORS,
+                           parsing.REASON_WRONG_COLUMN_COUNT)]), label="rejected")
+
+
+# ----------------------------------------------------------------------------- the job
+def _records(data_dir, split):
+  paths = sorted(glob.glob(F.split_file_pattern(str(data_dir), split)))
+  return sorted(r.numpy() for r in tf.data.TFRecordDataset(paths, compression_type="GZIP"))
+
+
+def test_pipeline_counts_dead_letter_and_determinism(tmp_path):
+  log = tmp_path / "noisy.csv"
+  run_module("pipelines.synthetic", f"--output={log}", "--num_users=120", "--seed=3",
+             "--noise=0.03", "--events_per_user=60")
+  with open(log, "rb") as f:
+    input_rows = len(f.read().split(b"\n")) - 1  # the file ends with a newline
+  outs = []
+  for run in range(2):
+    out = tmp_path / f"out{run}"
+    run_module("pipelines.build_dataset", f"--input={log}", f"--output_dir={out}",
+               "--seed=5")
+    outs.append(out)
+  with open(outs[0] / F.STATS_FILE) as f:
+    stats = json.load(f)
+  rows = stats["rows"]["behaviors"]
+  assert rows["input"] == input_rows
+  assert rows["input"] == rows["accepted"] + rows["rejected"]
+  assert rows["rejected"] == sum(rows["rejected_by_reason"].values()) > 0
+  assert rows["duplicates_removed"] > 0
+  dead = []
+  for path in glob.glob(str(outs[0] / (F.DEAD_LETTER_PREFIX + "-*"))):
+    with open(path) as f:
+      dead += [line for line in f.read().split("\n") if line]
+  assert len(dead) == rows["rejected"]
+  reasons = {}
+  for line in dead:
+    source, reason, _ = line.split("\t", 2)
+    assert source == parsing.SOURCE_BEHAVIORS
+    reasons[reason] = reasons.get(reason, 0) + 1
+  assert reasons == rows["rejected_by_reason"]
+  for split in F.SPLITS:
+    first, second = _records(outs[0], split), _records(outs[1], split)
+    assert first and first == second, split  # same records per split, shards aside
+    assert stats["splits"][split]["records"] == len(first)
+
+
+def test_reader_matches_reference_and_history_is_strictly_before_target(small_data_dir):
+  max_len = 64
+  records = data.read_records(small_data_dir, F.EVAL_SPLIT)
+  expected = data.reference_samples(records, max_len)
+  dataset = data.make_dataset(small_data_dir, F.EVAL_SPLIT, max_len, 128, shuffle=False)
+  got = []
+  for batch, labels in dataset:
+    batch = {k: v.numpy() for k, v in batch.items()}
+    for i, label in enumerate(labels.numpy()):
+      got.append(({k: v[i] for k, v in batch.items()}, float(label)))
+  assert len(got) == len(expected) > 0
+
+  def key(sample):
+    feats, label = sample
+    return (int(feats[F.USER_ID]), int(feats[F.TARGET_TIMESTAMP]),
+            int(feats[F.TARGET_ITEM_ID]), label)
+
+  for (g, gl), (e, el) in zip(sorted(got, key=key), sorted(expected, key=key)):
+    assert gl == el
+    for name in F.HISTORY_FEATURES:
+      np.testing.assert_array_equal(g[name], e[name])
+    real = g[F.HIST_ITEM_ID] > 0
+    assert (g[F.HIST_TIMESTAMP][real] < g[F.TARGET_TIMESTAMP]).all()
+    # Left-padded: real behaviors are a suffix, oldest first.
+    assert not real.any() or real[real.argmax():].all()
+    assert (np.diff(g[F.HIST_TIMESTAMP][real]) >= 0).all()
