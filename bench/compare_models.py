@@ -106,6 +106,8 @@ def main(argv=None):
   parser.add_argument("--max_len", type=int, default=256)
   parser.add_argument("--short_len", type=int, default=16)
   parser.add_argument("--top_k", type=int, default=48)
+  parser.add_argument("--hash_bits", type=int, default=64,
+                      help="SimHash bits m (eta and sdim)")
   args = parser.parse_args(argv)
 
   data_dir = prepare_data(args.work_dir, args.data, args.data_dir, args.seed,
@@ -116,7 +118,7 @@ def main(argv=None):
     row = train_and_evaluate(data_dir, model, args.work_dir, args.steps, args.epochs,
                              args.batch_size, args.seed, args.eval_steps,
                              max_len=args.max_len, short_len=args.short_len,
-                             top_k=args.top_k)
+                             top_k=args.top_k, hash_bits=args.hash_bits)
     print(json.dumps(row), flush=True)
     rows.append(row)
   print(format_table(rows))
