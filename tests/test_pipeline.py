@@ -141,3 +141,71 @@ def test_reader_matches_reference_and_history_is_strictly_before_target(small_da
     # Left-padded: real behaviors are a suffix, oldest first.
     assert not real.any() or real[real.argmax():].all()
     assert (np.diff(g[F.HIST_TIMESTAMP][real]) >= 0).all()
+
+
+# ------------------------------------------------------------------ one PTransform each
+def _plain(sequence):
+  """UserSequence -> comparable tuples (numpy arrays do not compare as values)."""
+  return (sequence.user_id, tuple(map(tuple, sequence.history.tolist())),
+          tuple(map(tuple, sequence.targets.tolist())))
+
+
+def _seq(user, history, targets=()):
+  from pipelines.records import UserSequence  # pylint: disable=g-import-not-at-top
+  return UserSequence(user, np.asarray(history, np.int64).reshape(-1, 4),
+                      np.asarray(targets, np.int64).reshape(-1, 4))
+
+
+def test_group_and_build_sequences_sort_and_deduplicate():
+  events = [(7, (30, 1, 2, 1)), (7, (10, 3, 4, 1)), (7, (30, 1, 2, 1)), (8, (5, 9, 9, 4))]
+  with TestPipeline() as p:
+    grouped = ({parsing.SOURCE_BEHAVIORS: p | beam.Create(events)} | T.GroupByUser())
+    built = grouped | T.BuildSequences()
+    assert_that(built[T.VALID] | beam.Map(_plain), equal_to([
+        (7, ((10, 3, 4, 1), (30, 1, 2, 1)), ()), (8, ((5, 9, 9, 4),), ())]))
+
+
+def test_select_positive_targets_and_filter_short_history():
+  history = [(10, 1, 1, 1), (20, 2, 1, 4), (30, 3, 2, 1), (30, 3, 2, 4)]
+  with TestPipeline() as p:
+    seqs = p | beam.Create([_seq(1, history)]) | T.SelectPositiveTargets([1])
+    assert_that(seqs | "plain1" >> beam.Map(_plain), equal_to([
+        (1, tuple(history), ((10, 1, 1, 1), (30, 3, 2, 1)))]), label="select")
+    split = beam.pvalue.AsSingleton(p | "split" >> beam.Create([{"eval_start": 25}]))
+    filtered = seqs | T.FilterShortHistory(1, split)
+    # The first pv has no earlier behavior: dropped and counted as a train target.
+    assert_that(filtered[T.VALID] | "plain2" >> beam.Map(_plain), equal_to([
+        (1, tuple(history), ((30, 3, 2, 1),))]), label="kept")
+    assert_that(filtered[T.FILTERED], equal_to([(F.TRAIN_SPLIT, 1)]), label="counted")
+
+
+def test_split_by_time_truncates_train_history():
+  history = [(10, 1, 1, 1), (20, 2, 1, 1), (30, 3, 1, 1)]
+  targets = [(15, 5, 1, 1), (35, 6, 1, 0)]
+  with TestPipeline() as p:
+    split = beam.pvalue.AsSingleton(p | "split" >> beam.Create([{"eval_start": 30}]))
+    out = p | beam.Create([_seq(4, history, targets)]) | T.SplitByTime(split)
+    assert_that(out[F.TRAIN_SPLIT] | "t" >> beam.Map(_plain), equal_to([
+        (4, ((10, 1, 1, 1), (20, 2, 1, 1)), ((15, 5, 1, 1),))]), label="train")
+    assert_that(out[F.EVAL_SPLIT] | "e" >> beam.Map(_plain), equal_to([
+        (4, tuple(history), ((35, 6, 1, 0),))]), label="eval")
+
+
+def _check_negatives(actual):
+  (_, _, targets), = actual
+  assert [t[3] for t in targets] == [1, 0, 1, 0]  # each positive followed by a negative
+  first_negative, second_negative = targets[1], targets[3]
+  assert first_negative[2] == 1 and first_negative[1] in (12, 13)  # same category, not 11
+  assert first_negative[0] == 40  # the positive's timestamp
+  # Category 2 has no other item: the negative comes from elsewhere, never the positive.
+  assert second_negative[1] != 21 and second_negative[0] == 50
+
+
+def test_sample_negatives_same_category():
+  catalog = T.Catalog(np.array([[1, 11], [1, 12], [1, 13], [2, 21]]))  # (category, item)
+  positives = [(40, 11, 1, 1), (50, 21, 2, 1)]
+  with TestPipeline() as p:
+    side = beam.pvalue.AsSingleton(p | "cat" >> beam.Create([catalog]))
+    out = p | beam.Create([_seq(3, [(1, 11, 1, 1)], positives)]) | T.SampleNegatives(
+        side, 1, seed=9)
+    assert_that(out[T.VALID] | beam.Map(_plain), _check_negatives)
