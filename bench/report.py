@@ -148,7 +148,9 @@ def main(argv=None):
   parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
   parser.add_argument("--full_serving", action="store_true",
                       help="all L and N in the serving benchmark (slower)")
-  parser.add_argument("--skip_serving", action="store_true")
+  parser.add_argument("--skip_serving", action="store_true", help="do not rerun "
+                      "bench/serving_cost.py; report the serving_cost.json already in "
+                      "--output_dir (if any)")
   parser.add_argument("--max_len", type=int, default=256)
   parser.add_argument("--short_len", type=int, default=16)
   parser.add_argument("--batch_size", type=int, default=256)
@@ -189,7 +191,9 @@ def main(argv=None):
            f"--output_dir={args.output_dir}"] + ([] if args.full_serving else ["--quick"])
     print("+ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
-    with open(os.path.join(args.output_dir, "serving_cost.json")) as f:
+  serving_json = os.path.join(args.output_dir, "serving_cost.json")
+  if os.path.exists(serving_json):
+    with open(serving_json) as f:
       results["serving"] = json.load(f)
 
   write_report(args, budget, results, time.time() - started)
