@@ -199,11 +199,31 @@ def main(argv=None):
   write_report(args, budget, results, time.time() - started)
 
 
+def rerender(argv=None):
+  """Re-writes REPORT.md and the plots from report.json (no training)."""
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--output_dir", default=RESULTS)
+  parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
+  parser.add_argument("--skip_serving", action="store_true")
+  parser.add_argument("--max_len", type=int, default=256)
+  parser.add_argument("--short_len", type=int, default=16)
+  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--eval_steps", type=int, default=60)
+  parser.add_argument("--minutes", type=float, default=0.0)
+  parser.add_argument("--command", default=None, help="the command that produced "
+                      "report.json, as it should appear in REPORT.md")
+  args = parser.parse_args(argv)
+  with open(os.path.join(args.output_dir, "report.json")) as f:
+    results = json.load(f)
+  write_report(args, BUDGETS[args.budget], results, args.minutes * 60)
+
+
 def write_report(args, budget, results, seconds):
   out = args.output_dir
   with open(os.path.join(out, "report.json"), "w") as f:
     json.dump(results, f, indent=2)
-  command = "python bench/report.py " + " ".join(sys.argv[1:])
+  command = getattr(args, "command", None) or (
+      "python bench/report.py " + " ".join(sys.argv[1:]))
   lines = [
       "# eta-tf benchmark report",
       "",
@@ -238,9 +258,13 @@ def write_report(args, budget, results, seconds):
     lines += ["## ETA: retrieved behaviors k", "", sweep_table(results["ks"], "top_k"), "",
               "![AUC vs k](auc_vs_k.png)", ""]
   if results["serving"]:
+    source = ("measured by `python bench/serving_cost.py` run separately on the same "
+              "machine (this report was run with --skip_serving and reused "
+              "bench/results/serving_cost.json)" if args.skip_serving else
+              "measured by this run (bench/serving_cost.py)")
     lines += ["## Serving cost (score_candidates, one user, N candidates)", "",
               "Median latency of the exported SavedModel's `score_candidates` signature "
-              "loaded through the TF1 session loader (bench/serving_cost.py).", "",
+              f"loaded through the TF1 session loader, {source}.", "",
               serving_table(results["serving"]), "",
               "![latency vs L](serving_cost.png)", ""]
   with open(os.path.join(out, "REPORT.md"), "w") as f:
@@ -249,4 +273,7 @@ def write_report(args, budget, results, seconds):
 
 
 if __name__ == "__main__":
-  main()
+  if sys.argv[1:2] == ["--rerender"]:
+    rerender(sys.argv[2:])
+  else:
+    main()
