@@ -22,6 +22,9 @@ import tensorflow as tf  # after eta_tf: the tf-keras environment guard runs fir
 # then samples, so that one user's targets are spread out.
 RECORD_SHUFFLE_BUFFER = 256
 SAMPLE_SHUFFLE_BUFFER = 4096
+# Expanded samples weigh 4 x 8 x L bytes (128 KiB at L = 4096), so the sample buffer is
+# also capped by bytes: min(SAMPLE_SHUFFLE_BUFFER, SAMPLE_SHUFFLE_BYTES / sample bytes).
+SAMPLE_SHUFFLE_BYTES = 64 << 20
 # Targets of one record expanded at once (bounds memory to TARGET_CHUNK x max_len).
 TARGET_CHUNK = 64
 FILE_CYCLE_LENGTH = 4
@@ -110,6 +113,11 @@ def _expand_chunk(chunk: Dict[str, tf.Tensor], max_len: int, include_user_id: bo
   return out, label
 
 
+def sample_shuffle_buffer(max_len: int) -> int:
+  sample_bytes = len(features.HISTORY_FEATURES) * 8 * max_len
+  return int(max(1, min(SAMPLE_SHUFFLE_BUFFER, SAMPLE_SHUFFLE_BYTES // sample_bytes)))
+
+
 def make_dataset(data_dir_or_pattern: str,
                  split: str,
                  max_len: int,
@@ -160,7 +168,7 @@ def make_dataset(data_dir_or_pattern: str,
               num_parallel_calls=num_parallel_calls, deterministic=True)
   ds = ds.unbatch()
   if shuffle:
-    ds = ds.shuffle(SAMPLE_SHUFFLE_BUFFER, seed=seed + 1)
+    ds = ds.shuffle(sample_shuffle_buffer(max_len), seed=seed + 1)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   return ds.prefetch(tf.data.AUTOTUNE)
 
