@@ -1,59 +1,75 @@
-r"""Throughput of pipelines.build_dataset on DirectRunner at several input sizes.
+r"""Throughput of pipelines.build_dataset (events/s) at several log sizes.
 
-  python bench/pipeline_throughput.py                 # 50k and 200k events
-  python bench/pipeline_throughput.py --events=50000,200000,800000
+  python bench/pipeline_throughput.py [--events=50000,200000] [--seed=0] [beam options...]
 
-For each size: generate a synthetic log (pipelines.synthetic, 200 events per user on
-average), run the Beam job in a subprocess, and report wall seconds and events/s of the
-whole job (start-up included) and of the pipeline run itself (as the job logs it).
-Linear scaling shows as a constant events/s across sizes. Writes
+For each size it generates a synthetic log (~200 events per user, 1% noise), runs the job
+in-process on the local runner and records wall time, events/s and the stats.json summary.
+Two sizes give a line time = fixed + events * per_event; linear scaling means events/s is
+about flat once the fixed start-up cost is small. Results go to
 bench/results/pipeline_throughput.json.
 """
 import argparse
 import json
+import logging
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipelines import build_dataset, synthetic  # noqa: E402  (sets the tf-keras env)
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                       "pipeline_throughput.json")
+EVENTS_PER_USER = 200
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--events", default="50000,200000")
-  parser.add_argument("--output", default=os.path.join(HERE, "results",
-                                                       "pipeline_throughput.json"))
-  args = parser.parse_args(argv)
-  rows = []
+  parser.add_argument("--events", default="50000,200000",
+                      help="comma-separated log sizes (events) to run")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--output", default=RESULTS)
+  args, beam_args = parser.parse_known_args(argv)
+  logging.basicConfig(level=logging.INFO, force=True,
+                      format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  logging.getLogger("apache_beam").setLevel(logging.WARNING)
+  runs = []
   with tempfile.TemporaryDirectory() as tmp:
-    for events in (int(e) for e in args.events.split(",")):
-      users = max(1, events // 200)
-      log = os.path.join(tmp, f"log_{events}.csv.gz")
-      subprocess.run([sys.executable, "-m", "pipelines.synthetic", f"--output={log}",
-                      f"--num_users={users}", "--seed=0"], check=True,
-                     capture_output=True)
-      start = time.perf_counter()
-      result = subprocess.run([sys.executable, "-m", "pipelines.build_dataset",
-                               f"--input={log}", f"--output_dir={tmp}/out_{events}"],
-                              check=True, capture_output=True, text=True)
-      wall = time.perf_counter() - start
-      with open(os.path.join(tmp, f"out_{events}", "stats.json")) as f:
-        rows_in = json.load(f)["rows"]["behaviors"]["input"]
-      match = re.search(r"pipeline finished in ([0-9.]+) s", result.stderr + result.stdout)
-      run_s = float(match.group(1)) if match else None
-      row = {"events": rows_in, "users": users, "job_seconds": wall,
-             "job_events_per_second": rows_in / wall, "pipeline_seconds": run_s,
-             "pipeline_events_per_second": rows_in / run_s if run_s else None}
-      print(json.dumps(row), flush=True)
-      rows.append(row)
+    for size in (int(s) for s in args.events.split(",")):
+      log_path = os.path.join(tmp, f"log_{size}.csv.gz")
+      started = time.time()
+      synthetic.generate(max(1, size // EVENTS_PER_USER), seed=args.seed, output=log_path,
+                         noise=0.01)
+      generate_s = time.time() - started
+      started = time.time()
+      stats = build_dataset.run([f"--input={log_path}", f"--output_dir={tmp}/out_{size}",
+                                 f"--seed={args.seed}", *beam_args])
+      seconds = time.time() - started
+      rows = stats["rows"]["behaviors"]["input"]
+      run = {"events": size, "input_rows": rows, "generate_seconds": round(generate_s, 2),
+             "pipeline_seconds": round(seconds, 2), "events_per_second": round(rows / seconds),
+             "stats": {k: stats[k] for k in ("rows", "users", "items", "categories", "time",
+                                             "splits", "bytes_written")}}
+      logging.info("%d events: %.1f s, %d events/s", rows, seconds, run["events_per_second"])
+      runs.append(run)
+  result = {"machine_cores": os.cpu_count(), "beam_args": beam_args, "runs": runs}
+  if len(runs) >= 2:
+    (a, b) = runs[0], runs[-1]
+    per_event = (b["pipeline_seconds"] - a["pipeline_seconds"]) / (
+        b["input_rows"] - a["input_rows"])
+    result["fit"] = {"fixed_seconds": round(a["pipeline_seconds"] - per_event *
+                                            a["input_rows"], 2),
+                     "marginal_events_per_second": round(1 / per_event) if per_event > 0
+                     else None}
   os.makedirs(os.path.dirname(args.output), exist_ok=True)
   with open(args.output, "w") as f:
-    json.dump(rows, f, indent=2)
-  print(f"wrote {args.output}")
+    json.dump(result, f, indent=2)
+  print(json.dumps({k: v for k, v in result.items() if k != "runs"} | {
+      "runs": [{k: r[k] for k in ("events", "pipeline_seconds", "events_per_second")}
+               for r in runs]}, indent=2))
 
 
 if __name__ == "__main__":

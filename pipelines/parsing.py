@@ -103,6 +103,23 @@ def _parse_ids_and_time(fields, min_timestamp: int, max_timestamp: int):
   return values, None
 
 
+def _parse_row(line, kind_column: int, num_columns: int, kind_codes: dict, kind_reason: str,
+               min_timestamp: int, max_timestamp: int) -> ParseResult:
+  """General path: four integer columns (user, item, category, timestamp) + a kind column."""
+  fields, reason = _split_fields(line, num_columns)
+  if reason:
+    return None, reason
+  kind = fields.pop(kind_column)
+  values, reason = _parse_ids_and_time(fields, min_timestamp, max_timestamp)
+  if reason:
+    return None, reason
+  code = kind_codes.get(kind)
+  if code is None:
+    return None, kind_reason
+  user_id, item_id, category_id, ts = values
+  return (user_id, (ts, item_id, category_id, code)), None
+
+
 def parse_behavior_line(line: Union[bytes, str],
                         min_timestamp: int = DEFAULT_MIN_TIMESTAMP,
                         max_timestamp: int = DEFAULT_MAX_TIMESTAMP) -> ParseResult:
@@ -125,38 +142,18 @@ def parse_behavior_line(line: Union[bytes, str],
         if (0 < user_id <= MAX_ID and 0 < item_id <= MAX_ID and 0 < category_id <= MAX_ID
             and min_timestamp <= ts < max_timestamp):
           return (user_id, (ts, item_id, category_id, code)), None
-  fields, reason = _split_fields(line, len(features.BEHAVIOR_LOG_COLUMNS))
-  if reason:
-    return None, reason
-  user, item, category, behavior, timestamp = fields
-  values, reason = _parse_ids_and_time((user, item, category, timestamp), min_timestamp,
-                                       max_timestamp)
-  if reason:
-    return None, reason
-  code = _BEHAVIOR_CODES.get(behavior)
-  if code is None:
-    return None, REASON_UNKNOWN_BEHAVIOR_TYPE
-  user_id, item_id, category_id, ts = values
-  return (user_id, (ts, item_id, category_id, code)), None
+  return _parse_row(line, features.BEHAVIOR_LOG_COLUMNS.index("behavior_type"),
+                    len(features.BEHAVIOR_LOG_COLUMNS), _BEHAVIOR_CODES,
+                    REASON_UNKNOWN_BEHAVIOR_TYPE, min_timestamp, max_timestamp)
 
 
 def parse_impression_line(line: Union[bytes, str],
                           min_timestamp: int = DEFAULT_MIN_TIMESTAMP,
                           max_timestamp: int = DEFAULT_MAX_TIMESTAMP) -> ParseResult:
   """Parses `user_id,item_id,category_id,timestamp,label` (label 0 or 1); never raises."""
-  fields, reason = _split_fields(line, len(features.IMPRESSION_LOG_COLUMNS))
-  if reason:
-    return None, reason
-  user, item, category, timestamp, label = fields
-  values, reason = _parse_ids_and_time((user, item, category, timestamp), min_timestamp,
-                                       max_timestamp)
-  if reason:
-    return None, reason
-  label_value = _LABELS.get(label)
-  if label_value is None:
-    return None, REASON_BAD_LABEL
-  user_id, item_id, category_id, ts = values
-  return (user_id, (ts, item_id, category_id, label_value)), None
+  return _parse_row(line, features.IMPRESSION_LOG_COLUMNS.index("label"),
+                    len(features.IMPRESSION_LOG_COLUMNS), _LABELS, REASON_BAD_LABEL,
+                    min_timestamp, max_timestamp)
 
 
 PARSERS = {SOURCE_BEHAVIORS: parse_behavior_line, SOURCE_IMPRESSIONS: parse_impression_line}
