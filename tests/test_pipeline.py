@@ -1,9 +1,5 @@
-"""Beam pipeline: parsing (property-based), PTransforms, counts, dead letter, determinism,
+"""Beam pipeline: parsing (property-based) and PTransforms,
 and the tf.data reader's expansion (no history at or after a target's time)."""
-import glob
-import gzip
-import json
-import os
 
 import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -15,7 +11,6 @@ from hypothesis import strategies as st
 import numpy as np
 import tensorflow as tf
 
-from conftest import run_module
 from eta_tf import data
 from eta_tf import features as F
 from pipelines import parsing
@@ -73,48 +68,8 @@ def test_parse_and_validate_ptransform_splits_valid_and_rejected():
                            parsing.REASON_WRONG_COLUMN_COUNT)]), label="rejected")
 
 
-# ----------------------------------------------------------------------------- the job
-def _records(data_dir, split):
-  paths = sorted(glob.glob(F.split_file_pattern(str(data_dir), split)))
-  return sorted(r.numpy() for r in tf.data.TFRecordDataset(paths, compression_type="GZIP"))
-
-
-def test_pipeline_counts_dead_letter_and_determinism(tmp_path):
-  log = tmp_path / "noisy.csv"
-  run_module("pipelines.synthetic", f"--output={log}", "--num_users=120", "--seed=3",
-             "--noise=0.03", "--events_per_user=60")
-  with open(log, "rb") as f:
-    input_rows = len(f.read().split(b"\n")) - 1  # the file ends with a newline
-  outs = []
-  for run in range(2):
-    out = tmp_path / f"out{run}"
-    run_module("pipelines.build_dataset", f"--input={log}", f"--output_dir={out}",
-               "--seed=5")
-    outs.append(out)
-  with open(outs[0] / F.STATS_FILE) as f:
-    stats = json.load(f)
-  rows = stats["rows"]["behaviors"]
-  assert rows["input"] == input_rows
-  assert rows["input"] == rows["accepted"] + rows["rejected"]
-  assert rows["rejected"] == sum(rows["rejected_by_reason"].values()) > 0
-  assert rows["duplicates_removed"] > 0
-  dead = []
-  for path in glob.glob(str(outs[0] / (F.DEAD_LETTER_PREFIX + "-*"))):
-    with open(path) as f:
-      dead += [line for line in f.read().split("\n") if line]
-  assert len(dead) == rows["rejected"]
-  reasons = {}
-  for line in dead:
-    source, reason, _ = line.split("\t", 2)
-    assert source == parsing.SOURCE_BEHAVIORS
-    reasons[reason] = reasons.get(reason, 0) + 1
-  assert reasons == rows["rejected_by_reason"]
-  for split in F.SPLITS:
-    first, second = _records(outs[0], split), _records(outs[1], split)
-    assert first and first == second, split  # same records per split, shards aside
-    assert stats["splits"][split]["records"] == len(first)
-
-
+# ----------------------------------------------------------------------------- the reader
+# (job-level counts, dead letter and rerun determinism: tests/test_pipeline_end_to_end.py)
 def test_reader_matches_reference_and_history_is_strictly_before_target(small_data_dir):
   max_len = 64
   records = data.read_records(small_data_dir, F.EVAL_SPLIT)
