@@ -85,6 +85,30 @@ class TargetAttention(tf.keras.layers.Layer):
       k = tf.math.l2_normalize(k, axis=-1)
     return k, self._split_heads(v)
 
+  def project_gathered_keys(self, keys, indices):
+    """Keys/values of the behaviors selected per query.
+
+    Args:
+      keys: [B, L, Dk] behaviors.
+      indices: int [B, N, k] positions in L selected for each of the N queries.
+    Returns:
+      (key_heads, value_heads), each [B, N, k, H, dh].
+
+    The projection (and the key normalisation) acts on each behavior on its own, so
+    gather-then-project and project-then-gather give the same result; only the cost
+    differs. Projecting all L behaviors once costs L·Dk·H·dh, projecting the N·k gathered
+    ones N·k·Dk·H·dh: serving (N in the hundreds) wants the former, training (N = 1,
+    k << L) the latter (~L/k less work). The order is chosen from static shapes; if
+    any is unknown, project-then-gather (the serving case, where N is dynamic).
+    """
+    n, k = indices.shape[1], indices.shape[2]
+    length = keys.shape[1]
+    if None not in (n, k, length) and n * k < length:
+      return self.project_keys(tf.gather(keys, indices, batch_dims=1))
+    key_heads, value_heads = self.project_keys(keys)
+    return (tf.gather(key_heads, indices, batch_dims=1),
+            tf.gather(value_heads, indices, batch_dims=1))
+
   def attend(self, query_heads, key_heads, value_heads, mask):
     """Attention on projected tensors.
 
@@ -97,21 +121,25 @@ class TargetAttention(tf.keras.layers.Layer):
       [B, N, output_dim].
     """
     per_query = key_heads.shape.rank == 5
+    mask = tf.cast(mask, tf.bool)
     if per_query:
-      scores = tf.einsum("bnhd,bnthd->bnht", query_heads, key_heads)
+      # Broadcast multiply + reduce_sum instead of einsum: TF lowers
+      # "bnhd,bnthd->bnht" to N·H tiny batched matmuls ([1, dh] x [dh, k]), much slower
+      # on CPU than one elementwise pass. Scores stay [B, N, k, H] (softmax over axis 2)
+      # so that no transpose is needed.
+      scores = tf.reduce_sum(query_heads[:, :, None] * key_heads, axis=-1)  # [B, N, k, H]
+      mask = mask[..., None]  # [B, N, k, 1]
+      axis = 2
     else:
       scores = tf.einsum("bnhd,bthd->bnht", query_heads, key_heads)
-    mask = tf.cast(mask, tf.bool)
-    if mask.shape.rank == 2:
-      mask = mask[:, None, None, :]
-    else:
-      mask = mask[:, :, None, :]
+      mask = mask[:, None, None, :] if mask.shape.rank == 2 else mask[:, :, None, :]
+      axis = -1
     # Masked logits get a large negative value (not -inf: a fully masked row would then
     # be NaN); multiplying by the mask afterwards makes such a row exactly zero.
     scores = tf.where(mask, scores, tf.constant(-1e9, scores.dtype))
-    weights = tf.nn.softmax(scores, axis=-1) * tf.cast(mask, scores.dtype)
+    weights = tf.nn.softmax(scores, axis=axis) * tf.cast(mask, scores.dtype)
     if per_query:
-      context = tf.einsum("bnht,bnthd->bnhd", weights, value_heads)
+      context = tf.reduce_sum(weights[..., None] * value_heads, axis=2)  # [B, N, H, dh]
     else:
       context = tf.einsum("bnht,bthd->bnhd", weights, value_heads)
     shape = tf.shape(context)

@@ -82,11 +82,10 @@ class EtaBlock(LongHistoryBlock):
 
   def call(self, context):
     indices, mask = self.retrieve(context)
-    # Keys/values are projected once per history and gathered per candidate: L·Db·H·dh
-    # work instead of N·k·Db·H·dh when N·k > L (the serving case).
-    key_heads, value_heads = self.attention.project_keys(context["behavior"])
-    key_heads = tf.gather(key_heads, indices, batch_dims=1)  # [B, N, k, H, dh]
-    value_heads = tf.gather(value_heads, indices, batch_dims=1)
+    # [B, N, k, H, dh]; projected per history then gathered when N·k > L (serving), or
+    # gathered then projected when N·k < L (training, N = 1): see project_gathered_keys.
+    key_heads, value_heads = self.attention.project_gathered_keys(context["behavior"],
+                                                                  indices)
     query_heads = self.attention.project_query(context["query"])
     return self.attention.attend(query_heads, key_heads, value_heads, mask)
 
@@ -118,9 +117,8 @@ class SimHardBlock(LongHistoryBlock):
     indices, selected, mask = hamming_ops.select_nearest(distances, context["valid"],
                                                          self.config.top_k)
     mask = tf.logical_and(mask, tf.equal(selected, 0))
-    key_heads, value_heads = self.attention.project_keys(context["behavior"])
-    key_heads = tf.gather(key_heads, indices, batch_dims=1)
-    value_heads = tf.gather(value_heads, indices, batch_dims=1)
+    key_heads, value_heads = self.attention.project_gathered_keys(context["behavior"],
+                                                                  indices)
     query_heads = self.attention.project_query(context["query"])
     return self.attention.attend(query_heads, key_heads, value_heads, mask)
 
