@@ -35,3 +35,33 @@ def small_data_dir(tmp_path_factory):
   run_module("pipelines.build_dataset", f"--input={log}", f"--output_dir={out}",
              "--seed=7")
   return str(out)
+
+
+def small_model_config(model="eta"):
+  """The ModelConfig that `SMALL_TRAIN_FLAGS` give `python -m eta_tf.train`."""
+  from eta_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  values = dict(flag[2:].split("=", 1) for flag in SMALL_TRAIN_FLAGS)
+  values.pop("batch_size")
+  mlp_units = tuple(int(u) for u in values.pop("mlp_units").split(","))
+  return config_lib.ModelConfig(model=model, mlp_units=mlp_units,
+                                **{k: int(v) for k, v in values.items()})
+
+
+def train_small(model, data_dir, model_dir, seed=0, steps=5):
+  """Trains in-process like `eta_tf.train --noexport` with SMALL_TRAIN_FLAGS, 1 epoch.
+
+  Returns the training-time model object (what train.main hands to the exporter).
+  """
+  from eta_tf import train as train_lib  # pylint: disable=g-import-not-at-top
+  batch_size = int(dict(f[2:].split("=", 1) for f in SMALL_TRAIN_FLAGS)["batch_size"])
+  _, trained = train_lib.train(small_model_config(model), data_dir, str(model_dir),
+                               epochs=1, steps_per_epoch=steps, batch_size=batch_size,
+                               learning_rate=2e-3, seed=seed, eval_steps=2, verbose=0)
+  return trained
+
+
+@pytest.fixture(scope="session")
+def trained_eta(small_data_dir, tmp_path_factory):
+  """eta trained in-process on small_data_dir (5 steps): (model_dir, in-process model)."""
+  model_dir = tmp_path_factory.mktemp("trained_eta") / "run"
+  return str(model_dir), train_small("eta", small_data_dir, model_dir)

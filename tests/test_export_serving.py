@@ -1,22 +1,19 @@
 """Export and serving end to end: synthetic log -> pipeline -> train -> export -> local
-TF-Serving-compatible server -> gRPC client, by version, by label and after promote."""
-import glob
-import json
+TF-Serving-compatible server -> gRPC client, by version, by label and after promote.
+
+The exporter's own contract (layout, warmup, metadata, labels, scores, saved_model_cli,
+validation gate, CLI errors) is tested in test_export.py."""
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from conftest import SMALL_TRAIN_FLAGS
 from conftest import run_module
 from eta_tf import export
 from eta_tf import features as F
 from serving import model_config
-from serving import warmup
 from serving.client import NotFoundError
 from serving.client import ScoringClient
 from serving.local_server import LocalServer
@@ -41,70 +38,6 @@ def exported(tmp_path_factory, small_data_dir):
 def _eval_batch(data_dir, n=40):
   features, _ = export.eval_samples(data_dir, 64, n)
   return {k: v for k, v in features.items() if k in F.MODEL_INPUTS}
-
-
-def test_export_layout_labels_warmup_and_metadata(exported):
-  version_dir = os.path.join(exported["base"], "eta", "1")
-  assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
-  assert os.path.isdir(os.path.join(version_dir, "variables"))
-  assert not glob.glob(os.path.join(exported["base"], "eta", ".tmp-*"))
-  requests = warmup.read_warmup_requests(warmup.warmup_file(version_dir))
-  assert 0 < len(requests) <= 1000
-  assert {name for name, _ in requests} == {F.SERVING_DEFAULT, F.SCORE_CANDIDATES}
-  with open(os.path.join(version_dir, "assets.extra", export.METADATA_FILE)) as f:
-    metadata = json.load(f)
-  assert metadata["signature_table"] is True and metadata["config"]["model"] == "eta"
-  assert metadata["validation"]["max_abs_score_diff"] <= 1e-5
-  assert "auc" in metadata["training_metrics"]
-  config = model_config.read_config(os.path.join(exported["base"], "models.config"))
-  (entry,) = config.model_config_list.config
-  assert dict(entry.version_labels) == {"stable": 1, "canary": 1}
-
-
-def test_exported_scores_equal_training_time_model(exported):
-  """The serving graph (signature table lookup, TF1 loader) vs the trained Keras model."""
-  trained = export.load_trained_model(exported["runs"][1])
-  assert trained.signature_table is None  # recomputes SimHash, as in training
-  batch = _eval_batch(exported["data_dir"])
-  version_dir = os.path.join(exported["base"], "eta", "1")
-  saved = [name for name, _ in tf.train.list_variables(
-      os.path.join(version_dir, "variables", "variables"))]
-  assert any("signature_table" in name for name in saved), saved
-  runner = export.SessionRunner(version_dir)
-  try:
-    got = runner.run(F.SERVING_DEFAULT, batch)
-  finally:
-    runner.close()
-  np.testing.assert_allclose(got, trained.predict_ctr(batch).numpy(), atol=1e-5)
-
-
-def test_saved_model_cli_runs_a_warmup_input(exported, tmp_path):
-  version_dir = os.path.join(exported["base"], "eta", "1")
-  (name, inputs), = [r for r in warmup.read_warmup_requests(warmup.warmup_file(
-      version_dir)) if r[0] == F.SERVING_DEFAULT][:1]
-  npz = tmp_path / "inputs.npz"
-  np.savez(npz, **inputs)
-  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-  result = subprocess.run(
-      [cli, "run", "--dir", version_dir, "--tag_set", "serve", "--signature_def",
-       name, "--inputs", ";".join(f"{k}={npz}[{k}]" for k in inputs)],
-      capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  runner = export.SessionRunner(version_dir)
-  try:
-    expected = runner.run(name, inputs)
-  finally:
-    runner.close()
-  printed = result.stdout[result.stdout.index("[", result.stdout.index(F.OUTPUT_CTR)):]
-  values = np.array([float(x) for x in printed[1:printed.index("]")].split()])
-  np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
-
-
-def test_export_cli_errors_are_one_line(tmp_path):
-  result = run_module("eta_tf.export", f"--model_dir={tmp_path / 'missing'}",
-                      check=False)
-  assert result.returncode == 2 and "Traceback" not in result.stderr
-  assert [l for l in result.stderr.splitlines() if l.startswith("eta_tf.export: error:")]
 
 
 def test_served_scores_by_version_label_and_after_promote(exported):

@@ -125,22 +125,15 @@ class TargetAttention(tf.keras.layers.Layer):
     if per_query:
       # Broadcast multiply + reduce_sum instead of einsum: TF lowers
       # "bnhd,bnthd->bnht" to N·H tiny batched matmuls ([1, dh] x [dh, k]), much slower
-      # on CPU than one elementwise pass. Scores stay [B, N, k, H] (softmax over axis 2)
-      # so that no transpose is needed.
+      # on CPU than one elementwise pass. Scores stay [B, N, k, H] and the softmax runs
+      # over axis 2 (_masked_softmax), so no transpose is needed.
       scores = tf.reduce_sum(query_heads[:, :, None] * key_heads, axis=-1)  # [B, N, k, H]
-      mask = mask[..., None]  # [B, N, k, 1]
-      axis = 2
+      weights = _masked_softmax(scores, mask[..., None], axis=2)
+      context = tf.reduce_sum(weights[..., None] * value_heads, axis=2)  # [B, N, H, dh]
     else:
       scores = tf.einsum("bnhd,bthd->bnht", query_heads, key_heads)
       mask = mask[:, None, None, :] if mask.shape.rank == 2 else mask[:, :, None, :]
-      axis = -1
-    # Masked logits get a large negative value (not -inf: a fully masked row would then
-    # be NaN); multiplying by the mask afterwards makes such a row exactly zero.
-    scores = tf.where(mask, scores, tf.constant(-1e9, scores.dtype))
-    weights = tf.nn.softmax(scores, axis=axis) * tf.cast(mask, scores.dtype)
-    if per_query:
-      context = tf.reduce_sum(weights[..., None] * value_heads, axis=2)  # [B, N, H, dh]
-    else:
+      weights = _masked_softmax(scores, mask, axis=-1)
       context = tf.einsum("bnht,bthd->bnhd", weights, value_heads)
     shape = tf.shape(context)
     context = tf.reshape(context, tf.concat([shape[:-2], [self.num_heads * self.head_dim]], 0))
@@ -165,3 +158,21 @@ class TargetAttention(tf.keras.layers.Layer):
                    "key_dim": self.key_dim, "shared_prefix_dim": self.shared_prefix_dim,
                    "normalize_qk": self.normalize_qk, "initial_scale": self.initial_scale})
     return config
+
+
+def _masked_softmax(scores, mask, axis):
+  """Softmax of `scores` over `axis` where `mask` (broadcastable) is True; 0 elsewhere.
+
+  A row with no True entry is exactly zero, never NaN. For an inner axis it is written
+  out (max, exp, sum): tf.nn.softmax transposes input and output for any axis but the
+  last, two full passes that cost more than the softmax itself on [B, N, k, H].
+  """
+  # Masked logits get a large negative value (not -inf: a fully masked row would then be
+  # NaN); multiplying by the mask afterwards makes such a row exactly zero.
+  logits = tf.where(mask, scores, tf.constant(-1e9, scores.dtype))
+  if axis in (-1, scores.shape.rank - 1):
+    return tf.nn.softmax(logits, axis=-1) * tf.cast(mask, scores.dtype)  # fused kernel
+  exp = tf.exp(logits - tf.reduce_max(logits, axis=axis, keepdims=True))
+  exp *= tf.cast(mask, scores.dtype)
+  total = tf.reduce_sum(exp, axis=axis, keepdims=True)
+  return exp / tf.maximum(total, tf.constant(1e-30, scores.dtype))
