@@ -101,6 +101,22 @@ def test_hamming_top_k_equals_brute_force(batch, n, length, words, k, block_size
   assert_matches_reference(result, query, keys, valid, k)
 
 
+def nearest_first(indices, distances, mask):
+  """Reorders each row of an unsorted result nearest first (ties: more recent first)."""
+  indices, distances, mask = (np.asarray(t) for t in (indices, distances, mask))
+  order = np.lexsort((-indices, distances, ~mask), axis=-1)
+  return tuple(np.take_along_axis(t, order, axis=-1) for t in (indices, distances, mask))
+
+
+@pytest.mark.parametrize("batch,n,length,words,k,block_size",
+                         [c[:5] + (b,) for c in CASES[::2] for b in (0, c[5])])
+def test_unsorted_hamming_top_k_is_the_same_set(batch, n, length, words, k, block_size):
+  query, keys, valid = random_case(length * 5 + k + words, batch, n, length, words)
+  result = hamming.hamming_top_k(query, keys, valid, k=k, block_size=block_size,
+                                 sort=False)
+  assert_matches_reference(nearest_first(*result), query, keys, valid, k)
+
+
 @pytest.mark.parametrize("block_size", [0, 4, 16])
 def test_hamming_top_k_all_ties_go_to_most_recent(block_size):
   keys = np.full((1, 70, 1), 5, np.int64)

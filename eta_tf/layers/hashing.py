@@ -68,13 +68,14 @@ class HammingTopK(tf.keras.layers.Layer):
     query_signatures: int64 [B, N, W] (or [B, W], treated as N = 1 and squeezed back).
     key_signatures: int64 [B, L, W].
     mask: optional bool [B, L], True for real behaviors (default: all real).
-  Outputs (nearest first):
+  Outputs (nearest first if `sort`; otherwise the same k behaviors in an unspecified,
+  deterministic order, which saves the final sort where order does not matter):
     indices int32 [B, N, k] into the history (0 where masked),
     distances int32 [B, N, k] (0 where masked),
     mask bool [B, N, k] (False when fewer than k real behaviors exist).
   """
 
-  def __init__(self, k: int = 48, use_xla: bool = False, **kwargs):
+  def __init__(self, k: int = 48, use_xla: bool = False, sort: bool = True, **kwargs):
     super().__init__(**kwargs)
     if int(k) < 1:
       raise ValueError(f"k={k!r}: must be >= 1")
@@ -82,6 +83,7 @@ class HammingTopK(tf.keras.layers.Layer):
     # XLA for the distance pass: faster, but TF Serving then needs
     # --xla_cpu_compilation_enabled=true (eta_tf/ops/hamming.py).
     self.use_xla = bool(use_xla)
+    self.sort = bool(sort)
 
   def call(self, query_signatures, key_signatures, mask=None):
     query_signatures = tf.convert_to_tensor(query_signatures, tf.int64)
@@ -92,12 +94,13 @@ class HammingTopK(tf.keras.layers.Layer):
     if mask is None:
       mask = tf.ones(tf.shape(key_signatures)[:2], tf.bool)
     indices, selected, selected_mask = hamming_ops.hamming_top_k(
-        query_signatures, key_signatures, mask, self.k, use_xla=self.use_xla)
+        query_signatures, key_signatures, mask, self.k, use_xla=self.use_xla,
+        sort=self.sort)
     if squeeze:
       return indices[:, 0], selected[:, 0], selected_mask[:, 0]
     return indices, selected, selected_mask
 
   def get_config(self):
     config = super().get_config()
-    config.update({"k": self.k, "use_xla": self.use_xla})
+    config.update({"k": self.k, "use_xla": self.use_xla, "sort": self.sort})
     return config

@@ -70,7 +70,8 @@ class EtaBlock(LongHistoryBlock):
   def __init__(self, config, **kwargs):
     super().__init__(config, **kwargs)
     self.simhash = SimHash(config.hash_bits, config.hash_seed, name="simhash")
-    self.top_k = HammingTopK(config.top_k, name="hamming_top_k")
+    # Attention over the k does not depend on their order: skip the final sort.
+    self.top_k = HammingTopK(config.top_k, sort=False, name="hamming_top_k")
     self.attention = make_attention(config, "long_attention")
 
   def retrieve(self, context):
@@ -115,7 +116,7 @@ class SimHardBlock(LongHistoryBlock):
     # same-category behaviors, most recent first; the rest are masked out below.
     distances = 1 - tf.cast(same_category, tf.int32)
     indices, selected, mask = hamming_ops.select_nearest(distances, context["valid"],
-                                                         self.config.top_k)
+                                                         self.config.top_k, sort=False)
     mask = tf.logical_and(mask, tf.equal(selected, 0))
     key_heads, value_heads = self.attention.project_gathered_keys(context["behavior"],
                                                                   indices)

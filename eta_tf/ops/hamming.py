@@ -140,13 +140,14 @@ def _k_smallest_positions(keys: tf.Tensor, k: int) -> tf.Tensor:
   return tf.reshape(tf.cast(coords[:, 2], tf.int32), [shape[0], shape[1], k])
 
 
-def _k_smallest_sorted(keys: tf.Tensor, k: int) -> tf.Tensor:
-  """The k smallest unique keys [B, N, n >= k], ascending."""
+def _k_smallest(keys: tf.Tensor, k: int, sort: bool = True) -> tf.Tensor:
+  """The k smallest unique keys [B, N, n >= k]: ascending, or in input order if not sort."""
   chosen = tf.gather(keys, _k_smallest_positions(keys, k), batch_dims=2)
-  return tf.sort(chosen, axis=-1)
+  return tf.sort(chosen, axis=-1) if sort else chosen
 
 
-def select_nearest(distances: tf.Tensor, valid: tf.Tensor, k: int, block_size=None):
+def select_nearest(distances: tf.Tensor, valid: tf.Tensor, k: int, block_size=None,
+                   sort: bool = True):
   """The k smallest distances per (user, candidate); ties go to the more recent behavior.
 
   Histories are oldest first, so "more recent" means a larger index. Invalid (padding)
@@ -159,9 +160,11 @@ def select_nearest(distances: tf.Tensor, valid: tf.Tensor, k: int, block_size=No
     k: int, number to keep.
     block_size: behaviors per block of the exact blockwise selection (None: by L, none
       for short histories); 0 disables it (one selection over all L).
+    sort: order the k nearest first; False returns the same k in an unspecified (but
+      deterministic) order, which saves a sort when order does not matter (attention).
   Returns:
     indices int32 [B, N, k] (0 where masked), distances int32 [B, N, k] (as given;
-    0 where masked), mask bool [B, N, k]; sorted nearest first.
+    0 where masked), mask bool [B, N, k]; sorted nearest first if `sort`.
   """
   distances = tf.convert_to_tensor(distances, tf.int32)
   block_size = _resolve_block_size(distances.shape[-1], k, block_size)
@@ -177,14 +180,14 @@ def select_nearest(distances: tf.Tensor, valid: tf.Tensor, k: int, block_size=No
   position = tf.range(padded_length, dtype=tf.int32)
   order_key = _order_keys(distances, valid[:, None, :], position, padded_length)
   if not block_size:
-    return _decode(_k_smallest_sorted(order_key, k), padded_length)
+    return _decode(_k_smallest(order_key, k, sort), padded_length)
   shape = tf.shape(order_key)
   blocks = tf.reshape(order_key, [shape[0], shape[1], num_blocks, block_size])
   # The smallest key of a block is unique, so ordering blocks by it is the exact rule.
   best_blocks = _k_smallest_positions(tf.reduce_min(blocks, axis=-1), k)
   candidates = tf.gather(blocks, best_blocks, batch_dims=2)  # [B, N, k, b]
   candidates = tf.reshape(candidates, [shape[0], shape[1], k * block_size])
-  return _decode(_k_smallest_sorted(candidates, k), padded_length)
+  return _decode(_k_smallest(candidates, k, sort), padded_length)
 
 
 # ------------------------------------------------------------------ fused Hamming top-k
@@ -258,7 +261,7 @@ def _bucket_size(n: tf.Tensor) -> tf.Tensor:
 
 
 def hamming_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
-                  block_size=None, use_xla: bool = False):
+                  block_size=None, use_xla: bool = False, sort: bool = True):
   """Exact Hamming top-k, fused: select_nearest(hamming_distance(q, keys), valid, k).
 
   Same result, bit for bit, as the two-step composition (see the module docstring for how
@@ -273,9 +276,11 @@ def hamming_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
       per user); 0 = no blocks (one selection over L); > 1 always blocks.
     use_xla: compile the distance + block-minimum pass and the re-scoring with XLA
       (TF Serving must then run with --xla_cpu_compilation_enabled=true).
+    sort: nearest first (True) or the same k in an unspecified, deterministic order
+      (False: no final sort; ETA's attention does not depend on the order).
   Returns:
     indices int32 [B, N, k] (0 where masked), distances int32 [B, N, k] (0 where masked),
-    mask bool [B, N, k]; sorted nearest first, ties to the more recent behavior.
+    mask bool [B, N, k]; if `sort`, nearest first, ties to the more recent behavior.
   """
   query = tf.convert_to_tensor(query_signatures, tf.int64)
   keys = tf.convert_to_tensor(key_signatures, tf.int64)
@@ -284,10 +289,11 @@ def hamming_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
     valid = tf.ones(tf.shape(keys)[:2], tf.bool)
   valid = tf.convert_to_tensor(valid, tf.bool)
   b = _resolve_block_size(keys.shape[1], k, block_size)
-  direct = lambda: select_nearest(hamming_distance(query, keys), valid, k, block_size=0)  # noqa: E731
+  direct = lambda: select_nearest(hamming_distance(query, keys), valid, k, block_size=0,  # noqa: E731
+                                  sort=sort)
   if words is None or b == 0:
     return direct()
-  blockwise = lambda: _blockwise_top_k(query, keys, valid, k, b, use_xla)  # noqa: E731
+  blockwise = lambda: _blockwise_top_k(query, keys, valid, k, b, use_xla, sort)  # noqa: E731
   if block_size is not None:
     return blockwise()  # explicitly asked for
   n = query.shape[1]
@@ -296,7 +302,7 @@ def hamming_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
   return tf.cond(tf.shape(query)[1] >= _MIN_BLOCKWISE_CANDIDATES, blockwise, direct)
 
 
-def _blockwise_top_k(query, keys, valid, k: int, b: int, use_xla: bool):
+def _blockwise_top_k(query, keys, valid, k: int, b: int, use_xla: bool, sort: bool):
   """hamming_top_k with blocks of b behaviors (module docstring, steps 1-4)."""
   words = query.shape[-1]
 
@@ -334,4 +340,4 @@ def _blockwise_top_k(query, keys, valid, k: int, b: int, use_xla: bool):
     block_keys = _block_keys(query, filled, block_valid)
     best_blocks = _k_smallest_positions(block_keys, k)  # [B, N, k]
     order_key = _rescore(query, block_signatures, block_base, best_blocks, padded_length)
-  return _decode(_k_smallest_sorted(order_key, k), padded_length)
+  return _decode(_k_smallest(order_key, k, sort), padded_length)
