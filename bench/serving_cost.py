@@ -1,6 +1,6 @@
 """Serving and training cost of ETA vs full attention (issue 6), side by side in one process.
 
-    python bench/serving_cost.py            # L in {256, 1024, 4096, 16384}, N in {1, 100, 200, 1000}
+    python bench/serving_cost.py            # L in {256, 1024, 2048, 4096, 16384}, N in {1, 100, 200, 1000}
     python bench/serving_cost.py --quick    # L in {1024, 4096}, N in {200, 1000}, < 5 min
 
 For every L, the models are built from the default ModelConfig (only `model` and `max_len`
@@ -10,8 +10,8 @@ Serving loads them, and the `score_candidates` signature is timed for one user w
 history of L behaviors and N candidates. Models are interleaved round by round; medians.
 
   eta       ETA, stock TF Serving graph (no XLA)
-  eta_xla   ETA with the Hamming distance pass jit-compiled (TF Serving needs
-            --xla_cpu_compilation_enabled=true)
+  eta_xla   ETA with ModelConfig(hamming_xla=True): the Hamming distance pass
+            jit-compiled (TF Serving needs --xla_cpu_compilation_enabled=true)
   din_long  target attention over all L (keys/values projected once per request)
   din       short history only: the floor
 
@@ -52,14 +52,13 @@ NAIVE_QUIET = {4096: 4.4, 16384: 3.4}  # naive TopKV2 ns per pair when the targe
 
 
 def model_config(name: str, length: int) -> ModelConfig:
-  return ModelConfig(model="eta" if name == "eta_xla" else name, max_len=length)
+  if name == "eta_xla":
+    return ModelConfig(model="eta", max_len=length, hamming_xla=True)
+  return ModelConfig(model=name, max_len=length)
 
 
 def make_model(name: str, length: int):
-  model = build_model(model_config(name, length))
-  if name == "eta_xla":
-    model.long_block.top_k.use_xla = True
-  return model
+  return build_model(model_config(name, length))
 
 
 def export(name: str, length: int, directory: str) -> str:
@@ -254,7 +253,7 @@ def main(argv=None):
   parser.add_argument("--train_steps", type=int, default=None)
   parser.add_argument("--output_dir", default=RESULTS_DIR)
   args = parser.parse_args(argv)
-  lengths = [1024, 4096] if args.quick else [256, 1024, 4096, 16384]
+  lengths = [1024, 4096] if args.quick else [256, 1024, 2048, 4096, 16384]
   ns = [200, 1000] if args.quick else [1, 100, 200, 1000]
   if args.lengths:
     lengths = [int(x) for x in args.lengths.split(",")]

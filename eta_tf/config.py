@@ -32,6 +32,11 @@ class ModelConfig:
     cross_layers / mlp_units / dropout: the DCN-v2 + MLP tower.
     sdim_tau: bits per SDIM bucket signature group (m / tau groups).
     hash_seed: seed of the fixed SimHash projection.
+    hamming_xla: jit-compile ETA's Hamming distance pass with XLA (eta only; same result).
+      Faster from L ~ 1024 up (bench/serving_cost.py: din_long/eta 2.0x instead of 1.5x at
+      L=4096, N=1000), but TF Serving must then run with
+      --xla_cpu_compilation_enabled=true (docker/ sets it); off by default so that a stock
+      TF Serving with default flags loads every export.
   """
   model: str = "eta"
   max_len: int = 1024
@@ -52,9 +57,11 @@ class ModelConfig:
   dropout: float = 0.0
   sdim_tau: int = 4
   hash_seed: int = 1234
+  hamming_xla: bool = False
 
   def __post_init__(self):
     self.mlp_units = tuple(int(u) for u in self.mlp_units)
+    self.hamming_xla = bool(self.hamming_xla)
     self.validate()
 
   @property

@@ -52,6 +52,9 @@ flags.DEFINE_list("mlp_units", [str(u) for u in _DEFAULTS.mlp_units], "MLP layer
 flags.DEFINE_float("dropout", _DEFAULTS.dropout, "MLP dropout rate.")
 flags.DEFINE_integer("sdim_tau", _DEFAULTS.sdim_tau, "SDIM bits per bucket group.")
 flags.DEFINE_integer("hash_seed", _DEFAULTS.hash_seed, "Seed of the SimHash projection.")
+flags.DEFINE_bool("hamming_xla", _DEFAULTS.hamming_xla, "eta: jit-compile the Hamming "
+                  "distance pass (faster for long histories; TF Serving then needs "
+                  "--xla_cpu_compilation_enabled=true, which docker/ sets).")
 flags.DEFINE_integer("epochs", None, "Epochs over the train split (default 3; 2 in the "
                      "embedded default).")
 flags.DEFINE_integer("steps", None, "Steps per epoch (default: the whole train split; "
@@ -113,7 +116,7 @@ def model_config_from_flags() -> config_lib.ModelConfig:
       category_buckets=FLAGS.category_buckets, time_buckets=FLAGS.time_buckets,
       cross_layers=FLAGS.cross_layers,
       mlp_units=tuple(int(u) for u in FLAGS.mlp_units), dropout=FLAGS.dropout,
-      sdim_tau=FLAGS.sdim_tau, hash_seed=FLAGS.hash_seed)
+      sdim_tau=FLAGS.sdim_tau, hash_seed=FLAGS.hash_seed, hamming_xla=FLAGS.hamming_xla)
 
 
 def prepare_embedded_data(model_dir: str, num_users: int, seed: int) -> str:

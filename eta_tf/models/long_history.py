@@ -71,7 +71,8 @@ class EtaBlock(LongHistoryBlock):
     super().__init__(config, **kwargs)
     self.simhash = SimHash(config.hash_bits, config.hash_seed, name="simhash")
     # Attention over the k does not depend on their order: skip the final sort.
-    self.top_k = HammingTopK(config.top_k, sort=False, name="hamming_top_k")
+    self.top_k = HammingTopK(config.top_k, use_xla=config.hamming_xla, sort=False,
+                             name="hamming_top_k")
     self.attention = make_attention(config, "long_attention")
 
   def retrieve(self, context):
