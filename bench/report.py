@@ -92,10 +92,10 @@ def accuracy_table(agg):
   lines = ["| model | AUC | GAUC | logloss | train examples/s | seeds |",
            "|---|---|---|---|---|---|"]
   for a in sorted(agg, key=lambda a: -a["auc"]):
-    lines.append(f"| {a['model']} | {a['auc']:.4f} ± {a['auc_std']:.4f} | "
-                 f"{a['gauc']:.4f} ± {a['gauc_std']:.4f} | {a['logloss']:.4f} ± "
-                 f"{a['logloss_std']:.4f} | {a['train_examples_per_second']:.0f} | "
-                 f"{a['seeds']} |")
+    cell = lambda m: (f"{a[m]:.4f} ± {a[m + '_std']:.4f}" if a["seeds"] > 1  # noqa: E731
+                      else f"{a[m]:.4f}")
+    lines.append(f"| {a['model']} | {cell('auc')} | {cell('gauc')} | {cell('logloss')} | "
+                 f"{a['train_examples_per_second']:.0f} | {a['seeds']} |")
   return "\n".join(lines)
 
 
@@ -110,28 +110,31 @@ def sweep_table(rows, field):
 
 def serving_table(records):
   rows = [r for r in records if "model" in r]
-  lengths = sorted({r["L"] for r in rows})
-  ns = sorted({r["N"] for r in rows})
-  models = sorted({r["model"] for r in rows})
-  lines = ["| L | N | " + " | ".join(f"{m} ms" for m in models) +
-           " | din_long / eta |", "|---|---|" + "---|" * (len(models) + 1)]
-  for length in lengths:
-    for n in ns:
-      cell = {r["model"]: r["median_ms"] for r in rows if r["L"] == length and r["N"] == n}
-      if not cell:
-        continue
-      ratio = (cell.get("din_long", float("nan")) / cell["eta"]) if "eta" in cell else None
+  ms = {(r["model"], r["L"], r["N"]): r["median_ms"] for r in rows}
+  models = [m for m in ("din", "din_long", "eta", "eta_xla") if any(k[0] == m for k in ms)]
+  models += sorted({k[0] for k in ms} - set(models))
+  ratios = [m for m in ("eta", "eta_xla") if m in models and "din_long" in models]
+  lines = ["| L | N | " + " | ".join(f"{m} ms" for m in models) + "".join(
+      f" | din_long / {m}" for m in ratios) + " |",
+           "|---|---|" + "---|" * (len(models) + len(ratios))]
+  for length, n in sorted({k[1:] for k in ms}):
+    lines.append(f"| {length} | {n} | " + " | ".join(
+        f"{ms[(m, length, n)]:.2f}" if (m, length, n) in ms else "-" for m in models) +
+        "".join(f" | {ms[('din_long', length, n)] / ms[(m, length, n)]:.2f}x"
+                if (m, length, n) in ms and ("din_long", length, n) in ms else " | -"
+                for m in ratios) + " |")
+  kernel = {(("naive" if r["kernel"] == "hamming_topk_naive" else
+              "xla" if r.get("xla") else "stock"), r["L"], r["N"]): r["ns_per_pair"]
+            for r in records if str(r.get("kernel", "")).startswith("hamming_topk")}
+  if kernel:
+    lines += ["", "Hamming top-k alone, ns per (candidate, behavior) pair (one user, "
+              "k = 48, m = 64):", "",
+              "| L | N | eta_tf, stock TF ops | eta_tf, XLA distance pass | "
+              "naive (one TopKV2 over L) |", "|---|---|---|---|---|"]
+    for length, n in sorted({k[1:] for k in kernel}):
       lines.append(f"| {length} | {n} | " + " | ".join(
-          f"{cell[m]:.2f}" if m in cell else "-" for m in models) +
-          f" | {ratio:.2f}x |" if ratio else " | - |")
-  kernels = [r for r in records if str(r.get("kernel", "")).startswith("hamming_topk")]
-  if kernels:
-    lines += ["", "| Hamming top-k alone | L | N | ns per (candidate, behavior) pair |",
-              "|---|---|---|---|"]
-    for r in sorted(kernels, key=lambda r: (r["L"], r["N"], r["kernel"], r.get("xla"))):
-      name = ("naive (one TopKV2 over L)" if r["kernel"] == "hamming_topk_naive" else
-              "eta_tf, XLA distance pass" if r.get("xla") else "eta_tf (stock TF ops)")
-      lines.append(f"| {name} | {r['L']} | {r['N']} | {r['ns_per_pair']:.2f} |")
+          f"{kernel[(v, length, n)]:.2f}" if (v, length, n) in kernel else "-"
+          for v in ("stock", "xla", "naive")) + " |")
   training = [r for r in records if "training" in r]
   if training:
     lines += ["", "| training, L | batch | " + " | ".join(
@@ -268,6 +271,8 @@ def rerender(argv=None):
                       "report.json, as it should appear in REPORT.md")
   parser.add_argument("--readme", default=README, help="README to update ('' = none)")
   args = parser.parse_args(argv)
+  args.rerendered = "python bench/report.py --rerender" + (
+      " --skip_serving" if args.skip_serving else "")
   with open(os.path.join(args.output_dir, "report.json")) as f:
     results = json.load(f)
   serving_json = os.path.join(args.output_dir, "serving_cost.json")
@@ -303,6 +308,13 @@ def update_readme(readme_path: str, report_text: str, results_dir: str):
   print(f"updated the Results block of {readme_path}")
 
 
+def _shown_path(path: str) -> str:
+  """A path relative to the checkout when it is inside it (REPORT.md is committed)."""
+  root = os.path.dirname(HERE)
+  absolute = os.path.abspath(path)
+  return os.path.relpath(absolute, root) if absolute.startswith(root + os.sep) else path
+
+
 def write_report(args, budget, results, seconds):
   out = args.output_dir
   with open(os.path.join(out, "report.json"), "w") as f:
@@ -315,7 +327,9 @@ def write_report(args, budget, results, seconds):
       f"Generated by `{command.strip()}` on {datetime.date.today().isoformat()}, "
       f"{platform.platform()}, {os.cpu_count()} CPU cores, Python "
       f"{platform.python_version()}; took {seconds / 60:.1f} min. Every number below was "
-      "measured by that run on that machine.",
+      "measured on that machine, by that run unless a section says otherwise" + (
+          f" (tables re-rendered from its report.json by `{args.rerendered.strip()}`)."
+          if getattr(args, "rerendered", None) else "."),
       "",
       f"Budget per model: {budget['epochs']} epoch(s) x {budget['steps']} steps x batch "
       f"{args.batch_size}, L={args.max_len}, S={args.short_len}, default ModelConfig "
@@ -328,7 +342,7 @@ def write_report(args, budget, results, seconds):
     slug = name.replace(" ", "_")
     plot_bars(agg, os.path.join(out, f"auc_{slug}.png"), f"AUC per model ({name})")
     lines += [f"## Accuracy: {name}", "",
-              f"Data: `{setting['data_dir']}`"
+              f"Data: `{_shown_path(setting['data_dir'])}`"
               + (f" (pipelines.synthetic {' '.join(setting['synthetic_args'])})"
                  if setting["synthetic_args"] else ""), "",
               accuracy_table(agg), "", gap_summary(agg), "",
@@ -344,9 +358,9 @@ def write_report(args, budget, results, seconds):
     lines += ["## ETA: retrieved behaviors k", "", sweep_table(results["ks"], "top_k"), "",
               "![AUC vs k](auc_vs_k.png)", ""]
   if results["serving"]:
-    source = ("measured by `python bench/serving_cost.py` run separately on the same "
-              "machine (this report was run with --skip_serving and reused "
-              "bench/results/serving_cost.json)" if args.skip_serving else
+    source = ("measured by a separate run of `python bench/serving_cost.py` on the same "
+              "machine (all L and N), taken from bench/results/serving_cost.json with "
+              "--skip_serving" if args.skip_serving else
               "measured by this run (bench/serving_cost.py)")
     lines += ["## Serving cost (score_candidates, one user, N candidates)", "",
               "Median latency of the exported SavedModel's `score_candidates` signature "
