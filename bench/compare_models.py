@@ -73,7 +73,7 @@ def train_and_evaluate(data_dir, model, work_dir, steps, epochs, batch_size, see
   return row
 
 
-def format_table(rows, keys=("model", "auc", "gauc", "logloss",
+def format_table(rows, keys=("model", "seed", "auc", "gauc", "logloss",
                              "train_examples_per_second")) -> str:
   lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
   for r in rows:
@@ -102,7 +102,11 @@ def main(argv=None):
   parser.add_argument("--epochs", type=int, default=2)
   parser.add_argument("--eval_steps", type=int, default=None)
   parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic log and "
+                      "of the pipeline; also the model seed unless --model_seeds is given")
+  parser.add_argument("--model_seeds", default=None, help="comma-separated seeds of "
+                      "initialisation and shuffling: every model is trained once per seed "
+                      "on the same data (default: --seed)")
   parser.add_argument("--max_len", type=int, default=256)
   parser.add_argument("--short_len", type=int, default=16)
   parser.add_argument("--top_k", type=int, default=48)
@@ -112,15 +116,18 @@ def main(argv=None):
 
   data_dir = prepare_data(args.work_dir, args.data, args.data_dir, args.seed,
                           args.synthetic_args.split())
+  model_seeds = ([int(x) for x in args.model_seeds.split(",")] if args.model_seeds
+                 else [args.seed])
   rows = []
-  for model in args.models.split(","):
-    print(f"== {model}", flush=True)
-    row = train_and_evaluate(data_dir, model, args.work_dir, args.steps, args.epochs,
-                             args.batch_size, args.seed, args.eval_steps,
-                             max_len=args.max_len, short_len=args.short_len,
-                             top_k=args.top_k, hash_bits=args.hash_bits)
-    print(json.dumps(row), flush=True)
-    rows.append(row)
+  for seed in model_seeds:
+    for model in args.models.split(","):
+      print(f"== {model} seed {seed}", flush=True)
+      row = train_and_evaluate(data_dir, model, args.work_dir, args.steps, args.epochs,
+                               args.batch_size, seed, args.eval_steps,
+                               max_len=args.max_len, short_len=args.short_len,
+                               top_k=args.top_k, hash_bits=args.hash_bits)
+      print(json.dumps(row), flush=True)
+      rows.append(row)
   print(format_table(rows))
   os.makedirs(os.path.dirname(args.output), exist_ok=True)
   with open(args.output, "w") as f:
