@@ -86,6 +86,13 @@ def format_table(rows, keys=("model", "seed", "auc", "gauc", "logloss",
   return "\n".join(lines)
 
 
+def _int_list(text: str):
+  try:
+    return [int(x) for x in text.split(",")]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers")
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,7 +111,7 @@ def main(argv=None):
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic log and "
                       "of the pipeline; also the model seed unless --model_seeds is given")
-  parser.add_argument("--model_seeds", default=None, help="comma-separated seeds of "
+  parser.add_argument("--model_seeds", type=_int_list, default=None, help="comma-separated seeds of "
                       "initialisation and shuffling: every model is trained once per seed "
                       "on the same data (default: --seed)")
   parser.add_argument("--max_len", type=int, default=256)
@@ -116,8 +123,7 @@ def main(argv=None):
 
   data_dir = prepare_data(args.work_dir, args.data, args.data_dir, args.seed,
                           args.synthetic_args.split())
-  model_seeds = ([int(x) for x in args.model_seeds.split(",")] if args.model_seeds
-                 else [args.seed])
+  model_seeds = args.model_seeds or [args.seed]
   rows = []
   for seed in model_seeds:
     for model in args.models.split(","):
