@@ -328,7 +328,6 @@ def _blockwise_top_k(query, keys, valid, k: int, b: int, use_xla: bool, sort: bo
   if use_xla:
     # Bounded set of compiled shapes: N padded to a bucket size.
     n = tf.shape(query)[1]
-    padded_query = tf.pad(query, [[0, 0], [0, _bucket_size(n) - n], [0, 0]])
     bucket_pad = _bucket_size(n) - n
     padded_query = tf.pad(query, [[0, 0], [0, bucket_pad], [0, 0]])
     block_keys = _block_keys_xla(padded_query, filled, block_valid)[:, :n]
