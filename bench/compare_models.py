@@ -111,9 +111,9 @@ def main(argv=None):
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic log and "
                       "of the pipeline; also the model seed unless --model_seeds is given")
-  parser.add_argument("--model_seeds", type=_int_list, default=None, help="comma-separated seeds of "
-                      "initialisation and shuffling: every model is trained once per seed "
-                      "on the same data (default: --seed)")
+  parser.add_argument("--model_seeds", type=_int_list, default=None,
+                      help="comma-separated seeds of initialisation and shuffling: every "
+                      "model is trained once per seed on the same data (default: --seed)")
   parser.add_argument("--max_len", type=int, default=256)
   parser.add_argument("--short_len", type=int, default=16)
   parser.add_argument("--top_k", type=int, default=48)

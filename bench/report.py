@@ -137,15 +137,14 @@ def serving_table(records):
           for v in ("stock", "xla", "naive")) + " |")
   training = [r for r in records if "training" in r]
   if training:
-    lines += ["", "| training, L | batch | " + " | ".join(
-        sorted({r["training"] for r in training})) + " (examples/s) |",
-              "|---|---|" + "---|" * len({r["training"] for r in training})]
+    trained = sorted({r["training"] for r in training})
+    lines += ["", "| training, L | batch | " + " | ".join(trained) + " (examples/s) |",
+              "|---|---|" + "---|" * len(trained)]
     for length in sorted({r["L"] for r in training}):
       cell = {r["training"]: r for r in training if r["L"] == length}
       batch = next(iter(cell.values()))["batch_size"]
       lines.append(f"| {length} | {batch} | " + " | ".join(
-          f"{cell[m]['examples_per_s']:.0f}" if m in cell else "-"
-          for m in sorted({r["training"] for r in training})) + " |")
+          f"{cell[m]['examples_per_s']:.0f}" if m in cell else "-" for m in trained) + " |")
   return "\n".join(lines)
 
 
@@ -192,23 +191,28 @@ def plot_sweep(rows, field, path, title):
   plt.close(fig)
 
 
+def _add_shared_flags(parser):
+  """Flags that both a run and --rerender read (the budget and shapes REPORT.md states)."""
+  parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
+  parser.add_argument("--max_len", type=int, default=256)
+  parser.add_argument("--short_len", type=int, default=16)
+  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--eval_steps", type=int, default=60)
+  parser.add_argument("--output_dir", default=RESULTS)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--data", default=None, help="your own Taobao-format behavior log "
                       "(glob, plain or .gz); replaces both synthetic settings")
-  parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
+  _add_shared_flags(parser)
   parser.add_argument("--full_serving", action="store_true",
                       help="all L and N in the serving benchmark (slower)")
   parser.add_argument("--skip_serving", action="store_true", help="do not rerun "
                       "bench/serving_cost.py; report the serving_cost.json already in "
                       "--output_dir (if any)")
-  parser.add_argument("--max_len", type=int, default=256)
-  parser.add_argument("--short_len", type=int, default=16)
-  parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--eval_steps", type=int, default=60)
   parser.add_argument("--work_dir", default=os.path.join(HERE, "work"))
-  parser.add_argument("--output_dir", default=RESULTS)
   parser.add_argument("--readme", default=None, help="README whose generated Results "
                       "block is replaced by the report (default: this checkout's "
                       "README.md for the synthetic report, none with --data; '' = none)")
@@ -257,15 +261,10 @@ def main(argv=None):
 def rerender(argv=None):
   """Re-writes REPORT.md and the plots from report.json (no training)."""
   parser = argparse.ArgumentParser()
-  parser.add_argument("--output_dir", default=RESULTS)
-  parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
+  _add_shared_flags(parser)
   parser.add_argument("--skip_serving", action="store_true", help="take the serving "
                       "tables from --output_dir/serving_cost.json (a separate run of "
                       "bench/serving_cost.py) instead of report.json")
-  parser.add_argument("--max_len", type=int, default=256)
-  parser.add_argument("--short_len", type=int, default=16)
-  parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--eval_steps", type=int, default=60)
   parser.add_argument("--minutes", type=float, default=0.0)
   parser.add_argument("--command", default=None, help="the command that produced "
                       "report.json, as it should appear in REPORT.md")
@@ -367,13 +366,14 @@ def write_report(args, budget, results, seconds):
               f"loaded through the TF1 session loader, {source}.", "",
               serving_table(results["serving"]), "",
               "![latency vs L](serving_cost.png)", ""]
+  report_text = "\n".join(lines)
   with open(os.path.join(out, "REPORT.md"), "w") as f:
-    f.write("\n".join(lines))
+    f.write(report_text)
   print(f"wrote {os.path.join(out, 'REPORT.md')}")
   readme = args.readme if args.readme is not None else (
       None if getattr(args, "data", None) else README)
   if readme:
-    update_readme(readme, "\n".join(lines), out)
+    update_readme(readme, report_text, out)
 
 
 if __name__ == "__main__":

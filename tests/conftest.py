@@ -37,10 +37,15 @@ def small_data_dir(tmp_path_factory):
   return str(out)
 
 
+def _small_flag_values():
+  """SMALL_TRAIN_FLAGS as {name: text value}."""
+  return dict(flag[2:].split("=", 1) for flag in SMALL_TRAIN_FLAGS)
+
+
 def small_model_config(model="eta"):
   """The ModelConfig that `SMALL_TRAIN_FLAGS` give `python -m eta_tf.train`."""
   from eta_tf import config as config_lib  # pylint: disable=g-import-not-at-top
-  values = dict(flag[2:].split("=", 1) for flag in SMALL_TRAIN_FLAGS)
+  values = _small_flag_values()
   values.pop("batch_size")
   mlp_units = tuple(int(u) for u in values.pop("mlp_units").split(","))
   return config_lib.ModelConfig(model=model, mlp_units=mlp_units,
@@ -53,7 +58,7 @@ def train_small(model, data_dir, model_dir, seed=0, steps=5):
   Returns the training-time model object (what train.main hands to the exporter).
   """
   from eta_tf import train as train_lib  # pylint: disable=g-import-not-at-top
-  batch_size = int(dict(f[2:].split("=", 1) for f in SMALL_TRAIN_FLAGS)["batch_size"])
+  batch_size = int(_small_flag_values()["batch_size"])
   _, trained = train_lib.train(small_model_config(model), data_dir, str(model_dir),
                                epochs=1, steps_per_epoch=steps, batch_size=batch_size,
                                learning_rate=2e-3, seed=seed, eval_steps=2, verbose=0)

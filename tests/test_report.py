@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from conftest import run_module
+from eta_tf.config import MODEL_NAMES as MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPORT = os.path.join(ROOT, "bench", "report.py")
-MODELS = ("eta", "din", "din_long", "sim_hard", "avg", "sdim")
 
 
 def _report_module():
