@@ -123,18 +123,42 @@ def serving_table(records):
         "".join(f" | {ms[('din_long', length, n)] / ms[(m, length, n)]:.2f}x"
                 if (m, length, n) in ms and ("din_long", length, n) in ms else " | -"
                 for m in ratios) + " |")
-  kernel = {(("naive" if r["kernel"] == "hamming_topk_naive" else
-              "xla" if r.get("xla") else "stock"), r["L"], r["N"]): r["ns_per_pair"]
+  kernel = {(_kernel_variant(r), r["L"], r["N"]): r["ns_per_pair"]
             for r in records if str(r.get("kernel", "")).startswith("hamming_topk")}
+  kernel_ms = {(_kernel_variant(r), r["L"], r["N"]): r["median_ms"]
+               for r in records if str(r.get("kernel", "")).startswith("hamming_topk")}
+  variants = [v for v in ("stock", "stock_sorted", "xla", "naive")
+              if any(k[0] == v for k in kernel)]
+  headers = {"stock": "eta_tf, stock TF ops (as ETA calls it: unsorted)",
+             "stock_sorted": "eta_tf, stock, sorted", "xla": "eta_tf, XLA distance pass",
+             "naive": "naive (one TopKV2 over L)"}
   if kernel:
     lines += ["", "Hamming top-k alone, ns per (candidate, behavior) pair (one user, "
               "k = 48, m = 64):", "",
-              "| L | N | eta_tf, stock TF ops | eta_tf, XLA distance pass | "
-              "naive (one TopKV2 over L) |", "|---|---|---|---|---|"]
+              "| L | N | " + " | ".join(headers[v] for v in variants) + " |",
+              "|---|---|" + "---|" * len(variants)]
     for length, n in sorted({k[1:] for k in kernel}):
       lines.append(f"| {length} | {n} | " + " | ".join(
           f"{kernel[(v, length, n)]:.2f}" if (v, length, n) in kernel else "-"
-          for v in ("stock", "xla", "naive")) + " |")
+          for v in variants) + " |")
+  parts = {(r["component"], r["L"], r["N"]): r["median_ms"] for r in records
+           if "component" in r}
+  if parts:
+    lines += ["", "Where the time goes (ms, all timed in one harness, B = 1): attention over "
+              "all L (din_long's block), attention over the k = 48 gathered behaviors "
+              "(ETA's block after retrieval) and the top-k. ETA's block costs at least "
+              "attention over k + top-k; below 1 in the last columns is room for ETA to win.",
+              "", "| L | N | attention over L | attention over k | top-k stock | top-k XLA | "
+              "(k + top-k) / L | (k + XLA top-k) / L |", "|---|---|---|---|---|---|---|---|"]
+    for length, n in sorted({k[1:] for k in parts}):
+      full = parts.get(("attention_full", length, n))
+      topk = parts.get(("attention_topk", length, n))
+      stock = kernel_ms.get(("stock", length, n))
+      xla = kernel_ms.get(("xla", length, n))
+      if None in (full, topk, stock, xla):
+        continue
+      lines.append(f"| {length} | {n} | {full:.2f} | {topk:.2f} | {stock:.2f} | {xla:.2f} | "
+                   f"{(topk + stock) / full:.2f} | {(topk + xla) / full:.2f} |")
   training = [r for r in records if "training" in r]
   if training:
     trained = sorted({r["training"] for r in training})
@@ -146,6 +170,18 @@ def serving_table(records):
       lines.append(f"| {length} | {batch} | " + " | ".join(
           f"{cell[m]['examples_per_s']:.0f}" if m in cell else "-" for m in trained) + " |")
   return "\n".join(lines)
+
+
+def _kernel_variant(record) -> str:
+  """naive, xla, stock (unsorted, as ETA calls it) or stock_sorted.
+
+  Records written before the "sort" field existed were sorted.
+  """
+  if record["kernel"] == "hamming_topk_naive":
+    return "naive"
+  if record.get("xla"):
+    return "xla"
+  return "stock_sorted" if record.get("sort", True) else "stock"
 
 
 def gap_summary(agg):

@@ -15,8 +15,15 @@ history of L behaviors and N candidates. Models are interleaved round by round; 
   din_long  target attention over all L (keys/values projected once per request)
   din       short history only: the floor
 
-Also: ns per (candidate, behavior) pair of the Hamming top-k alone (eta_tf.ops.hamming.
-hamming_top_k, with and without XLA) and training examples/s of eta vs din_long.
+Also, on the same shapes in the same rounds:
+  - ns per (candidate, behavior) pair of the Hamming top-k alone (eta_tf.ops.hamming.
+    hamming_top_k as ETA calls it, sort=False; with and without XLA; sorted; and the naive
+    one-TopKV2 formulation the targets were set against);
+  - the attention components: din_long's attention over all L behaviors, and ETA's
+    attention over its k gathered behaviors (after retrieval). ETA's long-history block
+    costs at least top-k + attention over k, din_long's about the attention over L: where
+    that sum exceeds it, no selection kernel can make ETA faster at that (L, N).
+  - training examples/s of eta vs din_long.
 Writes bench/results/serving_cost.json (a list of records) and serving_cost.png.
 """
 import argparse
@@ -38,6 +45,7 @@ from eta_tf import features as F  # noqa: E402
 from eta_tf.config import ModelConfig  # noqa: E402
 from eta_tf.export import SessionRunner  # noqa: E402
 from eta_tf.models import build_model  # noqa: E402
+from eta_tf.models.long_history import make_attention  # noqa: E402
 from eta_tf.ops import hamming  # noqa: E402
 from eta_tf.signatures import serving_signatures  # noqa: E402
 from eta_tf.testing import random_samples  # noqa: E402
@@ -99,8 +107,10 @@ def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
   return {name: float(np.median(v)) for name, v in times.items()}
 
 
-def kernel_fn(length: int, n: int, use_xla: bool, naive: bool = False):
+def kernel_fn(length: int, n: int, use_xla: bool, naive: bool = False, sort: bool = False):
   """hamming_top_k alone on the production shapes (B = 1, static L, W = 1, k = 48).
+
+  sort=False is how ETA calls it (attention does not depend on the order of the k).
 
   naive=True: the original formulation (bench/hamming_kernels.py `naive`, one TopKV2 over
   L) as the same-run reference for the targets, which were set against it (4.4 ns/pair at
@@ -117,9 +127,45 @@ def kernel_fn(length: int, n: int, use_xla: bool, naive: bool = False):
     from hamming_kernels import naive as naive_kernel  # pylint: disable=g-import-not-at-top
     fn = tf.function(naive_kernel, input_signature=spec)
   else:
-    fn = tf.function(lambda q, k, v: hamming.hamming_top_k(q, k, v, 48, use_xla=use_xla),
+    fn = tf.function(lambda q, k, v: hamming.hamming_top_k(q, k, v, 48, use_xla=use_xla,
+                                                           sort=sort),
                      input_signature=spec)
   return lambda: [t.numpy() for t in fn(query, keys, valid)]
+
+
+def attention_fns(length: int, n: int):
+  """din_long's attention over all L, and ETA's over k gathered behaviors (default config).
+
+  The same TargetAttention layer the models use, weights random; B = 1, N candidates.
+  """
+  config = ModelConfig(model="eta", max_len=length)
+  attention = make_attention(config, "attention")
+  rng = np.random.default_rng(length * 7 + n)
+  query = tf.constant(rng.normal(size=(1, n, attention.query_dim)), tf.float32)
+  behavior = tf.constant(rng.normal(size=(1, length, attention.key_dim)), tf.float32)
+  valid = tf.ones((1, length), tf.bool)
+  k = config.top_k
+  indices = tf.constant(np.stack([rng.choice(length, k, replace=False)
+                                  for _ in range(n)])[None], tf.int32)
+  mask = tf.ones((1, n, k), tf.bool)
+  dims = attention.query_dim, attention.key_dim
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, dims[0]], tf.float32),
+                                tf.TensorSpec([1, length, dims[1]], tf.float32),
+                                tf.TensorSpec([1, length], tf.bool)])
+  def full(q, b, v):
+    return attention(q, b, v)
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, dims[0]], tf.float32),
+                                tf.TensorSpec([1, length, dims[1]], tf.float32),
+                                tf.TensorSpec([1, None, k], tf.int32),
+                                tf.TensorSpec([1, None, k], tf.bool)])
+  def top_k(q, b, i, m):
+    key_heads, value_heads = attention.project_gathered_keys(b, i)
+    return attention.attend(attention.project_query(q), key_heads, value_heads, m)
+
+  return {"attention_full": lambda: full(query, behavior, valid).numpy(),
+          "attention_topk": lambda: top_k(query, behavior, indices, mask).numpy()}
 
 
 def bench_serving(lengths, ns, repeats, work_dir):
@@ -135,17 +181,23 @@ def bench_serving(lengths, ns, repeats, work_dir):
              for name, runner in runners.items()}
       fns["kernel"] = kernel_fn(length, n, use_xla=False)
       fns["kernel_xla"] = kernel_fn(length, n, use_xla=True)
+      fns["kernel_sorted"] = kernel_fn(length, n, use_xla=False, sort=True)
       fns["kernel_naive"] = kernel_fn(length, n, use_xla=False, naive=True)
+      fns.update(attention_fns(length, n))
       # XLA compiles per shape bucket: warm up enough to leave compilation out.
       medians = time_interleaved(fns, repeats, warmup=3)
       for name in MODELS:
         records.append({"model": name, "L": length, "N": n,
                         "median_ms": medians[name] * 1e3})
-      for name, kernel, xla in (("kernel", "hamming_topk", False),
-                                ("kernel_xla", "hamming_topk", True),
-                                ("kernel_naive", "hamming_topk_naive", False)):
-        records.append({"kernel": kernel, "xla": xla, "L": length, "N": n,
+      for name, kernel, xla, sort in (("kernel", "hamming_topk", False, False),
+                                      ("kernel_xla", "hamming_topk", True, False),
+                                      ("kernel_sorted", "hamming_topk", False, True),
+                                      ("kernel_naive", "hamming_topk_naive", False, True)):
+        records.append({"kernel": kernel, "xla": xla, "sort": sort, "L": length, "N": n,
                         "ns_per_pair": medians[name] * 1e9 / (length * n),
+                        "median_ms": medians[name] * 1e3})
+      for name in ("attention_full", "attention_topk"):
+        records.append({"component": name, "L": length, "N": n,
                         "median_ms": medians[name] * 1e3})
       row = "  ".join(f"{name} {medians[name] * 1e3:8.2f}" for name in MODELS)
       print(f"L={length:6d} N={n:5d} ms: {row}  | top-k ns/pair "
@@ -181,8 +233,13 @@ def bench_training(lengths, batch_size, steps, models=("eta", "eta_xla", "din_lo
 
 def summarize(records):
   lat = {(r["model"], r["L"], r["N"]): r["median_ms"] for r in records if "model" in r}
+  # Records without "sort" were written before sorted and unsorted were told apart.
   kern = {(r["xla"], r["L"], r["N"]): r["ns_per_pair"] for r in records
-          if r.get("kernel") == "hamming_topk"}
+          if r.get("kernel") == "hamming_topk" and not (r.get("sort") and not r["xla"])}
+  kern_ms = {(r["xla"], r["L"], r["N"]): r["median_ms"] for r in records
+             if r.get("kernel") == "hamming_topk" and not r.get("sort")}
+  parts = {(r["component"], r["L"], r["N"]): r["median_ms"] for r in records
+           if "component" in r}
   naive = {(r["L"], r["N"]): r["ns_per_pair"] for r in records
            if r.get("kernel") == "hamming_topk_naive"}
   lines = ["", "score_candidates median ms (SavedModel, TF1 session loader)",
@@ -205,6 +262,17 @@ def summarize(records):
                    f"in this run {ref:.3f}: speed-up {ref / kern[(False, length, n)]:.2f}x, "
                    f"xla {ref / kern[(True, length, n)]:.2f}x (target "
                    f"{NAIVE_QUIET[length] / limit:.2f}x = {NAIVE_QUIET[length]}/{limit})")
+  if parts:
+    lines += ["", "attention components and top-k alone (ms, one harness): ETA's long block "
+              "costs at least attn k + top-k, din_long's about attn L",
+              f"{'L':>6s} {'N':>5s} {'attn L':>8s} {'attn k':>8s} {'top-k':>8s} "
+              f"{'xla':>8s} {'k/L':>6s} {'(k+topk)/L':>11s} {'(k+xla)/L':>10s}"]
+    for length, n in sorted({k[1:] for k in parts}):
+      full, topk = parts[("attention_full", length, n)], parts[("attention_topk", length, n)]
+      stock, xla = kern_ms[(False, length, n)], kern_ms[(True, length, n)]
+      lines.append(f"{length:6d} {n:5d} {full:8.2f} {topk:8.2f} {stock:8.2f} {xla:8.2f} "
+                   f"{topk / full:6.2f} {(topk + stock) / full:11.2f} "
+                   f"{(topk + xla) / full:10.2f}")
   train = {(r["training"], r["L"]): r["examples_per_s"] for r in records if "training" in r}
   for length in sorted({k[1] for k in train}):
     eta, dl = train.get(("eta", length)), train.get(("din_long", length))
@@ -265,12 +333,15 @@ def main(argv=None):
   train_lengths = [int(x) for x in args.train_lengths.split(",") if x]
 
   start = time.time()
+  # Training first, in a fresh process: measured after the serving section (20 loaded
+  # sessions, XLA compilations), eta's steps were 1.4x slower than in a fresh process
+  # (403 vs 553-560 examples/s at L=1024, batch 128) while din_long's did not change.
+  records = bench_training(train_lengths, train_batch, train_steps)
   work_dir = tempfile.mkdtemp(prefix="serving_cost_")
   try:
-    records = bench_serving(lengths, ns, repeats, work_dir)
+    records = bench_serving(lengths, ns, repeats, work_dir) + records
   finally:
     shutil.rmtree(work_dir, ignore_errors=True)
-  records += bench_training(train_lengths, train_batch, train_steps)
   print(summarize(records))
   os.makedirs(args.output_dir, exist_ok=True)
   with open(os.path.join(args.output_dir, "serving_cost.json"), "w") as f:

@@ -87,3 +87,32 @@ def test_readme_without_the_block_is_refused_by_name(report, tmp_path):
   assert result.returncode != 0
   assert str(readme) in result.stderr and "--readme=''" in result.stderr
   assert readme.read_text() == "# no markers\n"
+
+
+def test_serving_table_reads_kernel_variants_and_components():
+  report = _report_module()
+  records = [
+      {"model": m, "L": 1024, "N": 200, "median_ms": ms}
+      for m, ms in (("din", 2.0), ("din_long", 5.0), ("eta", 8.0), ("eta_xla", 6.0))]
+  records += [
+      {"kernel": "hamming_topk", "xla": False, "sort": False, "L": 1024, "N": 200,
+       "ns_per_pair": 20.0, "median_ms": 4.0},
+      {"kernel": "hamming_topk", "xla": False, "sort": True, "L": 1024, "N": 200,
+       "ns_per_pair": 22.0, "median_ms": 4.4},
+      {"kernel": "hamming_topk", "xla": True, "sort": False, "L": 1024, "N": 200,
+       "ns_per_pair": 15.0, "median_ms": 3.0},
+      {"kernel": "hamming_topk_naive", "xla": False, "sort": True, "L": 1024, "N": 200,
+       "ns_per_pair": 25.0, "median_ms": 5.0},
+      {"component": "attention_full", "L": 1024, "N": 200, "median_ms": 5.0},
+      {"component": "attention_topk", "L": 1024, "N": 200, "median_ms": 4.0}]
+  table = report.serving_table(records)
+  assert "| 1024 | 200 | 2.00 | 5.00 | 8.00 | 6.00 | 0.62x | 0.83x |" in table
+  assert "| 1024 | 200 | 20.00 | 22.00 | 15.00 | 25.00 |" in table
+  # (attention over k + top-k) / attention over L: (4 + 4) / 5 and (4 + 3) / 5.
+  assert "| 1024 | 200 | 5.00 | 4.00 | 4.00 | 3.00 | 1.60 | 1.40 |" in table
+  # A record from before "sort" existed was sorted: it is not shown as the unsorted kernel.
+  old = [dict(r) for r in records[:4]] + [
+      {"kernel": "hamming_topk", "xla": False, "L": 1024, "N": 200, "ns_per_pair": 30.0,
+       "median_ms": 6.0}]
+  old_table = report.serving_table(old)
+  assert "| 1024 | 200 | 30.00 |" in old_table and "unsorted" not in old_table
