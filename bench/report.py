@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # compare_models, also on import
 
 import compare_models  # noqa: E402  (sets tf-keras before TF via eta_tf)
+import serving_cost  # noqa: E402
 from eta_tf import config as config_lib  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -123,9 +124,9 @@ def serving_table(records):
         "".join(f" | {ms[('din_long', length, n)] / ms[(m, length, n)]:.2f}x"
                 if (m, length, n) in ms and ("din_long", length, n) in ms else " | -"
                 for m in ratios) + " |")
-  kernel = {(_kernel_variant(r), r["L"], r["N"]): r["ns_per_pair"]
+  kernel = {(serving_cost.kernel_variant(r), r["L"], r["N"]): r["ns_per_pair"]
             for r in records if str(r.get("kernel", "")).startswith("hamming_topk")}
-  kernel_ms = {(_kernel_variant(r), r["L"], r["N"]): r["median_ms"]
+  kernel_ms = {(serving_cost.kernel_variant(r), r["L"], r["N"]): r["median_ms"]
                for r in records if str(r.get("kernel", "")).startswith("hamming_topk")}
   variants = [v for v in ("stock", "stock_sorted", "xla", "naive")
               if any(k[0] == v for k in kernel)]
@@ -170,18 +171,6 @@ def serving_table(records):
       lines.append(f"| {length} | {batch} | " + " | ".join(
           f"{cell[m]['examples_per_s']:.0f}" if m in cell else "-" for m in trained) + " |")
   return "\n".join(lines)
-
-
-def _kernel_variant(record) -> str:
-  """naive, xla, stock (unsorted, as ETA calls it) or stock_sorted.
-
-  Records written before the "sort" field existed were sorted.
-  """
-  if record["kernel"] == "hamming_topk_naive":
-    return "naive"
-  if record.get("xla"):
-    return "xla"
-  return "stock_sorted" if record.get("sort", True) else "stock"
 
 
 def gap_summary(agg):

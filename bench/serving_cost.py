@@ -231,13 +231,23 @@ def bench_training(lengths, batch_size, steps, models=("eta", "eta_xla", "din_lo
   return records
 
 
+def kernel_variant(record) -> str:
+  """Which top-k a "kernel" record timed: naive, xla, stock (unsorted, as ETA calls it) or
+  stock_sorted. Records written before the "sort" field existed were sorted."""
+  if record["kernel"] == "hamming_topk_naive":
+    return "naive"
+  if record.get("xla"):
+    return "xla"
+  return "stock_sorted" if record.get("sort", True) else "stock"
+
+
 def summarize(records):
   lat = {(r["model"], r["L"], r["N"]): r["median_ms"] for r in records if "model" in r}
-  # Records without "sort" were written before sorted and unsorted were told apart.
-  kern = {(r["xla"], r["L"], r["N"]): r["ns_per_pair"] for r in records
-          if r.get("kernel") == "hamming_topk" and not (r.get("sort") and not r["xla"])}
-  kern_ms = {(r["xla"], r["L"], r["N"]): r["median_ms"] for r in records
-             if r.get("kernel") == "hamming_topk" and not r.get("sort")}
+  # The kernel as ETA calls it: (xla, L, N) -> record.
+  kernels = {(kernel_variant(r) == "xla", r["L"], r["N"]): r for r in records
+             if "kernel" in r and kernel_variant(r) in ("stock", "xla")}
+  kern = {key: r["ns_per_pair"] for key, r in kernels.items()}
+  kern_ms = {key: r["median_ms"] for key, r in kernels.items()}
   parts = {(r["component"], r["L"], r["N"]): r["median_ms"] for r in records
            if "component" in r}
   naive = {(r["L"], r["N"]): r["ns_per_pair"] for r in records
