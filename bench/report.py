@@ -124,10 +124,10 @@ def serving_table(records):
         "".join(f" | {ms[('din_long', length, n)] / ms[(m, length, n)]:.2f}x"
                 if (m, length, n) in ms and ("din_long", length, n) in ms else " | -"
                 for m in ratios) + " |")
-  kernel = {(serving_cost.kernel_variant(r), r["L"], r["N"]): r["ns_per_pair"]
-            for r in records if str(r.get("kernel", "")).startswith("hamming_topk")}
-  kernel_ms = {(serving_cost.kernel_variant(r), r["L"], r["N"]): r["median_ms"]
-               for r in records if str(r.get("kernel", "")).startswith("hamming_topk")}
+  kernel_records = {(serving_cost.kernel_variant(r), r["L"], r["N"]): r
+                    for r in records if str(r.get("kernel", "")).startswith("hamming_topk")}
+  kernel = {key: r["ns_per_pair"] for key, r in kernel_records.items()}
+  kernel_ms = {key: r["median_ms"] for key, r in kernel_records.items()}
   variants = [v for v in ("stock", "stock_sorted", "xla", "naive")
               if any(k[0] == v for k in kernel)]
   headers = {"stock": "eta_tf, stock TF ops (as ETA calls it: unsorted)",
