@@ -86,7 +86,8 @@ def format_table(rows, keys=("model", "seed", "auc", "gauc", "logloss",
   return "\n".join(lines)
 
 
-def _int_list(text: str):
+def int_list(text: str):
+  """argparse type: "1,2,3" -> [1, 2, 3]; anything else is refused naming the value."""
   try:
     return [int(x) for x in text.split(",")]
   except ValueError:
@@ -111,7 +112,7 @@ def main(argv=None):
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic log and "
                       "of the pipeline; also the model seed unless --model_seeds is given")
-  parser.add_argument("--model_seeds", type=_int_list, default=None,
+  parser.add_argument("--model_seeds", type=int_list, default=None,
                       help="comma-separated seeds of initialisation and shuffling: every "
                       "model is trained once per seed on the same data (default: --seed)")
   parser.add_argument("--max_len", type=int, default=256)

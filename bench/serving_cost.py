@@ -41,6 +41,7 @@ import eta_tf  # noqa: E402,F401  (tf-keras env before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from compare_models import int_list  # noqa: E402
 from eta_tf import features as F  # noqa: E402
 from eta_tf.config import ModelConfig  # noqa: E402
 from eta_tf.export import SessionRunner  # noqa: E402
@@ -323,30 +324,30 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help="L in {1024, 4096}, N in {200, 1000}, fewer repeats")
-  parser.add_argument("--lengths", default=None, help="comma-separated L (overrides)")
-  parser.add_argument("--ns", default=None, help="comma-separated N (overrides)")
+  parser.add_argument("--lengths", type=int_list, default=None,
+                      help="comma-separated L (overrides)")
+  parser.add_argument("--ns", type=int_list, default=None,
+                      help="comma-separated N (overrides)")
   parser.add_argument("--repeats", type=int, default=None)
-  parser.add_argument("--train_lengths", default="1024,4096")
+  parser.add_argument("--train_lengths", type=lambda t: int_list(t) if t else [],
+                      default=[1024, 4096], help="comma-separated L ('' = no training)")
   parser.add_argument("--train_batch", type=int, default=None)
   parser.add_argument("--train_steps", type=int, default=None)
   parser.add_argument("--output_dir", default=RESULTS_DIR)
   args = parser.parse_args(argv)
   lengths = [1024, 4096] if args.quick else [256, 1024, 2048, 4096, 16384]
   ns = [200, 1000] if args.quick else [1, 100, 200, 1000]
-  if args.lengths:
-    lengths = [int(x) for x in args.lengths.split(",")]
-  if args.ns:
-    ns = [int(x) for x in args.ns.split(",")]
+  lengths = args.lengths or lengths
+  ns = args.ns or ns
   repeats = args.repeats or (5 if args.quick else 15)
   train_steps = args.train_steps or (4 if args.quick else 10)
   train_batch = args.train_batch or (64 if args.quick else 128)
-  train_lengths = [int(x) for x in args.train_lengths.split(",") if x]
 
   start = time.time()
   # Training first, in a fresh process: measured after the serving section (20 loaded
   # sessions, XLA compilations), eta's steps were 1.4x slower than in a fresh process
   # (403 vs 553-560 examples/s at L=1024, batch 128) while din_long's did not change.
-  records = bench_training(train_lengths, train_batch, train_steps)
+  records = bench_training(args.train_lengths, train_batch, train_steps)
   work_dir = tempfile.mkdtemp(prefix="serving_cost_")
   try:
     records = bench_serving(lengths, ns, repeats, work_dir) + records

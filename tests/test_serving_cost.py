@@ -42,3 +42,10 @@ def test_serving_cost_writes_every_record_kind(tmp_path):
   assert "score_candidates median ms" in out
   assert "attention components and top-k alone" in out
   assert "training L=300: eta" in out
+
+
+def test_bad_lengths_are_refused_naming_the_flag_and_value():
+  result = subprocess.run([sys.executable, SCRIPT, "--lengths=1024,abc"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert result.returncode == 2
+  assert "--lengths: '1024,abc': expected comma-separated integers" in result.stderr
