@@ -306,9 +306,28 @@ def _write_json(path: str, content: dict):
     f.write(json.dumps(content, indent=2, sort_keys=True).encode("utf-8"))
 
 
+class UnbalancedStatsError(RuntimeError):
+  """Input rows != accepted + rejected: some row was lost or counted twice (a bug)."""
+
+
+def check_balanced(stats: dict) -> None:
+  """Raises UnbalancedStatsError naming each source whose rows do not add up."""
+  bad = [f"{source}: input {r['input']} != accepted {r['accepted']} + rejected "
+         f"{r['rejected']}" for source, r in stats["rows"].items() if not r["balanced"]]
+  if bad:
+    raise UnbalancedStatsError(
+        "row counts not balanced (rows lost or double-counted; stats.json kept for "
+        "inspection): " + "; ".join(bad))
+
+
 def write_metadata(paths: Dict[str, str], params: dict, entries) -> dict:
+  """Writes stats.json and schema.json; fails the job when the row counts do not add up.
+
+  stats.json is written first so a failed job still leaves its counts for inspection.
+  """
   stats = assemble_stats(params, entries)
   _write_json(paths["stats"], stats)
+  check_balanced(stats)
   _write_json(paths["schema"], schema_with_params(params, stats["time"]))
   return stats
 

@@ -38,9 +38,12 @@ REASON_ID_TOO_LARGE = "id_too_large"
 REASON_UNKNOWN_BEHAVIOR_TYPE = "unknown_behavior_type"
 REASON_TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
 REASON_BAD_LABEL = "bad_label"
+# An exception the parser did not foresee (a bug, not bad input): the pipeline's parse DoFn
+# turns it into a dead-letter row instead of failing the job.
+REASON_PARSE_ERROR = "parse_error"
 REASONS = (REASON_EMPTY_LINE, REASON_WRONG_COLUMN_COUNT, REASON_NON_INTEGER,
            REASON_NON_POSITIVE_ID, REASON_ID_TOO_LARGE, REASON_UNKNOWN_BEHAVIOR_TYPE,
-           REASON_TIMESTAMP_OUT_OF_RANGE, REASON_BAD_LABEL)
+           REASON_TIMESTAMP_OUT_OF_RANGE, REASON_BAD_LABEL, REASON_PARSE_ERROR)
 
 # Names of the two inputs (dead-letter column 1 and stats.json sections).
 SOURCE_BEHAVIORS = "behaviors"
@@ -50,6 +53,9 @@ _BOM = b"\xef\xbb\xbf"
 _FIELD_WHITESPACE = b" \t"
 _BEHAVIOR_CODES = {name.encode(): code for name, code in features.BEHAVIOR_TYPES.items()}
 _LABELS = {b"0": 0, b"1": 1}
+# The fast path calls int() on digit fields directly: only on lines short enough that no
+# field can exceed _MAX_DIGITS by much (a Taobao row is ~40 bytes).
+_FAST_PATH_MAX_BYTES = 96
 
 
 # Accepted rows are plain int tuples (Beam encodes plain tuples of ints fast; NamedTuples
@@ -64,13 +70,29 @@ Event = Tuple[int, int, int, int]
 ParseResult = Tuple[Optional[Tuple[int, Event]], Optional[str]]
 
 
+# Longest digit string converted exactly. Any longer value (after leading zeros) is far
+# outside every valid id/timestamp range, and converting it could hit Python's int-string
+# conversion limit (4300 digits -> ValueError) or cost quadratic time.
+_MAX_DIGITS = 20
+_HUGE = 10 ** _MAX_DIGITS  # > MAX_ID and > any plausible timestamp
+
+
 def _to_int(field: bytes) -> Optional[int]:
-  """Decimal integer with an optional minus sign, else None (no '+', '_', spaces inside)."""
-  if field.isdigit():
-    return int(field)
-  if field[:1] == b"-" and field[1:].isdigit():
-    return int(field)
-  return None
+  """Decimal integer with an optional minus sign, else None (no '+', '_', spaces inside).
+
+  Values with more than _MAX_DIGITS significant digits come back as +-_HUGE, which every
+  range check rejects with the reason it would give the exact value.
+  """
+  sign = 1
+  if field[:1] == b"-":
+    sign, field = -1, field[1:]
+  if not field.isdigit():
+    return None
+  if len(field) > _MAX_DIGITS:
+    field = field.lstrip(b"0") or b"0"
+    if len(field) > _MAX_DIGITS:
+      return sign * _HUGE
+  return sign * int(field)
 
 
 def _split_fields(line: Union[bytes, str], num_columns: int):
@@ -131,7 +153,7 @@ def parse_behavior_line(line: Union[bytes, str],
   """
   # Fast path for the common clean row (about 3x cheaper than the general path); anything
   # unusual -- BOM, CR, spaces, signs, bad values -- falls through to the general path.
-  if isinstance(line, bytes):
+  if isinstance(line, bytes) and len(line) <= _FAST_PATH_MAX_BYTES:
     fields = line.split(b",")
     if len(fields) == 5:
       user, item, category, behavior, timestamp = fields
@@ -159,13 +181,29 @@ def parse_impression_line(line: Union[bytes, str],
 PARSERS = {SOURCE_BEHAVIORS: parse_behavior_line, SOURCE_IMPRESSIONS: parse_impression_line}
 
 
-def dead_letter_line(source: str, reason: str, line: Union[bytes, str]) -> str:
-  """`source<TAB>reason<TAB>raw line` with undecodable bytes and control chars escaped.
+def _dead_letter_escapes() -> dict:
+  """str.translate table: every char that could break a line or a column -> an escape."""
+  table = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}  # one byte each
+  table.update({code: f"\\u{code:04x}" for code in range(0x80, 0xA0)})  # C1: 2 UTF-8 bytes
+  table.update({ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r",
+                0x2028: "\\u2028", 0x2029: "\\u2029"})
+  # Undecodable bytes arrive as surrogate escapes U+DC80..U+DCFF (see dead_letter_line).
+  table.update({0xDC00 + byte: f"\\x{byte:02x}" for byte in range(0x80, 0x100)})
+  return table
 
-  The raw line is kept (undecodable bytes as \\xNN, CR/LF as \\r/\\n) so a rejected row can
-  be inspected; escaping CR/LF keeps exactly one rejected row per dead-letter line.
+
+_DEAD_LETTER_ESCAPES = _dead_letter_escapes()
+
+
+def dead_letter_line(source: str, reason: str, line: Union[bytes, str]) -> str:
+  """`source<TAB>reason<TAB>raw line` with the raw line escaped onto one line.
+
+  The raw line is kept so a rejected row can be inspected: undecodable bytes become \\xNN,
+  TAB/CR/LF \\t \\r \\n, the other C0 controls and DEL \\xNN, C1 controls and U+2028/2029
+  \\uNNNN and a backslash \\\\, so one rejected row is always exactly one line of three
+  columns, for any line splitter, and the escaping is reversible.
   """
-  if isinstance(line, bytes):
-    line = line.decode("utf-8", "backslashreplace")
-  line = line.replace("\r", "\\r").replace("\n", "\\n")
-  return f"{source}\t{reason}\t{line}"
+  if isinstance(line, str):
+    line = line.encode("utf-8", "surrogatepass")  # lone surrogates -> escaped bytes below
+  text = line.decode("utf-8", "surrogateescape").translate(_DEAD_LETTER_ESCAPES)
+  return f"{source}\t{reason}\t{text}"

@@ -60,7 +60,12 @@ class _ParseLineFn(beam.DoFn):
 
   def process(self, line):
     self._rows += 1
-    parsed, reason = self._parse(line, self._min_timestamp, self._max_timestamp)
+    try:
+      parsed, reason = self._parse(line, self._min_timestamp, self._max_timestamp)
+    except Exception:  # pylint: disable=broad-except
+      # The parsers never raise on any input we could think of; should one still do, that
+      # row goes to the dead letter (reason parse_error) instead of failing the whole job.
+      parsed, reason = None, parsing.REASON_PARSE_ERROR
     if reason is None:
       yield parsed
     else:
