@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 from compare_models import int_list  # noqa: E402
 from eta_tf import features as F  # noqa: E402
 from eta_tf.config import ModelConfig  # noqa: E402
-from eta_tf.export import SessionRunner  # noqa: E402
+from eta_tf.savedmodel_session import SavedModelSession  # noqa: E402
 from eta_tf.models import build_model  # noqa: E402
 from eta_tf.models.long_history import make_attention  # noqa: E402
 from eta_tf.ops import hamming  # noqa: E402
@@ -173,7 +173,7 @@ def bench_serving(lengths, ns, repeats, work_dir):
   records = []
   for length in lengths:
     t0 = time.time()
-    runners = {name: SessionRunner(export(name, length, work_dir)) for name in MODELS}
+    runners = {name: SavedModelSession(export(name, length, work_dir)) for name in MODELS}
     print(f"-- L={length}: exported and loaded {', '.join(MODELS)} "
           f"({time.time() - t0:.0f} s)", flush=True)
     for n in ns:

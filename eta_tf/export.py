@@ -109,41 +109,15 @@ def reference_scores(model, signature_name, inputs):
                                 inputs[F.CANDIDATE_CATEGORY_ID]).numpy()
 
 
-class SessionRunner:
-  """A SavedModel loaded the way TF Serving loads it (TF1 session loader)."""
-
-  def __init__(self, saved_model_dir: str):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self._graph = tf.Graph()
-    self._session = tf.compat.v1.Session(graph=self._graph)
-    with self._graph.as_default():
-      self.meta_graph = tf.compat.v1.saved_model.loader.load(
-          self._session, ["serve"], saved_model_dir)
-
-  def op_types(self):
-    graph_def = self.meta_graph.graph_def
-    ops = {node.op for node in graph_def.node}
-    for function in graph_def.library.function:
-      ops |= {node.op for node in function.node_def}
-    return ops
-
-  def run(self, signature_name, inputs):
-    signature = self.meta_graph.signature_def[signature_name]
-    feed = {signature.inputs[k].name: v for k, v in inputs.items()}
-    return self._session.run(signature.outputs[F.OUTPUT_CTR].name, feed_dict=feed)
-
-  def close(self):
-    self._session.close()
-
-
 def validate_saved_model(saved_model_dir, reference_model, requests, eval_features,
                          eval_labels) -> dict:
   """Gate before publishing; raises ExportValidationError naming the failed check."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from eta_tf import metrics  # pylint: disable=g-import-not-at-top
+  from eta_tf import savedmodel_session  # pylint: disable=g-import-not-at-top
   try:
-    runner = SessionRunner(saved_model_dir)
+    runner = savedmodel_session.SavedModelSession(saved_model_dir)
   except Exception as e:  # pylint: disable=broad-except
     raise ExportValidationError(f"TF1 session loader cannot load {saved_model_dir}: {e}")
   try:

@@ -16,6 +16,7 @@ from conftest import run_module
 from conftest import train_small
 from eta_tf import export
 from eta_tf import features as F
+from eta_tf import savedmodel_session
 from eta_tf import signatures
 from serving import model_config
 from serving import publish
@@ -55,7 +56,7 @@ def _listing(model_base):
 def _assert_session_matches_model(version_dir, model, eval_inputs):
   """Exported graph (TF1 session loader, like TF Serving) vs the in-process model, on
   eval samples and on every warmup request of both signatures."""
-  runner = export.SessionRunner(version_dir)
+  runner = savedmodel_session.SavedModelSession(version_dir)
   try:
     np.testing.assert_allclose(runner.run(F.SERVING_DEFAULT, eval_inputs),
                                model.predict_ctr(eval_inputs).numpy(), atol=TOLERANCE)
@@ -181,7 +182,7 @@ def test_saved_model_cli_run_on_a_warmup_input(eta_export, tmp_path):
   match = re.search(rf"Result for output key {F.OUTPUT_CTR}:\s*\[([^\]]*)\]", result.stdout)
   assert match, result.stdout[-3000:]
   printed = np.array(match.group(1).split(), np.float64)
-  runner = export.SessionRunner(version_dir)
+  runner = savedmodel_session.SavedModelSession(version_dir)
   try:
     expected = runner.run(F.SERVING_DEFAULT, inputs)
   finally:

@@ -14,6 +14,10 @@ import pytest
 from eta_tf import features as F
 from serving import client as client_lib
 from serving import local_server as ls
+from serving import predict
+from serving import server_core
+from serving.servable import Servable
+from serving.server_status import ServingError
 from serving import model_config as mc
 from serving import warmup
 
@@ -338,15 +342,15 @@ def test_labels_follow_models_config_with_tf_serving_rules(tmp_path):
 
 
 def test_warmup_is_replayed_and_a_failing_warmup_fails_the_load(tmp_path):
-  servable = ls.Servable("eta", 1, template(1))
+  servable = Servable("eta", 1, template(1))
   try:
-    assert ls.replay_warmup(servable) == 4
+    assert predict.replay_warmup(servable) == 4
   finally:
     servable.close()
   base = str(tmp_path / "eta")
   publish_version(base, 1)
-  core = ls.ServerCore()
-  core.reload_config(ls.single_model_config("eta", base))
+  core = server_core.ServerCore()
+  core.reload_config(server_core.single_model_config("eta", base))
   assert core.state("eta", 1) == ls.State.AVAILABLE
   bad = str(tmp_path / "bad")
   shutil.copytree(template(2), bad)
@@ -386,8 +390,8 @@ def test_batching_preconditions_of_tf_serving(tmp_path):
   params.max_batch_size.value = 4
   # Global batching: every signature is batched; score_candidates' scalar input and its
   # history/candidate lengths break TF Serving's batcher, so even the warmup fails.
-  core = ls.ServerCore(batching=params)
-  core.reload_config(ls.single_model_config("eta", base))
+  core = server_core.ServerCore(batching=params)
+  core.reload_config(server_core.single_model_config("eta", base))
   try:
     states = {s.version: s for s in core.model_status(_spec("eta")).model_version_status}
     assert states[1].state == ls.State.END
@@ -395,8 +399,8 @@ def test_batching_preconditions_of_tf_serving(tmp_path):
   finally:
     core.unload_all()
   # Per-model batching (what docker-compose.yml runs): no batching_params.pbtxt, no batching.
-  core = ls.ServerCore(batching=params, per_model_batching=True)
-  core.reload_config(ls.single_model_config("eta", base))
+  core = server_core.ServerCore(batching=params, per_model_batching=True)
+  core.reload_config(server_core.single_model_config("eta", base))
   try:
     assert core.state("eta", 1) == ls.State.AVAILABLE
     with core.servable(_spec("eta")) as servable:
@@ -405,9 +409,9 @@ def test_batching_preconditions_of_tf_serving(tmp_path):
       request = warmup.build_predict_request("eta", F.SERVING_DEFAULT, {
           k: (client_lib.pad_history_rows(v, MAX_LEN) if k in F.HISTORY_FEATURES else v)
           for k, v in samples([1] * 5, np.arange(5)).items()})
-      with pytest.raises(ls.ServingError, match="Task size 5 is larger than maximum batch "
+      with pytest.raises(ServingError, match="Task size 5 is larger than maximum batch "
                                                 "size 4"):
-        ls.run_predict(servable, request)
+        predict.run_predict(servable, request)
   finally:
     core.unload_all()
 

@@ -1,0 +1,267 @@
+"""The local server's version manager, after TF Serving's ServerCore.
+
+`ServerCore` holds the models of the current ModelServerConfig, their versions and states
+(START/LOADING/AVAILABLE/UNLOADING/END with an error status), and their labels:
+
+* `reload_config(config)` applies a new config (validated whole; the old one stays on
+  error), with TF Serving's label rule;
+* `poll_once()` is one pass of TF Serving's file-system source: loads the versions the
+  policy wants (after warmup) and unloads the retired ones only once the wanted ones are
+  AVAILABLE (availability preserving);
+* `servable(model_spec)` resolves a request's version / label / latest to a held
+  Servable; `model_status(model_spec)` answers GetModelStatus.
+"""
+import contextlib
+import logging
+import os
+import threading
+from typing import Dict
+
+from serving import model_config as model_config_lib
+from serving import publish as publish_lib
+from serving import tfs_protos
+from serving.predict import replay_warmup
+from serving.servable import Servable
+from serving.server_status import ServingError, invalid, status_proto
+
+import grpc  # pylint: disable=g-import-not-at-top,wrong-import-order
+from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=g-import-not-at-top
+from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=g-import-not-at-top
+
+log = logging.getLogger("serving.local_server")
+
+State = get_model_status_pb2.ModelVersionStatus.State
+PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
+
+
+class _Model:
+  def __init__(self, config: model_server_config_pb2.ModelConfig):
+    self.config = config
+    self.available: Dict[int, Servable] = {}
+    self.failed: Dict[int, str] = {}
+    self.labels: Dict[str, int] = {}
+
+  @property
+  def name(self):
+    return self.config.name
+
+
+class ServerCore:
+  """Models, versions, labels and their states; thread-safe."""
+
+  def __init__(self, allow_version_labels_for_unavailable_models: bool = False,
+               enable_model_warmup: bool = True, session_config=None, batching=None,
+               per_model_batching: bool = False):
+    self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
+    self.enable_model_warmup = enable_model_warmup
+    self.session_config = session_config
+    self.batching = batching  # global BatchingParameters (--enable_batching) or None
+    self.per_model_batching = per_model_batching
+    self._models: Dict[str, _Model] = {}
+    self._states: Dict[str, Dict[int, tuple]] = {}  # name -> version -> (State, StatusProto)
+    self._lock = threading.RLock()  # models, available maps, labels, states
+    self._sync_lock = threading.RLock()  # one config reload / version sync at a time
+    self.config = model_server_config_pb2.ModelServerConfig()
+
+  # -- config ------------------------------------------------------------------------------
+  def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+    """Applies a new ModelServerConfig, or raises ServingError and keeps the old one."""
+    with self._sync_lock:
+      if config.WhichOneof("config") not in (None, "model_config_list"):
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                           "only model_config_list configs are supported")
+      try:
+        model_config_lib.validate_config(config)
+      except model_config_lib.ModelConfigError as e:
+        raise invalid(str(e)) from e
+      for m in config.model_config_list.config:
+        if m.model_platform not in ("", model_config_lib.TENSORFLOW_PLATFORM):
+          raise invalid(f"Model {m.name} requests unsupported platform {m.model_platform}")
+        if not os.path.isabs(m.base_path):
+          raise invalid(f"Expected model {m.name} to have an absolute path or URI; got "
+                         f"base_path()={m.base_path}")
+      new_labels = self._check_labels(config)
+      with self._lock:
+        names = {m.name for m in config.model_config_list.config}
+        removed = [self._models[n] for n in self._models if n not in names]
+        for m in config.model_config_list.config:
+          model = self._models.get(m.name)
+          if model is None:
+            model = self._models[m.name] = _Model(m)
+            self._states.setdefault(m.name, {})
+          model.config = m
+          model.labels = new_labels.get(m.name, {})
+        for model in removed:
+          del self._models[model.name]
+        self.config = config
+      for model in removed:
+        for version in sorted(model.available):
+          self._unload(model, version)
+      self.poll_once()
+
+  def _check_labels(self, config) -> Dict[str, Dict[str, int]]:
+    """TF Serving's UpdateModelVersionLabelMap rule; returns the new label map."""
+    labels = {}
+    with self._lock:
+      for m in config.model_config_list.config:
+        model = self._models.get(m.name)
+        current = model.labels if model else {}
+        available = set(model.available) if model else set()
+        for label, version in m.version_labels.items():
+          moved = label in current and current[label] != version
+          if version not in available and (moved or not self.allow_unavailable_labels):
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Request to assign label to version {version} of model {m.name}, which is "
+                "not currently available for inference")
+          labels.setdefault(m.name, {})[label] = int(version)
+    return labels
+
+  # -- versions ----------------------------------------------------------------------------
+  def poll_once(self) -> None:
+    """One pass of the file-system source: load new versions, unload retired ones."""
+    with self._sync_lock:
+      with self._lock:
+        models = list(self._models.values())
+      for model in models:
+        self._sync_model(model)
+
+  def _sync_model(self, model: _Model) -> None:
+    on_disk = publish_lib.list_versions(model.config.base_path, complete_only=True)
+    aspired = model_config_lib.policy_versions(model.config.model_version_policy, on_disk)
+    for version in list(model.failed):
+      if version not in on_disk:
+        del model.failed[version]
+    for version in aspired:
+      if version not in model.available and version not in model.failed:
+        self._load(model, version)
+    retired = [v for v in model.available if v not in aspired]
+    if retired and (not aspired or any(v in model.available for v in aspired)):
+      for version in sorted(retired):
+        self._unload(model, version)
+
+  def _set_state(self, name, version, state, status=None):
+    with self._lock:
+      self._states.setdefault(name, {})[version] = (state, status or status_proto())
+
+  def _load(self, model: _Model, version: int) -> None:
+    path = os.path.join(model.config.base_path, str(version))
+    self._set_state(model.name, version, State.LOADING)
+    log.info("Loading servable: {name: %s version: %d} from %s", model.name, version, path)
+    servable = None
+    try:
+      servable = Servable(model.name, version, path, self.session_config)
+      servable.batching = self._batching_for(path)
+      if self.enable_model_warmup:
+        count = replay_warmup(servable)
+        log.info("Finished warming up %s version %d with %d requests", model.name, version,
+                 count)
+    except Exception as e:  # pylint: disable=broad-except
+      code = e.code if isinstance(e, ServingError) else grpc.StatusCode.UNKNOWN
+      message = f"Loading servable: {{name: {model.name} version: {version}}} failed: {e}"
+      log.error(message)
+      if servable is not None:
+        servable.close(0)
+      model.failed[version] = message
+      self._set_state(model.name, version, State.END, status_proto(code, message))
+      return
+    with self._lock:
+      model.available[version] = servable
+      self._states[model.name][version] = (State.AVAILABLE, status_proto())
+    log.info("Successfully loaded servable version {name: %s version: %d}", model.name,
+             version)
+
+  def _batching_for(self, path: str):
+    """TF Serving's GetPerModelBatchingParams: which params batch this version, if any."""
+    if self.batching is None:
+      return None
+    if not self.per_model_batching:
+      return self.batching
+    per_model = os.path.join(path, PER_MODEL_BATCHING_FILE)
+    if not os.path.exists(per_model):
+      return None
+    return tfs_protos.parse_text(per_model, tfs_protos.BatchingParameters)
+
+  def _unload(self, model: _Model, version: int) -> None:
+    with self._lock:
+      servable = model.available.pop(version, None)
+      if servable is None:
+        return
+      self._states[model.name][version] = (State.UNLOADING, status_proto())
+    servable.close()
+    self._set_state(model.name, version, State.END)
+    log.info("Unloaded servable version {name: %s version: %d}", model.name, version)
+
+  def unload_all(self) -> None:
+    with self._sync_lock:
+      with self._lock:
+        models = list(self._models.values())
+      for model in models:
+        for version in sorted(model.available):
+          self._unload(model, version)
+
+  # -- requests ----------------------------------------------------------------------------
+  @contextlib.contextmanager
+  def servable(self, model_spec):
+    """Resolves a ModelSpec (version, label or latest) to a held Servable."""
+    name = model_spec.name
+    if not name:
+      raise invalid("ModelSpec has no name specified.")
+    with self._lock:
+      model = self._models.get(name)
+      choice = model_spec.WhichOneof("version_choice")
+      version = None
+      if choice == "version_label":
+        label = model_spec.version_label
+        if model is None or label not in model.labels:
+          raise invalid(f"Unrecognized servable version label: {label}")
+        version = model.labels[label]
+      elif choice == "version":
+        version = model_spec.version.value
+      request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+      if model is not None and version is None and model.available:
+        version = max(model.available)
+      servable = model.available.get(version) if model is not None else None
+      if servable is None:
+        raise ServingError(grpc.StatusCode.NOT_FOUND,
+                           f"Servable not found for request: {request}")
+      servable.acquire()
+    try:
+      yield servable
+    finally:
+      servable.release()
+
+  def model_status(self, model_spec) -> get_model_status_pb2.GetModelStatusResponse:
+    name = model_spec.name
+    with self._lock:
+      states = dict(self._states.get(name, {}))
+    response = get_model_status_pb2.GetModelStatusResponse()
+    if model_spec.HasField("version"):
+      version = model_spec.version.value
+      if version not in states:
+        raise ServingError(grpc.StatusCode.NOT_FOUND,
+                           f"Could not find version {version} of model {name}")
+      versions = [version]
+    else:
+      if not states:
+        raise ServingError(grpc.StatusCode.NOT_FOUND,
+                           f"Could not find any versions of model {name}")
+      versions = sorted(states)
+    for version in versions:
+      state, status = states[version]
+      response.model_version_status.add(version=version, state=state, status=status)
+    return response
+
+  def state(self, name: str, version: int):
+    with self._lock:
+      entry = self._states.get(name, {}).get(version)
+    return entry[0] if entry else None
+
+
+
+def single_model_config(model_name: str, model_base_path: str):
+  """The ModelServerConfig of `--model_name --model_base_path` (latest version, no labels)."""
+  config = model_server_config_pb2.ModelServerConfig()
+  config.model_config_list.config.append(model_config_lib.make_model_config(
+      model_name, os.path.abspath(model_base_path)))
+  return config
