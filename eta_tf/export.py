@@ -158,6 +158,10 @@ def export_trained(model_dir: str, export_base: str, model_name: str, data_dir=N
                    label="canary", trained_model=None, max_validation_samples=4096,
                    num_warmup_batches=8) -> str:
   """Exports, validates and publishes; returns `<export_base>/<model_name>/<version>`."""
+  from serving import names  # pylint: disable=g-import-not-at-top
+  names.check_model_name(model_name)  # before any work: it becomes a directory name
+  if label:
+    names.check_label(label)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from eta_tf.signatures import serving_signatures  # pylint: disable=g-import-not-at-top
   from serving import publish  # pylint: disable=g-import-not-at-top
@@ -199,7 +203,9 @@ def export_trained(model_dir: str, export_base: str, model_name: str, data_dir=N
     }
     with open(os.path.join(tmp_dir, warmup.ASSETS_EXTRA_DIR, METADATA_FILE), "w") as f:
       json.dump(metadata, f, indent=2, sort_keys=True, default=str)
-    version_dir = publish.publish(tmp_dir, base, version)
+    # Another exporter may publish this number first: then take the next free one.
+    version_dir, version = publish.publish_next(
+        tmp_dir, base, version, before_rename=lambda v: _stamp_version(tmp_dir, v))
   except BaseException:
     shutil.rmtree(tmp_dir, ignore_errors=True)
     raise
@@ -211,36 +217,25 @@ def export_trained(model_dir: str, export_base: str, model_name: str, data_dir=N
 
 
 def _update_models_config(export_base, model_name, base, version, label):
-  """Adds the version to models.config; labels only where TF Serving allows it.
-
-  TF Serving (with --allow_version_labels_for_unavailable_models) accepts a *new* label on
-  a version that is not loaded yet, but rejects the whole config when an existing label
-  moves to a version that is not AVAILABLE. So: the first version becomes `stable` (and
-  `label`); later versions are added to the policy, `label` is set only if it is new, and
-  moving an existing label is left to `python -m serving.model_config label/promote` once
-  the version serves.
-  """
+  """Adds the version (and `label` where TF Serving allows it) to models.config in one
+  locked edit: serving.model_config.add_published_version says which labels move."""
   from serving import model_config  # pylint: disable=g-import-not-at-top
   path = os.path.join(export_base, MODELS_CONFIG_FILE)
-  config = model_config.read_config(path) if os.path.exists(path) else None
-  entry = None
-  if config is not None:
-    entry = next((m for m in config.model_config_list.config if m.name == model_name),
-                 None)
-  if entry is None:
-    labels = {"stable": version}
-    if label:
-      labels[label] = version
-    model_config.init_config(path, model_name, os.path.abspath(base), versions=[version],
-                             labels=labels)
-    return
-  model_config.add_version(path, model_name, version)
-  if label and label not in entry.version_labels:
-    model_config.set_label(path, model_name, label, version)
-  elif label:
-    print(f"models.config: version {version} added; once it is AVAILABLE, move the label "
-          f"with: python -m serving.model_config label --model_config_file={path} "
-          f"--model_name={model_name} --label={label} --version={version}", flush=True)
+  note = model_config.add_published_version(path, model_name, os.path.abspath(base), version,
+                                            label)
+  if note:
+    print(note, flush=True)
+
+
+def _stamp_version(saved_model_dir, version):
+  """Sets the metadata's version to the number the version is published under."""
+  from serving import warmup  # pylint: disable=g-import-not-at-top
+  path = os.path.join(saved_model_dir, warmup.ASSETS_EXTRA_DIR, METADATA_FILE)
+  metadata = _read_json(path)
+  if metadata.get("version") != version:
+    metadata["version"] = version
+    with open(path, "w") as f:
+      json.dump(metadata, f, indent=2, sort_keys=True, default=str)
 
 
 def _read_json(path):

@@ -7,7 +7,16 @@ same base directory (`temp_version_dir`), validate it, then `publish` renames it
 
     tmp = temp_version_dir(base, version := next_version(base))
     ... write the SavedModel and assets.extra/ into tmp ...
-    publish(tmp, base, version)
+    path, version = publish_next(tmp, base, version)
+
+`publish` fsyncs every file and directory of the version before the rename and the base
+directory after it, so a crash never leaves a version whose name is durable but whose files
+are not. Two exporters that picked the same number race at the rename: `publish_next` lets
+the loser take the next free number instead of failing after all its work. A temporary
+directory left by a killed export (`.tmp-<version>-<pid>-<random>`) is removed by the next
+`temp_version_dir` call once process <pid> is gone. The pid is looked up in this process's
+pid namespace: do not export into one base from two machines or containers at the same
+time, or one may sweep the other's export in progress.
 
 This module imports neither TensorFlow nor gRPC.
 """
@@ -15,11 +24,16 @@ import ctypes
 import errno
 import os
 import re
-from typing import List
+import secrets
+import shutil
+from typing import Callable, List, Optional, Tuple
+
+from serving import names
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 TEMP_PREFIX = ".tmp-"
 _VERSION_RE = re.compile(r"^[0-9]+$")
+_TEMP_RE = re.compile(r"^\.tmp-[0-9]+-([0-9]+)(?:-.*)?$")  # .tmp-<version>-<pid>[-<random>]
 
 
 class PublishError(RuntimeError):
@@ -61,15 +75,61 @@ def next_version(base: str) -> int:
   return versions[-1] + 1 if versions else 1
 
 
-def temp_version_dir(base: str, version: int) -> str:
-  """Creates and returns `<base>/.tmp-<version>-<pid>`, a dir TF Serving never loads.
+def _check_version(version) -> int:
+  try:
+    return names.check_version(version)
+  except names.InvalidNameError as e:
+    raise PublishError(str(e)) from e
 
-  It lives in `base` itself so that `publish` is a same-filesystem rename.
+
+def temp_version_dir(base: str, version: int) -> str:
+  """Creates and returns `<base>/.tmp-<version>-<pid>-<random>`, a dir TF Serving never loads.
+
+  It lives in `base` itself so that `publish` is a same-filesystem rename. First removes
+  the temporary dirs of exports whose process is gone (`clean_stale_temp_dirs`).
   """
+  version = _check_version(version)
   os.makedirs(base, exist_ok=True)
-  path = os.path.join(base, f"{TEMP_PREFIX}{int(version)}-{os.getpid()}")
-  os.makedirs(path, exist_ok=False)
-  return path
+  clean_stale_temp_dirs(base)
+  while True:  # mkdir (not mkdtemp) so the version gets the usual umask mode, not 0700
+    path = os.path.join(base, f"{TEMP_PREFIX}{version}-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+      os.mkdir(path)
+      return path
+    except FileExistsError:
+      continue
+
+
+def _process_exists(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # alive, owned by another user
+    return True
+  return True
+
+
+def clean_stale_temp_dirs(base: str) -> List[str]:
+  """Removes `<base>/.tmp-<version>-<pid>...` dirs whose owner process is gone; returns them.
+
+  A temp dir of a live process (an export in progress) and any other name are left alone.
+  """
+  removed = []
+  if not os.path.isdir(base):
+    return removed
+  for name in sorted(os.listdir(base)):
+    match = _TEMP_RE.match(name)
+    path = os.path.join(base, name)
+    if not match or not os.path.isdir(path) or os.path.islink(path):
+      continue
+    pid = int(match.group(1))
+    if pid == os.getpid() or _process_exists(pid):
+      continue
+    shutil.rmtree(path, ignore_errors=True)
+    if not os.path.exists(path):
+      removed.append(path)
+  return removed
 
 
 def _rename_noreplace(src: str, dst: str) -> None:
@@ -98,16 +158,33 @@ def _rename_noreplace(src: str, dst: str) -> None:
 
 
 def _fsync_dir(path: str) -> None:
-  try:
-    fd = os.open(path, os.O_RDONLY)
-  except OSError:
-    return
+  """fsync(2) of a directory; a file system that cannot (EINVAL/ENOTSUP) is skipped."""
+  fd = os.open(path, os.O_RDONLY)
   try:
     os.fsync(fd)
-  except OSError:
-    pass
+  except OSError as e:
+    if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+      raise
   finally:
     os.close(fd)
+
+
+def _fsync_file(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def fsync_tree(root: str) -> None:
+  """fsyncs every regular file and directory under `root` (children before parents)."""
+  for directory, _, files in os.walk(root, topdown=False):
+    for name in files:
+      path = os.path.join(directory, name)
+      if os.path.isfile(path) and not os.path.islink(path):
+        _fsync_file(path)
+    _fsync_dir(directory)
 
 
 def publish(tmp_dir: str, base: str, version: int) -> str:
@@ -117,9 +194,7 @@ def publish(tmp_dir: str, base: str, version: int) -> str:
   picked it up), holds no saved_model.pb, or is on another filesystem; refuses
   (VersionExistsError) when the version exists.
   """
-  version = int(version)
-  if version < 0:
-    raise PublishError(f"version must be a non-negative integer, got {version}")
+  version = _check_version(version)
   tmp_dir = os.path.abspath(tmp_dir)
   base = os.path.abspath(base)
   if not os.path.isdir(tmp_dir):
@@ -135,6 +210,32 @@ def publish(tmp_dir: str, base: str, version: int) -> str:
   if os.stat(tmp_dir).st_dev != os.stat(base).st_dev:
     raise PublishError(f"{tmp_dir} and {base} are on different filesystems; write the "
                        "temporary directory inside the base path (temp_version_dir)")
+  try:
+    fsync_tree(tmp_dir)
+  except OSError as e:
+    raise PublishError(f"{tmp_dir}: cannot make the version durable before publishing it: "
+                       f"{e}") from e
   _rename_noreplace(tmp_dir, dst)
   _fsync_dir(base)
   return dst
+
+
+def publish_next(tmp_dir: str, base: str, version: int,
+                 before_rename: Optional[Callable[[int], None]] = None,
+                 max_attempts: int = 1000) -> Tuple[str, int]:
+  """`publish` as `version`, or, when another publisher took it meanwhile, as the next free
+  number; returns (`<base>/<version>`, version).
+
+  `before_rename(version)` runs before each attempt (e.g. to stamp the number into the
+  version's metadata) and is fsynced with the rest of the tree.
+  """
+  version = _check_version(version)
+  for _ in range(max_attempts):
+    if before_rename is not None:
+      before_rename(version)
+    try:
+      return publish(tmp_dir, base, version), version
+    except VersionExistsError:
+      version = max(version + 1, next_version(base))
+  raise PublishError(f"{tmp_dir}: no free version under {base} after {max_attempts} "
+                     "attempts")

@@ -55,8 +55,10 @@ def test_publish_refuses_incomplete_or_integer_named_dirs(tmp_path):
   integer = _fake_version(str(tmp_path / "7"))
   with pytest.raises(publish.PublishError, match="integer name"):
     publish.publish(integer, base, 7)
-  with pytest.raises(publish.PublishError, match="non-negative"):
+  with pytest.raises(publish.PublishError) as e:
     publish.publish(_fake_version(empty), base, -1)
+  assert str(e.value) == ("version -1 is not valid: a version is a positive integer "
+                          "(1 to 9223372036854775807)")
 
 
 # --- model_config ------------------------------------------------------------------------------
@@ -159,3 +161,85 @@ def test_cli_help_runs_as_a_module():
                        cwd=REPO, capture_output=True, text=True, check=True,
                        env={**os.environ, "PYTHONPATH": REPO}).stdout
   assert "--from_label" in out and "--to_label" in out
+
+
+# --- issue 17: the docker config, messages and the header --------------------------------------
+DOCKER_CONFIG = os.path.join(REPO, "docker", "models.config")
+
+
+@pytest.fixture
+def docker_config(tmp_path):
+  """A copy of the tracked docker/models.config and a host export base with versions 1, 2."""
+  export_base = str(tmp_path / "export")
+  for v in (1, 2):
+    _fake_version(os.path.join(export_base, "eta", str(v)))
+  path = str(tmp_path / "models.config")
+  with open(DOCKER_CONFIG) as src, open(path, "w") as dst:
+    dst.write(src.read())
+  return path, export_base
+
+
+def test_docker_config_edits_keep_the_header_and_promote_says_to_give_export_base(
+    docker_config, capsys):
+  path, export_base = docker_config
+  header = mc.header_comments(open(DOCKER_CONFIG).read())
+  assert len(header.splitlines()) == 11
+  m = [f"--model_config_file={path}", "--model_name=eta"]
+  assert mc.main(["add_version", *m, "--version=2", f"--export_base={export_base}"]) == 0
+  assert mc.main(["label", *m, "--label=canary", "--version=2",
+                  f"--export_base={export_base}"]) == 0
+  capsys.readouterr()
+  assert mc.main(["promote", *m, "--from_label=canary", "--to_label=stable"]) == 1
+  assert capsys.readouterr().err == (
+      "error: label 'stable': version 2 of model eta: /models/eta/2 is not there (checked "
+      "under the config's base_path /models/eta, the path the server sees; if the server "
+      "runs in a container, give --export_base=<the export root on this machine>, e.g. "
+      "--export_base=runs/export)\n")
+  assert mc.main(["promote", *m, "--from_label=canary", "--to_label=stable",
+                  f"--export_base={export_base}"]) == 0
+  text = open(path).read()
+  assert text.startswith(header) and text[len(header):].startswith("model_config_list {")
+  model = mc.get_model(mc.read_config(path), "eta")
+  assert model.base_path == "/models/eta"
+  assert dict(model.version_labels) == {"stable": 2, "canary": 2}
+
+
+def test_add_version_of_a_listed_version_says_so_and_changes_nothing(docker_config, capsys):
+  path, export_base = docker_config
+  before = open(path).read()
+  capsys.readouterr()
+  assert mc.main(["add_version", f"--model_config_file={path}", "--model_name=eta",
+                  "--version=1", f"--export_base={export_base}"]) == 0
+  assert capsys.readouterr().err == (
+      f"add_version: version 1 of model eta is already listed in {path} (versions: 1); "
+      "nothing changed\n")
+  assert open(path).read() == before
+  with pytest.raises(mc.VersionAlreadyListedError):
+    mc.add_version(path, "eta", 1, export_base)
+
+
+def test_show_takes_model_name(docker_config, capsys):
+  path, _ = docker_config
+  mc.init_config(path, "other", "/models/other")
+  capsys.readouterr()
+  assert mc.main(["show", f"--model_config_file={path}", "--model_name=eta"]) == 0
+  shown = mc.parse_config(capsys.readouterr().out)
+  assert [m.name for m in shown.model_config_list.config] == ["eta"]
+  assert mc.main(["show", f"--model_config_file={path}"]) == 0
+  shown = mc.parse_config(capsys.readouterr().out)
+  assert [m.name for m in shown.model_config_list.config] == ["eta", "other"]
+  assert mc.main(["show", f"--model_config_file={path}", "--model_name=nope"]) == 1
+  assert capsys.readouterr().err == ("error: model 'nope' is not in the config (models: "
+                                     "eta, other)\n")
+
+
+def test_promote_help_names_export_base():
+  out = subprocess.run([sys.executable, "-m", "serving.model_config", "promote", "--help"],
+                       cwd=REPO, capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONPATH": REPO}).stdout
+  assert "--export_base=runs/export for docker/models.config" in " ".join(out.split())
+  epilog = subprocess.run([sys.executable, "-m", "serving.model_config", "--help"],
+                          cwd=REPO, capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": REPO}).stdout
+  assert ("python -m serving.model_config promote $M --from_label=canary --to_label=stable "
+          "\\\n      --export_base=runs/export") in epilog
