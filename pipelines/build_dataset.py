@@ -16,6 +16,7 @@ See pipelines/README_SECTION.md for the semantics (targets, negatives, split, ba
 import argparse
 import json
 import logging
+import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -29,6 +30,11 @@ from pipelines import parsing
 from pipelines import transforms as T
 
 DEFAULT_POSITIVE_BEHAVIORS = "pv"
+SPLIT_TIME = "time"
+SPLIT_USER_LAST = "user_last"
+SPLIT_METHODS = (SPLIT_TIME, SPLIT_USER_LAST)
+# Largest |eval share of targets - --eval_fraction| accepted without --allow_skewed_split.
+MAX_SHARE_DEVIATION = 0.05
 TFRECORD_SUFFIX = ".tfrecord.gz"
 DEAD_LETTER_SUFFIX = ".txt"
 
@@ -54,6 +60,13 @@ def _fraction(value: str) -> float:
   return f
 
 
+def _positive(value: str) -> int:
+  n = int(value)
+  if n < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+  return n
+
+
 def _non_negative(value: str) -> int:
   n = int(value)
   if n < 0:
@@ -75,11 +88,27 @@ def make_parser() -> argparse.ArgumentParser:
                       help="optional glob of impression logs user_id,item_id,category_id,"
                            "timestamp,label; when given, targets are these impressions and "
                            "no negatives are sampled")
+  parser.add_argument("--split", choices=SPLIT_METHODS, default=SPLIT_TIME,
+                      help="'time' (default): eval = the latest --eval_fraction of all "
+                           "targets (a quantile of target timestamps; targets of one second "
+                           "stay on one side) or those at/after --eval_start; 'user_last': "
+                           "each user's last --eval_targets_per_user targets are eval, the "
+                           "rest train (leave-last-out). Either way a train sample never "
+                           "sees a behavior at/after its user's eval start")
   parser.add_argument("--eval_fraction", type=_fraction, default=0.1,
-                      help="eval = targets in the last fraction of the target time range "
+                      help="--split=time: share of targets (the latest) that form eval "
                            "(default 0.1)")
   parser.add_argument("--eval_start", type=int, default=None,
-                      help="explicit eval split start (unix s); overrides --eval_fraction")
+                      help="--split=time: explicit eval split start (unix s); overrides "
+                           "--eval_fraction")
+  parser.add_argument("--eval_targets_per_user", type=_positive, default=1,
+                      help="--split=user_last: eval targets per user (default 1; ties in "
+                           "time with the first of them go to eval too)")
+  parser.add_argument("--allow_skewed_split", action="store_true",
+                      help="keep a split that is empty or whose eval share of targets is "
+                           "off --eval_fraction by more than "
+                           f"{MAX_SHARE_DEVIATION * 100:.0f} points (otherwise the job exits with code 2 after writing "
+                           "stats.json)")
   parser.add_argument("--positive_behaviors", type=_behavior_codes,
                       default=_behavior_codes(DEFAULT_POSITIVE_BEHAVIORS),
                       help="comma-separated behavior types that make a positive target "
@@ -94,9 +123,14 @@ def make_parser() -> argparse.ArgumentParser:
                       help="drop (and count in stats) targets with fewer prior behaviors "
                            "than this (default 1: every sample has some history)")
   parser.add_argument("--min_timestamp", type=int, default=parsing.DEFAULT_MIN_TIMESTAMP,
-                      help="rows before this unix time are rejected (default 2000-01-01)")
+                      help="rows before this unix time are dead-lettered "
+                           "(timestamp_out_of_range); default 1 = any plausible Unix time. "
+                           "Narrow it to your log's collection window, e.g. Taobao "
+                           "UserBehavior: --min_timestamp=1511539200 "
+                           "--max_timestamp=1512316800")
   parser.add_argument("--max_timestamp", type=int, default=parsing.DEFAULT_MAX_TIMESTAMP,
-                      help="rows at/after this unix time are rejected (default 2100-01-01)")
+                      help="rows at/after this unix time are dead-lettered "
+                           "(default 4102444800 = 2100-01-01)")
   parser.add_argument("--num_shards", type=_non_negative, default=0,
                       help="TFRecord shards per split (default 0 = runner decides)")
   parser.add_argument("--overwrite", action="store_true",
@@ -148,8 +182,11 @@ def pipeline_params(args) -> dict:
       "negatives_per_positive": 0 if args.impressions else args.negatives_per_positive,
       "seed": args.seed,
       "min_history": args.min_history,
+      "split": args.split,
       "eval_fraction": args.eval_fraction,
       "eval_start_flag": args.eval_start,
+      "eval_targets_per_user": args.eval_targets_per_user,
+      "allow_skewed_split": args.allow_skewed_split,
       "min_timestamp": args.min_timestamp,
       "max_timestamp": args.max_timestamp,
   }
@@ -203,8 +240,12 @@ def build_pipeline(pipeline: beam.Pipeline, args) -> None:
     sequences = sequences | "SelectPositiveTargets" >> T.SelectPositiveTargets(
         args.positive_behaviors)
 
+  user_last = args.split == SPLIT_USER_LAST
+  if user_last:
+    sequences = sequences | "AssignUserLastSplit" >> T.AssignUserLastSplit(
+        args.eval_targets_per_user)
   time_split = sequences | "ComputeTimeSplit" >> T.ComputeTimeSplit(
-      args.eval_fraction, args.eval_start)
+      args.eval_fraction, args.eval_start, user_last)
   time_split_side = beam.pvalue.AsSingleton(time_split)
   stat_entries.append(_entries(time_split, "time"))
   catalog = sequences | "BuildCatalog" >> T.BuildCatalog()
@@ -228,6 +269,7 @@ def build_pipeline(pipeline: beam.Pipeline, args) -> None:
     counts.append(with_negatives[T.COUNTS])
 
   splits = sequences | "SplitByTime" >> T.SplitByTime(time_split_side)
+  counts.append(splits[T.COUNTS])
   for split in features.SPLITS:
     label = split.capitalize()
     written = (splits[split]
@@ -290,8 +332,50 @@ def assemble_stats(params: dict, entries) -> dict:
     split_stats["bytes_written"] = split_raw.get("bytes_written", 0)
     stats["splits"][split] = split_stats
   stats["bytes_written"] = sum(s["bytes_written"] for s in stats["splits"].values())
+  stats["users_with_targets"] = counts.get("users_with_targets", 0)
+  add_split_shares(stats)
+  stats["split_check"] = split_check(stats, params)
   stats["params"] = params
   return stats
+
+
+def add_split_shares(stats: dict) -> None:
+  """Each split's share of all targets and of the users with any target (in place).
+
+  A user with targets on both sides counts in both splits' user shares.
+  """
+  splits = stats["splits"]
+  total_targets = sum(s.get("targets", 0) for s in splits.values())
+  users = stats["users_with_targets"]
+  for split in splits.values():
+    split["target_share"] = split.get("targets", 0) / total_targets if total_targets else None
+    split["user_share"] = split.get("records", 0) / users if users else None
+
+
+def split_check(stats: dict, params: dict) -> dict:
+  """{'ok': bool, 'message': one-line error or None}: empty split, or eval share off target.
+
+  The share is checked only where the job chose eval_start from --eval_fraction (a time
+  split without --eval_start); an explicit --eval_start or --split=user_last is the
+  user's choice of share, but an empty split is always reported.
+  """
+  fix = ("--min_timestamp/--max_timestamp (the log's collection window), --eval_fraction, "
+         "--eval_start, --min_history or --split=user_last; --allow_skewed_split keeps it")
+  empty = [name for name, s in stats["splits"].items() if not s.get("targets")]
+  if empty:
+    return {"ok": False, "message": f"split {' and '.join(empty)} is empty "
+                                    f"({stats['users_with_targets']} users with targets); "
+                                    f"fix with {fix}"}
+  eval_share = stats["splits"][features.EVAL_SPLIT]["target_share"]
+  fraction = params["eval_fraction"]
+  if (params["split"] == SPLIT_TIME and params["eval_start_flag"] is None
+      and abs(eval_share - fraction) > MAX_SHARE_DEVIATION):
+    return {"ok": False, "message": f"eval split holds {eval_share:.1%} of targets, "
+                                    f"--eval_fraction={fraction} (off by more than "
+                                    f"{MAX_SHARE_DEVIATION * 100:.0f} points, e.g. targets "
+                                    f"dropped by --min_history={params['min_history']} or "
+                                    f"many targets in one second); fix with {fix}"}
+  return {"ok": True, "message": None}
 
 
 def schema_with_params(params: dict, time_split: dict) -> dict:
@@ -332,6 +416,10 @@ def write_metadata(paths: Dict[str, str], params: dict, entries) -> dict:
   return stats
 
 
+def _percent(share) -> str:
+  return "n/a" if share is None else f"{share:.1%}"
+
+
 def summarize(stats: dict) -> str:
   parts = []
   for source, rows in stats["rows"].items():
@@ -339,9 +427,11 @@ def summarize(stats: dict) -> str:
                  f"({rows['duplicates_removed']} duplicates), {rows['rejected']} rejected "
                  f"{rows['rejected_by_reason']}")
   parts.append(f"users {stats['users']}, items {stats['items']}, "
-               f"categories {stats['categories']}, eval_start {stats['time'].get('eval_start')}")
+               f"categories {stats['categories']}, split {stats['time'].get('method')}, "
+               f"eval_start {stats['time'].get('eval_start')}")
   for split, s in stats["splits"].items():
-    parts.append(f"{split}: {s.get('records')} records, {s.get('targets')} targets, "
+    parts.append(f"{split}: {s.get('records')} records ({_percent(s['user_share'])} of "
+                 f"users), {s.get('targets')} targets ({_percent(s['target_share'])}), "
                  f"positive rate {s.get('positive_rate')}, {s['filtered_min_history']} "
                  f"filtered (min_history), {s['bytes_written']} bytes")
   return "\n".join(parts)
@@ -382,6 +472,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   with FileSystems.open(_output_paths(args.output_dir)["stats"]) as f:
     stats = json.loads(f.read().decode("utf-8"))
   _LOG.info("stats:\n%s", summarize(stats))
+  if not stats["split_check"]["ok"] and not args.allow_skewed_split:
+    print(f"build_dataset: error: {stats['split_check']['message']}", file=sys.stderr)
+    raise SystemExit(2)
   return stats
 
 

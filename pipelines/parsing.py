@@ -20,10 +20,13 @@ from typing import Optional, Tuple, Union
 
 from eta_tf import features
 
-# Default collection window for timestamps: 2000-01-01 .. 2100-01-01 (UTC), both inclusive
-# of the lower and exclusive of the upper bound. The public Taobao file has outliers far
-# outside its 9 collection days; narrow the window with --min_timestamp/--max_timestamp.
-DEFAULT_MIN_TIMESTAMP = 946684800
+# Default timestamp window: any plausible Unix time in seconds, 1970-01-01T00:00:01 ..
+# 2100-01-01 (lower bound inclusive, upper exclusive). 0/negative values are missing-value
+# placeholders, larger ones are usually milliseconds. Real logs have outliers outside their
+# collection window (the public Taobao file: days weeks before its 9 days); the split does
+# not depend on them (a quantile of targets), and --min_timestamp/--max_timestamp narrow
+# the window explicitly (rows outside go to the dead letter).
+DEFAULT_MIN_TIMESTAMP = 1
 DEFAULT_MAX_TIMESTAMP = 4102444800
 
 # Largest id a TF int64 feature can carry.

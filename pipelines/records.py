@@ -3,7 +3,7 @@
 A `UserSequence` is one user's deduplicated, time-sorted behaviors plus labelled targets,
 kept as two small int64 matrices so per-user work is vectorised numpy, not Python loops.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -34,10 +34,12 @@ class UserSequence(NamedTuple):
     history: int64 [E, 4] rows (timestamp, item_id, category_id, behavior_type), sorted,
       exact duplicates removed.
     targets: int64 [T, 4] rows (timestamp, item_id, category_id, label), sorted by time.
+    eval_start: this user's own split start (--split=user_last), None = the global one.
   """
   user_id: int
   history: np.ndarray
   targets: np.ndarray
+  eval_start: Optional[int] = None
 
 
 def empty_events() -> np.ndarray:

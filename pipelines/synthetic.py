@@ -14,7 +14,7 @@ Planted structure (each user's events in time order are cut into three phases by
   * middle phase: only the user's --recent_categories (interest drift: the recent history
     is dominated by other categories);
   * late phase (last --late_fraction of events, which holds the default eval split, the
-    last 10% of the time range): a fraction --late_long_term_rate of events revisit the
+    latest 10% of the targets): a fraction --late_long_term_rate of events revisit the
     long-term items, the rest stay in the recent categories.
 
 Items in a category are drawn with Zipf(--item_popularity_exponent) popularity, except
@@ -213,7 +213,8 @@ def _noise_line(kind: str, row: tuple) -> str:
       "non_integer_field": f"{user},item{item},{category},{behavior},{ts}",
       "non_positive_id": f"0,{item},{category},{behavior},{ts}",
       "unknown_behavior_type": f"{user},{item},{category},click,{ts}",
-      "timestamp_out_of_range": f"{user},{item},{category},{behavior},{ts % 1000}",
+      # Milliseconds instead of seconds: far past the default window (year 2100).
+      "timestamp_out_of_range": f"{user},{item},{category},{behavior},{ts * 1000}",
       "empty_line": "",
   }[kind]
 

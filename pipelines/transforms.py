@@ -203,6 +203,42 @@ def _split_of(timestamps: np.ndarray, eval_start: Optional[int]) -> np.ndarray:
   return timestamps >= eval_start
 
 
+def eval_start_of(sequence: UserSequence, time_split: dict) -> Optional[int]:
+  """The split start that applies to this user's targets: its own (user_last) or global."""
+  if sequence.eval_start is not None:
+    return sequence.eval_start
+  return time_split["eval_start"]
+
+
+def user_last_eval_start(target_timestamps: np.ndarray, eval_targets: int) -> Optional[int]:
+  """Leave-last-out split start of one user: the time of its `eval_targets`-th last target.
+
+  Targets at or after it are eval (ties with it included, so more than `eval_targets` can
+  land in eval, never fewer unless the user has fewer targets: then all are eval).
+  `target_timestamps` must be sorted. None for a user without targets.
+  """
+  if not len(target_timestamps):
+    return None
+  return int(target_timestamps[max(len(target_timestamps) - eval_targets, 0)])
+
+
+class AssignUserLastSplit(beam.PTransform):
+  """Sets each UserSequence's own `eval_start` = user_last_eval_start of its targets.
+
+  Runs on the candidate targets (before min_history filtering and negative sampling;
+  negatives share their positive's timestamp, so the split of each row is unchanged).
+  """
+
+  def __init__(self, eval_targets_per_user: int):
+    super().__init__()
+    self._eval_targets = eval_targets_per_user
+
+  def expand(self, sequences):
+    eval_targets = self._eval_targets
+    return sequences | "Assign" >> beam.Map(lambda seq: seq._replace(
+        eval_start=user_last_eval_start(seq.targets[:, TIMESTAMP], eval_targets)))
+
+
 class FilterShortHistory(beam.PTransform):
   """Drops targets whose user has fewer than `min_history` behaviors strictly before them.
 
@@ -223,7 +259,8 @@ class FilterShortHistory(beam.PTransform):
       if keep.all():
         yield sequence
         return
-      dropped_eval = _split_of(sequence.targets[~keep, TIMESTAMP], time_split["eval_start"])
+      dropped_eval = _split_of(sequence.targets[~keep, TIMESTAMP],
+                               eval_start_of(sequence, time_split))
       for split, count in ((features.EVAL_SPLIT, int(dropped_eval.sum())),
                            (features.TRAIN_SPLIT, int((~dropped_eval).sum()))):
         if count:
@@ -237,60 +274,90 @@ class FilterShortHistory(beam.PTransform):
 # ---------------------------------------------------------------------------------------
 # Global facts: time range / eval_start and the item catalog
 # ---------------------------------------------------------------------------------------
-class _TimeRangeFn(beam.CombineFn):
-  """(min, max) target timestamp over all sequences, None when there are no targets."""
+class _TargetTimesFn(beam.CombineFn):
+  """Exact histogram of target timestamps: (sorted distinct seconds [D], counts [D]).
+
+  Accumulators are lists of per-user histograms, compacted once they hold more than
+  _COMPACT_AT entries; memory is O(distinct target seconds) (≤ 777,600 for Taobao's 9 days).
+  """
+  _COMPACT_AT = 1 << 20
 
   def create_accumulator(self):
-    return None
+    return []
+
+  @staticmethod
+  def _compact(parts):
+    if not parts:
+      return []
+    times = np.concatenate([t for t, _ in parts])
+    counts = np.concatenate([c for _, c in parts])
+    distinct, inverse = np.unique(times, return_inverse=True)
+    return [(distinct, np.bincount(inverse, weights=counts).astype(np.int64))]
 
   def add_input(self, acc, sequence):
-    if not len(sequence.targets):
-      return acc
-    ts = sequence.targets[:, TIMESTAMP]
-    return self.merge_accumulators([acc, (int(ts.min()), int(ts.max()))])
-
-  def merge_accumulators(self, accumulators):
-    ranges = [a for a in accumulators if a is not None]
-    if not ranges:
-      return None
-    return min(r[0] for r in ranges), max(r[1] for r in ranges)
-
-  def extract_output(self, acc):
+    if len(sequence.targets):
+      acc.append(np.unique(sequence.targets[:, TIMESTAMP], return_counts=True))
+      if sum(len(t) for t, _ in acc) > self._COMPACT_AT:
+        acc = self._compact(acc)
     return acc
 
+  def merge_accumulators(self, accumulators):
+    return self._compact([part for acc in accumulators for part in acc])
 
-def eval_start_for(time_range, eval_fraction: float, eval_start: Optional[int] = None):
-  """Eval split start: explicit `eval_start`, else the last `eval_fraction` of the range.
+  def extract_output(self, acc):
+    acc = self._compact(acc)
+    return acc[0] if acc else (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
-  With targets spanning [t0, t1], eval_start = t1 - floor(eval_fraction * (t1 - t0)), and
-  eval targets are those with timestamp >= eval_start. None when there are no targets.
+
+def quantile_eval_start(times: np.ndarray, counts: np.ndarray, eval_fraction: float):
+  """Eval split start such that targets with timestamp >= it are ~the latest fraction.
+
+  Args:
+    times: sorted distinct target timestamps [D]; counts: targets at each [D].
+  Returns the distinct timestamp whose suffix (targets at or after it) is closest to
+  `eval_fraction` of all targets while leaving both splits non-empty; all targets of one
+  second stay on one side. With a single distinct second: times[0] + 1 (all train; the
+  job's split check then reports the empty eval split). None without targets.
   """
-  if eval_start is not None:
-    return int(eval_start)
-  if time_range is None:
+  if not len(times):
     return None
-  t0, t1 = time_range
-  return int(t1 - int(eval_fraction * (t1 - t0)))
+  if len(times) == 1:
+    return int(times[0]) + 1
+  at_or_after = np.cumsum(counts[::-1])[::-1]  # [D] targets with timestamp >= times[i]
+  share = at_or_after[1:] / at_or_after[0]  # candidates times[1:]: train never empty
+  return int(times[1 + int(np.argmin(np.abs(share - eval_fraction)))])
 
 
 class ComputeTimeSplit(beam.PTransform):
-  """UserSequences with candidate targets -> singleton {'min', 'max', 'eval_start'}."""
+  """UserSequences with candidate targets -> singleton time-split dict.
 
-  def __init__(self, eval_fraction: float, eval_start: Optional[int] = None):
+  {'method', 'target_timestamp_min', 'target_timestamp_max', 'eval_start'}: method
+  'target_quantile' (eval_start from quantile_eval_start over every candidate target's
+  timestamp, so a few outlier timestamps cannot move it), 'explicit' (--eval_start) or
+  'user_last' (eval_start None: each sequence carries its own).
+  """
+
+  def __init__(self, eval_fraction: float, eval_start: Optional[int] = None,
+               user_last: bool = False):
     super().__init__()
     self._eval_fraction = eval_fraction
     self._eval_start = eval_start
+    self._user_last = user_last
 
   def expand(self, sequences):
-    def describe(time_range):
-      return {
-          "target_timestamp_min": time_range and time_range[0],
-          "target_timestamp_max": time_range and time_range[1],
-          "eval_start": eval_start_for(time_range, self._eval_fraction, self._eval_start),
-      }
+    def describe(histogram):
+      times, counts = histogram
+      out = {"target_timestamp_min": int(times[0]) if len(times) else None,
+             "target_timestamp_max": int(times[-1]) if len(times) else None}
+      if self._user_last:
+        return dict(out, method="user_last", eval_start=None)
+      if self._eval_start is not None:
+        return dict(out, method="explicit", eval_start=int(self._eval_start))
+      return dict(out, method="target_quantile",
+                  eval_start=quantile_eval_start(times, counts, self._eval_fraction))
 
     return (sequences
-            | "TimeRange" >> beam.CombineGlobally(_TimeRangeFn())
+            | "TargetTimes" >> beam.CombineGlobally(_TargetTimesFn())
             | "Describe" >> beam.Map(describe))
 
 
@@ -444,9 +511,10 @@ class SampleNegatives(beam.PTransform):
 class SplitByTime(beam.PTransform):
   """UserSequence -> outputs `train` and `eval` by target time (eval: ts >= eval_start).
 
+  eval_start is the sequence's own (user_last split) or the global one (time split).
   Train record: history restricted to behaviors before eval_start (all any train target
   can see), train targets. Eval record: full history, eval targets. A user without targets
-  in a split gets no record in it.
+  in a split gets no record in it. Output `counts`: {'users_with_targets': 1} per user.
   """
 
   def __init__(self, time_split):
@@ -455,8 +523,10 @@ class SplitByTime(beam.PTransform):
 
   def expand(self, sequences):
     def split(sequence: UserSequence, time_split):
-      eval_start = time_split["eval_start"]
+      eval_start = eval_start_of(sequence, time_split)
       is_eval = _split_of(sequence.targets[:, TIMESTAMP], eval_start)
+      if len(sequence.targets):
+        yield beam.pvalue.TaggedOutput(COUNTS, {"users_with_targets": 1})
       if (~is_eval).any():
         history = sequence.history
         if eval_start is not None:
@@ -469,7 +539,7 @@ class SplitByTime(beam.PTransform):
             targets=sequence.targets[is_eval]))
 
     return sequences | "Split" >> beam.FlatMap(
-        split, time_split=self._time_split).with_outputs(*features.SPLITS)
+        split, time_split=self._time_split).with_outputs(*features.SPLITS, COUNTS)
 
 
 class EncodeExamples(beam.PTransform):

@@ -157,7 +157,8 @@ def test_parser_exception_becomes_parse_error_row(tmp_path, monkeypatch):
   monkeypatch.setitem(P.PARSERS, P.SOURCE_BEHAVIORS, flaky)
   path = tmp_path / "log.csv"
   path.write_bytes(b"1,2,3,pv,%d\n1,3,3,pv,%d\nboom\n" % (TS, TS + 5))
-  stats = build_dataset.run([f"--input={path}", f"--output_dir={tmp_path / 'out'}"])
+  stats = build_dataset.run([f"--input={path}", f"--output_dir={tmp_path / 'out'}",
+                             "--allow_skewed_split"])
   rows = stats["rows"]["behaviors"]
   assert rows["rejected_by_reason"] == {P.REASON_PARSE_ERROR: 1} and rows["balanced"]
   assert _dead_letter(tmp_path / "out") == ["behaviors\tparse_error\tboom"]

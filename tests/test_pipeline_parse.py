@@ -40,7 +40,8 @@ def test_behavior_valid(line, expected):
     (b"1,-2,3,pv,%d" % TS, P.REASON_NON_POSITIVE_ID),
     (b"1,2,%d,pv,%d" % (1 << 63, TS), P.REASON_ID_TOO_LARGE),
     (b"1,2,3,pv,-5", P.REASON_TIMESTAMP_OUT_OF_RANGE),
-    (b"1,2,3,pv,12", P.REASON_TIMESTAMP_OUT_OF_RANGE),
+    (b"1,2,3,pv,0", P.REASON_TIMESTAMP_OUT_OF_RANGE),  # a missing-value placeholder
+    (b"1,2,3,pv,%d" % (TS * 1000), P.REASON_TIMESTAMP_OUT_OF_RANGE),  # milliseconds
     (b"1,2,3,pv,%d" % P.DEFAULT_MAX_TIMESTAMP, P.REASON_TIMESTAMP_OUT_OF_RANGE),
     (b"1,2,3,pv,99999999999999999999999", P.REASON_TIMESTAMP_OUT_OF_RANGE),
     (b"1,2,3,click,%d" % TS, P.REASON_UNKNOWN_BEHAVIOR_TYPE),

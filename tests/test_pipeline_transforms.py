@@ -88,11 +88,29 @@ def test_select_positive_targets_and_filter_short_history():
     assert_that(kept[T.FILTERED], equal_to([(features.TRAIN_SPLIT, 1)]), label="filtered")
 
 
-def test_eval_start_for():
-  assert T.eval_start_for((100, 200), 0.1) == 190
-  assert T.eval_start_for((100, 200), 0.1, eval_start=150) == 150
-  assert T.eval_start_for(None, 0.1) is None
-  assert T.eval_start_for((100, 100), 0.5) == 100
+def test_quantile_eval_start():
+  def start(timestamps, fraction):
+    times, counts = np.unique(np.asarray(timestamps, np.int64), return_counts=True)
+    return T.quantile_eval_start(times, counts, fraction)
+
+  # 10 targets at 100..109: the latest 10% is the one at 109, 30% from 107 on.
+  assert start(range(100, 110), 0.1) == 109
+  assert start(range(100, 110), 0.3) == 107
+  # Outliers far in the past do not move it (the old min..max rule put 95% in eval).
+  assert start([1, 2] + list(range(1000, 1098)), 0.1) == 1088
+  # Ties stay on one side: 6 targets at 50 -> eval is the 4 at 60 (40%) or all 10.
+  assert start([50] * 6 + [60] * 4, 0.1) == 60
+  assert start([50] * 6 + [60] * 4, 0.9) == 60  # train is never left empty
+  assert start([7, 7], 0.5) == 8  # one distinct second: all train (the job reports it)
+  assert start([], 0.1) is None
+
+
+def test_user_last_eval_start():
+  ts = np.asarray([10, 20, 20, 30], np.int64)
+  assert T.user_last_eval_start(ts, 1) == 30
+  assert T.user_last_eval_start(ts, 2) == 20  # tie with the 2nd last: 3 eval targets
+  assert T.user_last_eval_start(ts, 9) == 10  # fewer targets than asked: all eval
+  assert T.user_last_eval_start(ts[:0], 1) is None
 
 
 def test_compute_time_split_and_split_by_time():
@@ -102,7 +120,7 @@ def test_compute_time_split_and_split_by_time():
   with _pipeline() as p:
     sequences = p | beam.Create([a, b])
     time_split = sequences | T.ComputeTimeSplit(eval_fraction=0.5)
-    assert_that(time_split, equal_to([{"target_timestamp_min": 10,
+    assert_that(time_split, equal_to([{"target_timestamp_min": 10, "method": "target_quantile",
                                        "target_timestamp_max": 30, "eval_start": 20}]),
                 label="time")
     splits = sequences | T.SplitByTime(beam.pvalue.AsSingleton(time_split))
