@@ -24,16 +24,18 @@ import random
 import sys
 import threading
 import time
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from eta_tf import features
 from serving import errors
+from serving import tls as tls_lib
 from serving import warmup as warmup_lib
 from serving.errors import (DeadlineExceededError, FailedPreconditionError,  # noqa: F401
                             InputValidationError, InvalidArgumentError, NotFoundError,
-                            ScoringError, UnavailableError, UnknownVersionLabelError)
+                            ResourceExhaustedError, ScoringError, UnavailableError,
+                            UnknownVersionLabelError)
 
 import grpc  # pylint: disable=g-import-not-at-top,wrong-import-order
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -111,9 +113,15 @@ class ScoringClient:
                version_label: Optional[str] = None, tls: bool = False,
                root_certificates: Optional[bytes] = None, timeout_s: float = 1.0,
                max_retries: int = 3, backoff_s: float = 0.05, max_backoff_s: float = 2.0,
-               history_width: Optional[int] = None):
+               history_width: Optional[int] = None, client_cert: Optional[bytes] = None,
+               client_key: Optional[bytes] = None,
+               metadata: Optional[Sequence[Tuple[str, str]]] = None):
+    """`tls` / `root_certificates`: TLS (roots default to the system's); `client_cert` +
+    `client_key` (PEM): mutual TLS; `metadata`: (key, value) pairs sent with every call,
+    e.g. [("authorization", "Bearer <token>")] (keys lowercase, as gRPC requires)."""
     if version is not None and version_label:
       raise ValueError("give version or version_label, not both")
+    self.metadata = tuple((str(k), str(v)) for k, v in (metadata or ()))
     self.target, self.model_name = target, model_name
     self.version = None if version is None else int(version)
     self.version_label = version_label or None
@@ -127,8 +135,8 @@ class ScoringClient:
                ("grpc.initial_reconnect_backoff_ms", 100),
                ("grpc.min_reconnect_backoff_ms", 100),
                ("grpc.max_reconnect_backoff_ms", 5000)]
-    if tls or root_certificates:
-      credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    if tls or root_certificates or client_cert or client_key:
+      credentials = tls_lib.channel_credentials(root_certificates, client_key, client_cert)
       self._channel = grpc.secure_channel(target, credentials, options=options)
     else:
       self._channel = grpc.insecure_channel(target, options=options)
@@ -150,7 +158,7 @@ class ScoringClient:
     attempt = 0
     while True:
       try:
-        return method(request, timeout=self.timeout_s)
+        return method(request, timeout=self.timeout_s, metadata=self.metadata or None)
       except grpc.RpcError as e:
         code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
         details = (e.details() if callable(getattr(e, "details", None)) else str(e)) or ""
@@ -303,9 +311,21 @@ def build_parser() -> argparse.ArgumentParser:
   flag("--max_retries", type=int, default=3, help="(default: %(default)s)")
   flag("--tls", action="store_true", help="use TLS")
   flag("--root_certificates", default=None, help="PEM file of trusted roots (implies --tls)")
+  flag("--client_cert", default=None,
+       help="PEM client certificate for mutual TLS (with --client_key; implies --tls)")
+  flag("--client_key", default=None, help="PEM private key of --client_cert")
+  flag("--grpc_metadata", action="append", default=[], metavar="KEY=VALUE",
+       help="metadata sent with every call, e.g. authorization='Bearer TOKEN' (repeatable)")
   flag("--metadata", action="store_true", help="print the model's signatures and exit")
   flag("--status", action="store_true", help="print the model's version states and exit")
   return parser
+
+
+def _read_bytes(path: Optional[str]) -> Optional[bytes]:
+  if not path:
+    return None
+  with open(path, "rb") as f:
+    return f.read()
 
 
 def _load_json(path: str):
@@ -320,13 +340,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   if not (args.metadata or args.status or args.input):
     parser.error("give --input (or --metadata / --status)")
-  roots = None
-  if args.root_certificates:
-    with open(args.root_certificates, "rb") as f:
-      roots = f.read()
+  if bool(args.client_cert) != bool(args.client_key):
+    parser.error("give --client_cert and --client_key together")
+  metadata = []
+  for item in args.grpc_metadata:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      parser.error(f"--grpc_metadata={item!r}: expected KEY=VALUE")
+    metadata.append((key.lower(), value))
+  try:
+    roots, cert, key = (_read_bytes(p) for p in (args.root_certificates, args.client_cert,
+                                                 args.client_key))
+  except OSError as e:
+    parser.error(str(e))
   client = ScoringClient(args.server, args.model_name, args.version, args.version_label,
                          tls=args.tls, root_certificates=roots, timeout_s=args.timeout_s,
-                         max_retries=args.max_retries)
+                         max_retries=args.max_retries, client_cert=cert, client_key=key,
+                         metadata=metadata)
   try:
     if args.status:
       out = {"model_version_status": [dataclasses.asdict(s) for s in client.model_status()]}

@@ -11,6 +11,8 @@ callers can catch a class instead of parsing strings:
   both a `NotFoundError` and an `InvalidArgumentError`.
 * `FailedPreconditionError` - FAILED_PRECONDITION: TF Serving's code for an unknown
   signature name ("Serving signature key ... not found.").
+* `ResourceExhaustedError` - RESOURCE_EXHAUSTED: message too large, or too many requests
+  in flight on the server.
 * `UnavailableError` / `DeadlineExceededError` - still failing after the retries.
 
 This module imports neither TensorFlow nor gRPC.
@@ -58,6 +60,12 @@ class FailedPreconditionError(ScoringError):
   code_name = "FAILED_PRECONDITION"
 
 
+class ResourceExhaustedError(ScoringError):
+  """RESOURCE_EXHAUSTED: the request is over the server's message size, or the server
+  has too many requests in flight (retry later, or send a smaller request)."""
+  code_name = "RESOURCE_EXHAUSTED"
+
+
 class UnavailableError(ScoringError):
   code_name = "UNAVAILABLE"
 
@@ -70,6 +78,7 @@ _BY_CODE = {
     "INVALID_ARGUMENT": InvalidArgumentError,
     "NOT_FOUND": NotFoundError,
     "FAILED_PRECONDITION": FailedPreconditionError,
+    "RESOURCE_EXHAUSTED": ResourceExhaustedError,
     "UNAVAILABLE": UnavailableError,
     "DEADLINE_EXCEEDED": DeadlineExceededError,
 }

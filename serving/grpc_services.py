@@ -21,6 +21,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disab
 log = logging.getLogger("serving.local_server")
 
 SIGNATURE_DEF_FIELD = "signature_def"
+RELOAD_NOT_A_LIST = ("ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                     "Only ModelConfigList is currently supported")
 
 
 def _abort_on_error(method):
@@ -69,9 +71,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+  """GetModelStatus, and HandleReloadConfigRequest unless `enable_reload_config_rpc` is off."""
 
-  def __init__(self, core: ServerCore):
+  def __init__(self, core: ServerCore, enable_reload_config_rpc: bool = True):
     self.core = core
+    self.enable_reload_config_rpc = enable_reload_config_rpc
 
   @_abort_on_error
   def GetModelStatus(self, request, context):
@@ -81,12 +85,22 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
   @_abort_on_error
   def HandleReloadConfigRequest(self, request, context):
+    if not self.enable_reload_config_rpc:
+      raise ServingError(grpc.StatusCode.PERMISSION_DENIED,
+                         "HandleReloadConfigRequest is disabled on this server "
+                         "(--enable_reload_config_rpc=false)")
+    # TF Serving's ModelServiceImpl: only a ModelConfigList is accepted here, so an empty
+    # request changes nothing and is answered INVALID_ARGUMENT.
+    if request.config.WhichOneof("config") != "model_config_list":
+      raise invalid(RELOAD_NOT_A_LIST)
     self.core.reload_config(request.config)
     return model_management_pb2.ReloadConfigResponse(status=status_proto())
 
 
-def add_services(server: grpc.Server, core: ServerCore, limits: RequestLimits) -> None:
+def add_services(server: grpc.Server, core: ServerCore, limits: RequestLimits,
+                 enable_reload_config_rpc: bool = True) -> None:
   """Registers both services on a grpc.Server."""
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
       PredictionServicer(core, limits), server)
-  model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), server)
+  model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+      ModelServicer(core, enable_reload_config_rpc), server)

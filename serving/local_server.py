@@ -57,10 +57,17 @@ import threading
 from typing import Optional, Sequence
 
 from serving import model_config as model_config_lib
-from serving.predict import DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_REQUEST_ELEMENTS
-from serving.server import LocalServer  # noqa: F401  (the documented Python entry point)
+from serving.predict import (DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_HISTORY,
+                             DEFAULT_MAX_REQUEST_ELEMENTS)
+from serving.server import (DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_MESSAGE_BYTES,
+                            LocalServer)
+from serving.version_loader import DEFAULT_WARMUP_TIMEOUT_S
 from serving.server_core import State  # noqa: F401  (LocalServer.wait_for_state's states)
 from serving.server_status import ServingError
+
+
+# Accepted so that TF Serving's command line (docker-compose.yml) works as is.
+IGNORED_FLAGS = ("rest_api_port", "monitoring_config_file", "xla_cpu_compilation_enabled")
 
 
 def _bool(text):
@@ -83,13 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
              "--flag or --flag=true/false.")
   flag = parser.add_argument
   flag("--port", type=int, default=8500, help="gRPC port; 0 picks a free one (default: 8500)")
-  flag("--host", default="0.0.0.0", help="address to bind (default: %(default)s)")
+  flag("--host", default="127.0.0.1",
+       help="address to bind (default: %(default)s, this machine only; --host=0.0.0.0 "
+            "opens it to the network: then use --ssl_config_file)")
+  flag("--ssl_config_file", default=None,
+       help="TLS: a text-format SSLConfig (TF Serving's: server_key, server_cert, "
+            "custom_ca as PEM contents; client_verify: true = mutual TLS)")
   flag("--model_config_file", default=None,
        help="models.config (ModelServerConfig text proto); overrides --model_name/base_path")
   flag("--model_config_file_poll_wait_seconds", type=float, default=0.0,
        help="re-read --model_config_file every N seconds; 0 = read once (default: 0)")
   flag("--model_name", default="default", help="model name (default: %(default)s)")
-  flag("--model_base_path", default=None, help="absolute path holding <version>/ dirs")
+  flag("--model_base_path", default=None,
+       help="absolute path holding <version>/ dirs; serves the latest version only, with "
+            "no version labels (labels need --model_config_file)")
   flag("--file_system_poll_wait_seconds", type=float, default=1.0,
        help="poll the base paths for new versions every N seconds; 0 = once (default: 1)")
   flag("--max_candidates", type=int, default=DEFAULT_MAX_CANDIDATES,
@@ -97,6 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: %(default)s)")
   flag("--max_request_elements", type=int, default=DEFAULT_MAX_REQUEST_ELEMENTS,
        help="reject requests whose inputs hold more elements (default: %(default)s)")
+  flag("--max_history", type=int, default=DEFAULT_MAX_HISTORY,
+       help="reject requests with longer history rows (INVALID_ARGUMENT); 0 = no limit "
+            "(default: %(default)s)")
+  flag("--max_message_bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+       help="largest gRPC message in or out; larger -> RESOURCE_EXHAUSTED "
+            "(default: %(default)s = 64 MiB)")
+  flag("--max_concurrent_rpcs", type=int, default=DEFAULT_MAX_CONCURRENT_RPCS,
+       help="RPCs in flight (queued included); more -> RESOURCE_EXHAUSTED; 0 = no limit "
+            "(default: %(default)s)")
+  flag("--warmup_timeout_seconds", type=float, default=DEFAULT_WARMUP_TIMEOUT_S,
+       help="a version whose warmup takes longer fails (END, DEADLINE_EXCEEDED in "
+            "GetModelStatus) (default: %(default)s)")
+  flag("--enable_reload_config_rpc", type=_bool, nargs="?", const=True, default=True,
+       help="serve ModelService.HandleReloadConfigRequest (default: true; false -> "
+            "PERMISSION_DENIED)")
+  flag("--model_base_path_root", default=None,
+       help="refuse (PERMISSION_DENIED) any config, file or reload RPC, whose base_path is "
+            "outside this directory (default: no restriction)")
   flag("--allow_version_labels_for_unavailable_models", type=_bool, nargs="?", const=True,
        default=False, help="allow new labels on versions not loaded yet (default: false)")
   flag("--enable_batching", type=_bool, nargs="?", const=True, default=False,
@@ -111,9 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
   flag("--grpc_max_threads", type=int, default=16, help="gRPC worker threads (default: 16)")
   flag("--tensorflow_intra_op_parallelism", type=int, default=0, help="0 = auto")
   flag("--tensorflow_inter_op_parallelism", type=int, default=0, help="0 = auto")
-  for ignored in ("--rest_api_port", "--monitoring_config_file",
-                  "--xla_cpu_compilation_enabled"):
-    flag(ignored, default=None, nargs="?", const="true",
+  for ignored in IGNORED_FLAGS:
+    flag(f"--{ignored}", default=None, nargs="?", const="true",
          help="accepted for command-line compatibility with TF Serving; ignored")
   return parser
 
@@ -124,20 +155,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if not args.model_config_file and not args.model_base_path:
     print("error: give --model_config_file or --model_base_path", file=sys.stderr)
     return 2
-  server = LocalServer(
-      model_config_file=args.model_config_file, model_name=args.model_name,
-      model_base_path=args.model_base_path, port=args.port, host=args.host,
-      file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
-      model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
-      max_candidates=args.max_candidates, max_request_elements=args.max_request_elements,
-      allow_version_labels_for_unavailable_models=(
-          args.allow_version_labels_for_unavailable_models),
-      enable_batching=args.enable_batching,
-      batching_parameters_file=args.batching_parameters_file,
-      enable_per_model_batching_parameters=args.enable_per_model_batching_parameters,
-      enable_model_warmup=args.enable_model_warmup, grpc_max_threads=args.grpc_max_threads,
-      tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
-      tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism)
+  settings = {k: v for k, v in vars(args).items() if k not in IGNORED_FLAGS}
+  try:
+    server = LocalServer(**settings)  # every other flag is a LocalServer argument
+  except (OSError, ValueError) as e:  # unreadable / incomplete --ssl_config_file etc.
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   stop = threading.Event()
   for sig in (signal.SIGINT, signal.SIGTERM):
     signal.signal(sig, lambda *_: stop.set())

@@ -9,6 +9,7 @@ typed repeated fields (AsProtoField), as TF Serving does. `replay_warmup` replay
 version's warmup file through the same path.
 """
 import os
+import time
 from typing import Dict, Optional
 
 import numpy as np
@@ -24,6 +25,7 @@ from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-
 
 DEFAULT_MAX_CANDIDATES = 10_000
 DEFAULT_MAX_REQUEST_ELEMENTS = 1 << 26  # int64 elements of all inputs: 512 MiB
+DEFAULT_MAX_HISTORY = 100_000  # behaviors per history row (the models use the last L)
 # TF Serving answers with AsProtoField: typed repeated fields, not tensor_content.
 _PROTO_FIELDS = {"float32": "float_val", "float64": "double_val", "int32": "int_val",
                  "int16": "int_val", "int8": "int_val", "uint8": "int_val",
@@ -34,9 +36,11 @@ class RequestLimits:
   """The local server's caps on one request (0 = no cap)."""
 
   def __init__(self, max_candidates: int = 0,
-               max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS):
+               max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS,
+               max_history: int = 0):
     self.max_candidates = max_candidates
     self.max_request_elements = max_request_elements
+    self.max_history = max_history
 
 
 def _dtype_name(enum: int) -> str:
@@ -123,8 +127,15 @@ def _check_limits(signature_name: str, shapes: Dict[str, list], limits: RequestL
   if limits.max_candidates:
     rows = _request_rows(signature_name, shapes)
     if rows > limits.max_candidates:
-      raise invalid(f"request has {rows} candidates (rows), more than "
-                    f"--max_candidates={limits.max_candidates}")
+      raise invalid(f"request has {rows} candidates (rows), more than this server's "
+                    f"--max_candidates={limits.max_candidates}: split the request into "
+                    f"requests of at most {limits.max_candidates} candidates")
+  history = max([s[-1] for n, s in shapes.items() if n in features.HISTORY_FEATURES and s]
+                or [0])
+  if limits.max_history and history > limits.max_history:
+    raise invalid(f"request has a history of {history} behaviors, more than this server's "
+                  f"--max_history={limits.max_history}: send the most recent "
+                  f"{limits.max_history} behaviors")
 
 
 def _output_aliases(signature, request) -> list:
@@ -176,8 +187,12 @@ def run_predict(servable: Servable, request: predict_pb2.PredictRequest,
   return response
 
 
-def replay_warmup(servable: Servable) -> int:
-  """Replays the version's warmup file (if any); returns the number of requests run."""
+def replay_warmup(servable: Servable, timeout_s: Optional[float] = None) -> int:
+  """Replays the version's warmup file (if any); returns the number of requests run.
+
+  With `timeout_s`, every request runs with the time left as its TF deadline.
+  """
+  deadline = None if timeout_s is None else time.monotonic() + timeout_s
   path = warmup_lib.warmup_file(servable.path)
   if not os.path.exists(path):
     return 0
@@ -189,8 +204,12 @@ def replay_warmup(servable: Servable) -> int:
     if record.WhichOneof("log_type") != "predict_log":
       raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                          f"warmup record {i}: only predict_log is supported here")
+    left = None if deadline is None else deadline - time.monotonic()
     try:
-      run_predict(servable, record.predict_log.request)
+      if left is not None and left <= 0:
+        raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                           f"no time left of the {timeout_s:g} s warmup timeout")
+      run_predict(servable, record.predict_log.request, timeout_s=left)
     except ServingError as e:
       raise ServingError(e.code, f"Failed to warm up model: warmup record {i}: "
                                  f"{e.message}") from e

@@ -16,7 +16,10 @@ from typing import Optional
 from serving import grpc_services
 from serving import model_config as model_config_lib
 from serving import tfs_protos
-from serving.predict import DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_REQUEST_ELEMENTS, RequestLimits
+from serving import tls
+from serving import version_loader
+from serving.predict import (DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_HISTORY,
+                             DEFAULT_MAX_REQUEST_ELEMENTS, RequestLimits)
 from serving.server_core import ServerCore, State, single_model_config
 from serving.server_status import ServingError
 
@@ -25,14 +28,17 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-orde
 
 log = logging.getLogger("serving.local_server")
 
-_INT32_MAX = (1 << 31) - 1  # TF Serving's gRPC message size limit
+DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # TF Serving allows ~2 GiB; we keep memory bounded
+DEFAULT_MAX_CONCURRENT_RPCS = 64
 
 
 class LocalServer:
   """The local TF-Serving-compatible server; start()/stop(), or use it as a context manager.
 
-  Give `model_config_file` (a models.config) or `model_name` + `model_base_path`.
-  `port=0` picks a free port (read `.port` after start()). Poll intervals <= 0 poll once.
+  Give `model_config_file` (a models.config) or `model_name` + `model_base_path` (the
+  latest version, no labels). `port=0` picks a free port (read `.port` after start()).
+  Poll intervals <= 0 poll once. The keyword arguments are the CLI's flags (see
+  `python -m serving.local_server --help`).
   """
 
   def __init__(self, model_config_file: Optional[str] = None,
@@ -47,7 +53,14 @@ class LocalServer:
                enable_per_model_batching_parameters: bool = False,
                enable_model_warmup: bool = True, grpc_max_threads: int = 16,
                tensorflow_intra_op_parallelism: int = 0,
-               tensorflow_inter_op_parallelism: int = 0):
+               tensorflow_inter_op_parallelism: int = 0,
+               ssl_config_file: Optional[str] = None,
+               max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+               max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
+               max_history: int = DEFAULT_MAX_HISTORY,
+               warmup_timeout_seconds: float = version_loader.DEFAULT_WARMUP_TIMEOUT_S,
+               enable_reload_config_rpc: bool = True,
+               model_base_path_root: Optional[str] = None):
     if not model_config_file and not (model_name and model_base_path):
       raise ValueError("give model_config_file, or model_name and model_base_path")
     self.model_config_file = model_config_file
@@ -61,13 +74,18 @@ class LocalServer:
     if enable_batching:
       batching = (tfs_protos.parse_text(batching_parameters_file, tfs_protos.BatchingParameters)
                   if batching_parameters_file else tfs_protos.BatchingParameters())
-    self.limits = RequestLimits(max_candidates, max_request_elements)
+    self.limits = RequestLimits(max_candidates, max_request_elements, max_history)
     self.grpc_max_threads = grpc_max_threads
+    self.ssl_config = tls.read_ssl_config(ssl_config_file) if ssl_config_file else None
+    self.max_message_bytes = int(max_message_bytes)
+    self.max_concurrent_rpcs = int(max_concurrent_rpcs) or None
+    self.enable_reload_config_rpc = enable_reload_config_rpc
     session_config = tf.compat.v1.ConfigProto(
         intra_op_parallelism_threads=tensorflow_intra_op_parallelism,
         inter_op_parallelism_threads=tensorflow_inter_op_parallelism)
     self.core = ServerCore(allow_version_labels_for_unavailable_models, enable_model_warmup,
-                           session_config, batching, enable_per_model_batching_parameters)
+                           session_config, batching, enable_per_model_batching_parameters,
+                           warmup_timeout_seconds, model_base_path_root)
     self._server = None
     self._stop = threading.Event()
     self._threads = []
@@ -97,15 +115,23 @@ class LocalServer:
     return self
 
   def _start_grpc(self):
-    options = [("grpc.max_receive_message_length", _INT32_MAX),
-               ("grpc.max_send_message_length", _INT32_MAX),
+    # A request over max_message_bytes, or one past max_concurrent_rpcs RPCs in flight
+    # (queued ones included), is refused by gRPC itself with RESOURCE_EXHAUSTED.
+    options = [("grpc.max_receive_message_length", self.max_message_bytes),
+               ("grpc.max_send_message_length", self.max_message_bytes),
                ("grpc.so_reuseport", 0)]
     self._server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=self.grpc_max_threads,
                                               thread_name_prefix="local-serving"),
-        options=options)
-    grpc_services.add_services(self._server, self.core, self.limits)
-    self.port = self._server.add_insecure_port(f"{self.host}:{self._requested_port}")
+        options=options, maximum_concurrent_rpcs=self.max_concurrent_rpcs)
+    grpc_services.add_services(self._server, self.core, self.limits,
+                               self.enable_reload_config_rpc)
+    address = f"{self.host}:{self._requested_port}"
+    if self.ssl_config is not None:
+      self.port = self._server.add_secure_port(address,
+                                               tls.server_credentials(self.ssl_config))
+    else:
+      self.port = self._server.add_insecure_port(address)
     if not self.port:
       raise OSError(f"could not bind {self.host}:{self._requested_port}")
     self._server.start()

@@ -6,8 +6,10 @@
 * `reload_config(config)` applies a new config (validated whole; the old one stays on
   error), with TF Serving's label rule;
 * `poll_once()` is one pass of TF Serving's file-system source: loads the versions the
-  policy wants (after warmup) and unloads the retired ones only once the wanted ones are
-  AVAILABLE (availability preserving);
+  policy wants (after warmup, bounded by a timeout, with no lock held so status, requests
+  and other polls go on) and unloads the retired ones only once the wanted ones are
+  AVAILABLE (availability preserving); a version that fails to load or warm up goes to
+  END with its error in GetModelStatus and is not retried;
 * `servable(model_spec)` resolves a request's version / label / latest to a held
   Servable; `model_status(model_spec)` answers GetModelStatus.
 """
@@ -15,12 +17,12 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Dict
+from typing import Dict, Optional
 
 from serving import model_config as model_config_lib
 from serving import publish as publish_lib
-from serving import tfs_protos
-from serving.predict import replay_warmup
+from serving import version_loader
+from serving.errors import UNKNOWN_LABEL_MESSAGE as UNKNOWN_LABEL
 from serving.servable import Servable
 from serving.server_status import ServingError, invalid, status_proto
 
@@ -31,7 +33,6 @@ from tensorflow_serving.config import model_server_config_pb2  # pylint: disable
 log = logging.getLogger("serving.local_server")
 
 State = get_model_status_pb2.ModelVersionStatus.State
-PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
 
 
 class _Model:
@@ -51,23 +52,37 @@ class ServerCore:
 
   def __init__(self, allow_version_labels_for_unavailable_models: bool = False,
                enable_model_warmup: bool = True, session_config=None, batching=None,
-               per_model_batching: bool = False):
+               per_model_batching: bool = False,
+               warmup_timeout_s: float = version_loader.DEFAULT_WARMUP_TIMEOUT_S,
+               model_base_path_root: Optional[str] = None):
     self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
     self.enable_model_warmup = enable_model_warmup
     self.session_config = session_config
     self.batching = batching  # global BatchingParameters (--enable_batching) or None
     self.per_model_batching = per_model_batching
+    self.warmup_timeout_s = warmup_timeout_s
+    self.base_path_root = (os.path.realpath(model_base_path_root) if model_base_path_root
+                           else None)
     self._models: Dict[str, _Model] = {}
     self._states: Dict[str, Dict[int, tuple]] = {}  # name -> version -> (State, StatusProto)
-    self._lock = threading.RLock()  # models, available maps, labels, states
-    self._sync_lock = threading.RLock()  # one config reload / version sync at a time
+    self._loading = set()  # (name, version) being loaded, by whichever poll started it
+    self._lock = threading.RLock()  # models, available maps, labels, states, _loading
+    self._sync_lock = threading.RLock()  # one config change / load plan at a time
     self.config = model_server_config_pb2.ModelServerConfig()
 
   # -- config ------------------------------------------------------------------------------
   def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-    """Applies a new ModelServerConfig, or raises ServingError and keeps the old one."""
+    """Applies a new ModelServerConfig, or raises ServingError and keeps the old one.
+
+    An empty config (no `model_config_list`) changes nothing, as TF Serving's
+    ServerCore::ReloadConfig ("Taking no action for empty config."). Returns once the
+    config's versions are loaded (or failed), as TF Serving's ReloadConfig.
+    """
     with self._sync_lock:
-      if config.WhichOneof("config") not in (None, "model_config_list"):
+      if config.WhichOneof("config") is None:
+        log.info("Taking no action for empty config.")
+        return
+      if config.WhichOneof("config") != "model_config_list":
         raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                            "only model_config_list configs are supported")
       try:
@@ -75,11 +90,7 @@ class ServerCore:
       except model_config_lib.ModelConfigError as e:
         raise invalid(str(e)) from e
       for m in config.model_config_list.config:
-        if m.model_platform not in ("", model_config_lib.TENSORFLOW_PLATFORM):
-          raise invalid(f"Model {m.name} requests unsupported platform {m.model_platform}")
-        if not os.path.isabs(m.base_path):
-          raise invalid(f"Expected model {m.name} to have an absolute path or URI; got "
-                         f"base_path()={m.base_path}")
+        self._check_model_entry(m)
       new_labels = self._check_labels(config)
       with self._lock:
         names = {m.name for m in config.model_config_list.config}
@@ -97,7 +108,20 @@ class ServerCore:
       for model in removed:
         for version in sorted(model.available):
           self._unload(model, version)
-      self.poll_once()
+    self.poll_once()
+
+  def _check_model_entry(self, m) -> None:
+    if m.model_platform not in ("", model_config_lib.TENSORFLOW_PLATFORM):
+      raise invalid(f"Model {m.name} requests unsupported platform {m.model_platform}")
+    if not os.path.isabs(m.base_path):
+      raise invalid(f"Expected model {m.name} to have an absolute path or URI; got "
+                    f"base_path()={m.base_path}")
+    if self.base_path_root:
+      real = os.path.realpath(m.base_path)
+      if os.path.commonpath([real, self.base_path_root]) != self.base_path_root:
+        raise ServingError(grpc.StatusCode.PERMISSION_DENIED,
+                           f"model {m.name}: base_path {m.base_path} is outside "
+                           f"--model_base_path_root={self.base_path_root}")
 
   def _check_labels(self, config) -> Dict[str, Dict[str, int]]:
     """TF Serving's UpdateModelVersionLabelMap rule; returns the new label map."""
@@ -119,22 +143,43 @@ class ServerCore:
 
   # -- versions ----------------------------------------------------------------------------
   def poll_once(self) -> None:
-    """One pass of the file-system source: load new versions, unload retired ones."""
+    """One pass of the file-system source: load new versions, unload retired ones.
+
+    The plan (which versions to load) is made under the sync lock; the loads and warmups
+    run with no lock held; a version another pass is loading is left to that pass.
+    """
     with self._sync_lock:
       with self._lock:
         models = list(self._models.values())
+      plan = [(model, version) for model in models for version in self._to_load(model)]
+    for model, version in plan:
+      self._load(model, version)
+    with self._sync_lock:
       for model in models:
-        self._sync_model(model)
+        self._retire(model)
 
-  def _sync_model(self, model: _Model) -> None:
+  def _aspired(self, model: _Model):
     on_disk = publish_lib.list_versions(model.config.base_path, complete_only=True)
-    aspired = model_config_lib.policy_versions(model.config.model_version_policy, on_disk)
     for version in list(model.failed):
       if version not in on_disk:
         del model.failed[version]
-    for version in aspired:
-      if version not in model.available and version not in model.failed:
-        self._load(model, version)
+    return model_config_lib.policy_versions(model.config.model_version_policy, on_disk)
+
+  def _to_load(self, model: _Model) -> list:
+    versions = []
+    with self._lock:
+      for version in self._aspired(model):
+        key = (model.name, version)
+        if (version not in model.available and version not in model.failed
+            and key not in self._loading):
+          self._loading.add(key)
+          self._states.setdefault(model.name, {})[version] = (State.LOADING, status_proto())
+          versions.append(version)
+    return versions
+
+  def _retire(self, model: _Model) -> None:
+    """Unloads versions out of the policy once one the policy wants is AVAILABLE."""
+    aspired = self._aspired(model)
     retired = [v for v in model.available if v not in aspired]
     if retired and (not aspired or any(v in model.available for v in aspired)):
       for version in sorted(retired):
@@ -146,41 +191,32 @@ class ServerCore:
 
   def _load(self, model: _Model, version: int) -> None:
     path = os.path.join(model.config.base_path, str(version))
-    self._set_state(model.name, version, State.LOADING)
     log.info("Loading servable: {name: %s version: %d} from %s", model.name, version, path)
-    servable = None
     try:
-      servable = Servable(model.name, version, path, self.session_config)
-      servable.batching = self._batching_for(path)
-      if self.enable_model_warmup:
-        count = replay_warmup(servable)
-        log.info("Finished warming up %s version %d with %d requests", model.name, version,
-                 count)
+      servable = version_loader.load_version(
+          model.name, version, path, self.session_config, self.batching,
+          self.per_model_batching, self.enable_model_warmup, self.warmup_timeout_s)
     except Exception as e:  # pylint: disable=broad-except
       code = e.code if isinstance(e, ServingError) else grpc.StatusCode.UNKNOWN
       message = f"Loading servable: {{name: {model.name} version: {version}}} failed: {e}"
       log.error(message)
-      if servable is not None:
-        servable.close(0)
-      model.failed[version] = message
-      self._set_state(model.name, version, State.END, status_proto(code, message))
+      with self._lock:
+        model.failed[version] = message
+        self._loading.discard((model.name, version))
+        self._states[model.name][version] = (State.END, status_proto(code, message))
       return
     with self._lock:
-      model.available[version] = servable
-      self._states[model.name][version] = (State.AVAILABLE, status_proto())
+      self._loading.discard((model.name, version))
+      current = self._models.get(model.name) is model
+      if current:
+        model.available[version] = servable
+        self._states[model.name][version] = (State.AVAILABLE, status_proto())
+    if not current:  # the model left the config while this version loaded
+      servable.close(0)
+      self._set_state(model.name, version, State.END)
+      return
     log.info("Successfully loaded servable version {name: %s version: %d}", model.name,
              version)
-
-  def _batching_for(self, path: str):
-    """TF Serving's GetPerModelBatchingParams: which params batch this version, if any."""
-    if self.batching is None:
-      return None
-    if not self.per_model_batching:
-      return self.batching
-    per_model = os.path.join(path, PER_MODEL_BATCHING_FILE)
-    if not os.path.exists(per_model):
-      return None
-    return tfs_protos.parse_text(per_model, tfs_protos.BatchingParameters)
 
   def _unload(self, model: _Model, version: int) -> None:
     with self._lock:
@@ -201,6 +237,19 @@ class ServerCore:
           self._unload(model, version)
 
   # -- requests ----------------------------------------------------------------------------
+  def _label_error(self, model: Optional[_Model], name: str, label: str) -> ServingError:
+    """TF Serving's message for an unknown label, plus what does exist."""
+    message = f"{UNKNOWN_LABEL}: {label}"
+    if model is None:
+      served = ", ".join(sorted(self._models)) or "none"
+      return invalid(f"{message} (no model named {name} is served; models: {served})")
+    if not model.labels:
+      return invalid(f"{message} (model {name} has no version labels: a server started "
+                     "with --model_base_path serves the latest version without labels; "
+                     "labels come from --model_config_file)")
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(model.labels.items()))
+    return invalid(f"{message} (labels of model {name}: {labels})")
+
   @contextlib.contextmanager
   def servable(self, model_spec):
     """Resolves a ModelSpec (version, label or latest) to a held Servable."""
@@ -214,7 +263,7 @@ class ServerCore:
       if choice == "version_label":
         label = model_spec.version_label
         if model is None or label not in model.labels:
-          raise invalid(f"Unrecognized servable version label: {label}")
+          raise self._label_error(model, name, label)
         version = model.labels[label]
       elif choice == "version":
         version = model_spec.version.value
@@ -256,7 +305,6 @@ class ServerCore:
     with self._lock:
       entry = self._states.get(name, {}).get(version)
     return entry[0] if entry else None
-
 
 
 def single_model_config(model_name: str, model_base_path: str):

@@ -1,12 +1,14 @@
 """TF Serving config messages that the tensorflow-serving-api wheel does not ship.
 
 The wheel has `tensorflow_serving.config.model_server_config_pb2` but not
-`session_bundle_config_pb2` (BatchingParameters, read from --batching_parameters_file) nor
-`monitoring_config_pb2` (MonitoringConfig, read from --monitoring_config_file). When the
-real modules are importable they are used; otherwise the two messages are declared here
-with the same package, field names, numbers and types as TF Serving's .proto files
-(tensorflow_serving/servables/tensorflow/session_bundle_config.proto and
-tensorflow_serving/config/monitoring_config.proto), in a private descriptor pool, so that
+`session_bundle_config_pb2` (BatchingParameters, read from --batching_parameters_file),
+`monitoring_config_pb2` (MonitoringConfig, read from --monitoring_config_file) nor
+`ssl_config_pb2` (SSLConfig, read from --ssl_config_file). When the real modules are
+importable they are used; otherwise the messages are declared here with the same package,
+field names, numbers and types as TF Serving's .proto files
+(tensorflow_serving/servables/tensorflow/session_bundle_config.proto,
+tensorflow_serving/config/monitoring_config.proto and
+tensorflow_serving/config/ssl_config.proto), in a private descriptor pool, so that
 `google.protobuf.text_format` parses our config files exactly as the server would.
 Only the long-standing BatchingParameters fields (1-7) are declared.
 """
@@ -54,6 +56,16 @@ def _build_pool():
       _field("prometheus_config", 1, _F.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig"),
   ])
   pool.Add(monitoring)
+  ssl = descriptor_pb2.FileDescriptorProto(
+      name="eta_tf/serving/ssl_config_subset.proto", package="tensorflow.serving",
+      syntax="proto3")
+  ssl.message_type.add(name="SSLConfig", field=[  # PEM contents, not file names
+      _field("server_key", 1, _F.TYPE_STRING),
+      _field("server_cert", 2, _F.TYPE_STRING),
+      _field("custom_ca", 3, _F.TYPE_STRING),
+      _field("client_verify", 4, _F.TYPE_BOOL),
+  ])
+  pool.Add(ssl)
   return pool
 
 
@@ -61,15 +73,17 @@ def _classes():
   try:  # pylint: disable=g-import-not-at-top
     from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
     from tensorflow_serving.config import monitoring_config_pb2
-    return session_bundle_config_pb2.BatchingParameters, monitoring_config_pb2.MonitoringConfig
+    from tensorflow_serving.config import ssl_config_pb2
+    return (session_bundle_config_pb2.BatchingParameters,
+            monitoring_config_pb2.MonitoringConfig, ssl_config_pb2.SSLConfig)
   except ImportError:
     pool = _build_pool()
     get = message_factory.GetMessageClass
-    return (get(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")),
-            get(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")))
+    return tuple(get(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
+                 for name in ("BatchingParameters", "MonitoringConfig", "SSLConfig"))
 
 
-BatchingParameters, MonitoringConfig = _classes()
+BatchingParameters, MonitoringConfig, SSLConfig = _classes()
 
 
 def parse_text(path: str, message_class):

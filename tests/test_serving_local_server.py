@@ -416,12 +416,29 @@ def test_batching_preconditions_of_tf_serving(tmp_path):
     core.unload_all()
 
 
+def _listening_addresses(port):
+  """The local addresses of the TCP sockets listening on `port` (from /proc/net/tcp*)."""
+  import ipaddress  # pylint: disable=g-import-not-at-top
+  addresses = set()
+  for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    with open(table) as f:
+      for row in f.readlines()[1:]:
+        local, state = row.split()[1], row.split()[3]
+        hex_address, hex_port = local.rsplit(":", 1)
+        if state == "0A" and int(hex_port, 16) == port:  # 0A = LISTEN
+          raw = bytes.fromhex(hex_address)  # 32-bit words in host (little-endian) order
+          packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+          address = ipaddress.ip_address(packed)
+          addresses.add(str(getattr(address, "ipv4_mapped", None) or address))
+  return addresses
+
+
 def test_cli_serves_until_sigterm(tmp_path, capsys):
   base = str(tmp_path / "eta")
   publish_version(base, 1)
   env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
   proc = subprocess.Popen(
-      [sys.executable, "-m", "serving.local_server", "--port=0", "--host=127.0.0.1",
+      [sys.executable, "-m", "serving.local_server", "--port=0",  # default --host
        "--model_name=eta", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1",
        "--max_candidates=100", "--rest_api_port=8501", "--xla_cpu_compilation_enabled=true"],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -429,6 +446,8 @@ def test_cli_serves_until_sigterm(tmp_path, capsys):
     line = proc.stdout.readline()
     assert "listening on" in line, line
     port = int(line.rsplit(":", 1)[1])
+    assert line.split()[-1] == f"127.0.0.1:{port}"
+    assert _listening_addresses(port) == {"127.0.0.1"}  # loopback only, by default
     request = str(tmp_path / "request.json")
     with open(request, "w") as f:
       json.dump({k: (v.tolist() if hasattr(v, "tolist") else [r.tolist() for r in v])
