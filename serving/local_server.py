@@ -33,9 +33,14 @@ What it implements, after TF Serving:
   signatures (TF Serving's code); INVALID_ARGUMENT for missing, extra, mistyped or
   misshapen inputs.
 
-Additions of its own: --max_candidates rejects (INVALID_ARGUMENT) requests with more rows
-/ candidates than configured, and a per-request element cap rejects tensors that would
-not fit in memory, so a bad request never takes the server down. With --enable_batching
+Additions of its own: --max_candidates and --max_history reject (INVALID_ARGUMENT)
+requests with more candidates / rows or longer histories than configured, and a
+per-request element cap rejects tensors that would not fit in memory, so a bad request
+never takes the server down; --max_message_bytes (64 MiB) and --max_concurrent_rpcs bound
+memory and load (RESOURCE_EXHAUSTED). It binds 127.0.0.1 unless --host says otherwise;
+--ssl_config_file (TF Serving's SSLConfig) turns on TLS or mutual TLS;
+--enable_reload_config_rpc=false / --model_base_path_root limit what a reload may do;
+warmup is bounded by --warmup_timeout_seconds. With --enable_batching
 (and --enable_per_model_batching_parameters: only versions shipping batching_params.pbtxt)
 it applies TF Serving's batching preconditions to those versions' requests and warmup
 (every input at least 1-D with one shared 0th dimension; at most max_batch_size rows)

@@ -96,7 +96,7 @@ def test_serving_dockerfile_pins_tf_serving_and_passes_the_flags():
 
 def test_compose_ports_volumes_and_flags(compose):
   serving = compose["services"]["serving"]
-  assert {"8500:8500", "8501:8501"} <= set(serving["ports"])
+  assert set(serving["ports"]) == {"127.0.0.1:8500:8500", "127.0.0.1:8501:8501"}  # loopback
   assert serving["build"]["dockerfile"] == "docker/Dockerfile"
   assert os.path.exists(os.path.join(DOCKER, serving["build"]["context"],
                                      serving["build"]["dockerfile"]))
