@@ -27,6 +27,7 @@ class FakePredictionService(prediction_service_pb2_grpc.PredictionServiceService
     self.code, self.failures, self.message, self.delay_s = code, failures, message, delay_s
     self.calls = 0
     self.requests = []
+    self.metadata = []  # the invocation metadata of every call
     self._lock = threading.Lock()
 
   def Predict(self, request, context):
@@ -34,6 +35,7 @@ class FakePredictionService(prediction_service_pb2_grpc.PredictionServiceService
       self.calls += 1
       call = self.calls
     self.requests.append(request)
+    self.metadata.append(dict(context.invocation_metadata()))
     if call <= self.failures:
       if self.delay_s:
         time.sleep(self.delay_s)
@@ -103,6 +105,7 @@ def test_retries_deadline_exceeded(fake):
     (grpc.StatusCode.INVALID_ARGUMENT, client_lib.InvalidArgumentError),
     (grpc.StatusCode.NOT_FOUND, client_lib.NotFoundError),
     (grpc.StatusCode.FAILED_PRECONDITION, client_lib.FailedPreconditionError),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, client_lib.ResourceExhaustedError),
     (grpc.StatusCode.INTERNAL, client_lib.ScoringError),
 ])
 def test_other_errors_are_typed_and_never_retried(fake, code, error):
@@ -222,3 +225,27 @@ def test_cli_help_and_input(fake, tmp_path, capsys):
   assert client_lib.main([f"--server=127.0.0.1:{port}", f"--signature={F.SCORE_CANDIDATES}",
                           f"--input={request}"]) == 1
   assert F.HIST_ITEM_ID in capsys.readouterr().err
+
+
+def test_every_call_carries_the_per_call_metadata(fake, tmp_path, capsys):
+  servicer, port = fake()
+  _score(port, metadata=[("authorization", "Bearer s3cret"), ("x-tenant", "a")])
+  assert servicer.metadata[-1]["authorization"] == "Bearer s3cret"
+  assert servicer.metadata[-1]["x-tenant"] == "a"
+  request = tmp_path / "candidates.json"
+  request.write_text(json.dumps({**{k: v.tolist() for k, v in history(2).items()},
+                                 F.REQUEST_TIMESTAMP: 5000, F.CANDIDATE_ITEM_ID: [1],
+                                 F.CANDIDATE_CATEGORY_ID: [1]}))
+  assert client_lib.main([f"--server=127.0.0.1:{port}", f"--signature={F.SCORE_CANDIDATES}",
+                          f"--input={request}", "--grpc_metadata=Authorization=Bearer t=1"]) == 0
+  assert servicer.metadata[-1]["authorization"] == "Bearer t=1"
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as e:
+    client_lib.main([f"--server=127.0.0.1:{port}", f"--input={request}",
+                     "--grpc_metadata=novalue"])
+  assert e.value.code == 2
+  assert "--grpc_metadata='novalue': expected KEY=VALUE" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as e:
+    client_lib.main([f"--server=127.0.0.1:{port}", f"--input={request}",
+                     "--client_cert=c.pem"])
+  assert e.value.code == 2
