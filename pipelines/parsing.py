@@ -198,15 +198,25 @@ def _dead_letter_escapes() -> dict:
 _DEAD_LETTER_ESCAPES = _dead_letter_escapes()
 
 
-def dead_letter_line(source: str, reason: str, line: Union[bytes, str]) -> str:
-  """`source<TAB>reason<TAB>raw line` with the raw line escaped onto one line.
+def escape_raw(line: Union[bytes, str]) -> str:
+  """A raw input line as one printable line without TABs (the dead letter's last column).
 
-  The raw line is kept so a rejected row can be inspected: undecodable bytes become \\xNN,
-  TAB/CR/LF \\t \\r \\n, the other C0 controls and DEL \\xNN, C1 controls and U+2028/2029
-  \\uNNNN and a backslash \\\\, so one rejected row is always exactly one line of three
-  columns, for any line splitter, and the escaping is reversible.
+  Undecodable bytes become \\xNN, TAB/CR/LF \\t \\r \\n, the other C0 controls and DEL
+  \\xNN, C1 controls and U+2028/2029 \\uNNNN and a backslash \\\\: one line for any line
+  splitter, and reversible. A str is taken as decoded with errors="surrogateescape".
   """
   if isinstance(line, str):
-    line = line.encode("utf-8", "surrogatepass")  # lone surrogates -> escaped bytes below
-  text = line.decode("utf-8", "surrogateescape").translate(_DEAD_LETTER_ESCAPES)
-  return f"{source}\t{reason}\t{text}"
+    try:
+      line = line.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # other lone surrogates: their UTF-8-style bytes, escaped
+      line = line.encode("utf-8", "surrogatepass")
+  return line.decode("utf-8", "surrogateescape").translate(_DEAD_LETTER_ESCAPES)
+
+
+def dead_letter_line(source: str, reason: str, line: Union[bytes, str]) -> str:
+  """`source<TAB>reason<TAB>raw line`, the raw line escaped onto one line (escape_raw).
+
+  The raw line is kept so a rejected row can be inspected; one rejected row is always
+  exactly one line of three columns.
+  """
+  return f"{source}\t{reason}\t{escape_raw(line)}"

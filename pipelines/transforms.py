@@ -235,8 +235,13 @@ class AssignUserLastSplit(beam.PTransform):
 
   def expand(self, sequences):
     eval_targets = self._eval_targets
-    return sequences | "Assign" >> beam.Map(lambda seq: seq._replace(
-        eval_start=user_last_eval_start(seq.targets[:, TIMESTAMP], eval_targets)))
+
+    # Annotated (not a lambda): Beam's type inference of the lambda got the output wrong.
+    def assign(sequence: UserSequence) -> UserSequence:
+      return sequence._replace(eval_start=user_last_eval_start(
+          sequence.targets[:, TIMESTAMP], eval_targets))
+
+    return sequences | "Assign" >> beam.Map(assign)
 
 
 class FilterShortHistory(beam.PTransform):
