@@ -70,6 +70,10 @@ def train_and_evaluate(data_dir, model, work_dir, steps, epochs, batch_size, see
               **overrides})
   if model == "eta":
     row["overlap_at_k"] = metrics.get(f"overlap_at_{config.top_k}")
+    for name in ("attention_recall", "distance0_share", "same_category_share"):
+      row[name] = metrics.get(name)
+  if "heuristics" in metrics:  # training-free baselines on the same eval samples
+    row["heuristics"] = metrics["heuristics"]
   return row
 
 

@@ -89,7 +89,20 @@ def aggregate(rows, key_fields=("model",)):
   return out
 
 
-def accuracy_table(agg):
+def heuristic_rows(rows):
+  """Training-free baselines (eta_tf.baselines) of a setting: [{model, auc, gauc}].
+
+  They depend only on the eval samples, the same for every model and seed of a setting,
+  so the first row that carries them is used.
+  """
+  for r in rows:
+    if r.get("heuristics"):
+      return [{"model": f"heuristic: {name}", "auc": h["auc"], "gauc": h["gauc"]}
+              for name, h in r["heuristics"].items()]
+  return []
+
+
+def accuracy_table(agg, heuristics=()):
   lines = ["| model | AUC | GAUC | logloss | train examples/s | seeds |",
            "|---|---|---|---|---|---|"]
   for a in sorted(agg, key=lambda a: -a["auc"]):
@@ -97,6 +110,8 @@ def accuracy_table(agg):
                       else f"{a[m]:.4f}")
     lines.append(f"| {a['model']} | {cell('auc')} | {cell('gauc')} | {cell('logloss')} | "
                  f"{a['train_examples_per_second']:.0f} | {a['seeds']} |")
+  for h in sorted(heuristics, key=lambda h: -h["auc"]):
+    lines.append(f"| {h['model']} | {h['auc']:.4f} | {h['gauc']:.4f} | - | - | - |")
   return "\n".join(lines)
 
 
@@ -369,7 +384,8 @@ def write_report(args, budget, results, seconds):
               f"Data: `{_shown_path(setting['data_dir'])}`"
               + (f" (pipelines.synthetic {' '.join(setting['synthetic_args'])})"
                  if setting["synthetic_args"] else ""), "",
-              accuracy_table(agg), "", gap_summary(agg), "",
+              accuracy_table(agg, heuristic_rows(setting["rows"])), "", gap_summary(agg),
+              "",
               f"![AUC per model](auc_{slug}.png)", ""]
   if results["bits"]:
     plot_sweep(results["bits"], "hash_bits", os.path.join(out, "auc_vs_bits.png"),

@@ -6,6 +6,7 @@ from typing import Tuple
 
 MODEL_NAMES = ("eta", "din", "din_long", "sim_hard", "avg", "sdim")
 SUPPORTED_HASH_BITS = (16, 32, 64, 128, 256)
+RETRIEVALS = ("hamming", "random", "oracle")  # eta's selection; the last two are controls
 CONFIG_FILE = "model_config.json"
 
 
@@ -37,6 +38,15 @@ class ModelConfig:
       L=4096, N=1000), but TF Serving must then run with
       --xla_cpu_compilation_enabled=true (docker/ sets it); off by default so that a stock
       TF Serving with default flags loads every export.
+    target_stats: give the tower target-aware statistics of the long history (matches of
+      the candidate's item and category, recency of the last match; for eta also counts
+      of the retrieved at Hamming distance 0 / near); eta_tf/models/target_stats.py. Every
+      model that reads the long history gets the same block (all but `din`), so the
+      comparison stays fair.
+    retrieval: eta's selection of the k behaviors: "hamming" (ETA), or the controls
+      "random" (the candidate's exact-item matches first, then a fixed pseudo-random k:
+      the floor of retrieval) and "oracle" (the top-k by the model's own full attention
+      scores over all L: the ceiling).
   """
   model: str = "eta"
   max_len: int = 1024
@@ -58,10 +68,13 @@ class ModelConfig:
   sdim_tau: int = 4
   hash_seed: int = 1234
   hamming_xla: bool = False
+  target_stats: bool = True
+  retrieval: str = "hamming"
 
   def __post_init__(self):
     self.mlp_units = tuple(int(u) for u in self.mlp_units)
     self.hamming_xla = bool(self.hamming_xla)
+    self.target_stats = bool(self.target_stats)
     self.validate()
 
   @property
@@ -77,6 +90,8 @@ class ModelConfig:
       raise ConfigError(f"{field}={getattr(self, field)!r}: {why}")
     if self.model not in MODEL_NAMES:
       fail("model", f"unknown model; choose one of {', '.join(MODEL_NAMES)}")
+    if self.retrieval not in RETRIEVALS:
+      fail("retrieval", f"unknown retrieval; choose one of {', '.join(RETRIEVALS)}")
     if self.hash_bits not in SUPPORTED_HASH_BITS:
       fail("hash_bits", f"must be one of {SUPPORTED_HASH_BITS}")
     for field in ("max_len", "short_len", "item_dim", "category_dim", "behavior_type_dim",

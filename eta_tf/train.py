@@ -191,21 +191,34 @@ def make_strategy(name: str):
   return tf.distribute.get_strategy()
 
 
-def evaluate(model, dataset, max_steps=None) -> dict:
-  """AUC, GAUC, logloss, positive rate (and overlap@k for eta) on a dataset."""
+RETRIEVAL_DIAGNOSTICS = ("overlap", "attention_recall", "distance0_share",
+                         "same_category_share")
+
+
+def evaluate(model, dataset, max_steps=None, train_item_counts=None) -> dict:
+  """AUC, GAUC, logloss, positive rate on a dataset; for eta also the retrieval
+  diagnostics of CtrModel.retrieval_diagnostics (overlap@k, attention recall, shares of
+  the retrieved at distance 0 and of the candidate's category), means over samples with
+  a history.
+
+  With `train_item_counts` ({item id: occurrences in train}, eta_tf.baselines), also the
+  training-free baselines on the same samples under "heuristics".
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from eta_tf import baselines  # pylint: disable=g-import-not-at-top
   from eta_tf import metrics  # pylint: disable=g-import-not-at-top
   is_eta = model.config.model == "eta"
+  with_heuristics = train_item_counts is not None
 
   @tf.function
   def step(features):
     out = {"p": model.predict_ctr(features)}
     if is_eta:
-      out["overlap"], out["has_history"] = model.retrieval_overlap(features)
+      out.update(model.retrieval_diagnostics(features))
     return out
 
-  users, labels, probs, overlaps = [], [], [], []
+  users, labels, probs, overlaps, heuristic_parts = [], [], [], [], []
   for i, (features, label) in enumerate(dataset):
     if max_steps is not None and i >= max_steps:
       break
@@ -213,8 +226,16 @@ def evaluate(model, dataset, max_steps=None) -> dict:
     users.append(features[F.USER_ID].numpy())
     labels.append(label.numpy())
     probs.append(out["p"].numpy())
+    if with_heuristics:
+      batch = {name: features[name].numpy() for name in F.MODEL_INPUTS}
+      part = baselines.history_scores(batch)
+      part["item_popularity"] = baselines.popularity_scores(batch[F.TARGET_ITEM_ID],
+                                                            train_item_counts)
+      heuristic_parts.append(part)
     if is_eta:
-      overlaps.append(out["overlap"].numpy()[out["has_history"].numpy()])
+      has_history = out["has_history"].numpy()
+      overlaps.append({name: out[name].numpy()[has_history]
+                       for name in RETRIEVAL_DIAGNOSTICS})
   if not labels:
     raise UsageError("the eval split produced no samples")
   users, labels, probs = map(np.concatenate, (users, labels, probs))
@@ -227,7 +248,14 @@ def evaluate(model, dataset, max_steps=None) -> dict:
       "eval_examples": int(labels.size),
   }
   if is_eta:
-    result[f"overlap_at_{model.config.top_k}"] = float(np.concatenate(overlaps).mean())
+    # Means over the samples with a history; overlap keeps its historical key.
+    for name in RETRIEVAL_DIAGNOSTICS:
+      key = f"overlap_at_{model.config.top_k}" if name == "overlap" else name
+      result[key] = float(np.concatenate([o[name] for o in overlaps]).mean())
+  if with_heuristics:
+    scores = {name: np.concatenate([p[name] for p in heuristic_parts])
+              for name in baselines.HEURISTICS}
+    result["heuristics"] = baselines.evaluate_heuristics(users, labels, scores)
   return result
 
 
@@ -329,7 +357,9 @@ def train(config, data_dir, model_dir, epochs, steps_per_epoch, batch_size, lear
         f"loss became {nan[1]} at batch {nan[0]}; stopping. Lower --learning_rate "
         f"(now {learning_rate}) or check the data for extreme values.")
 
-  final = evaluate(model, eval_ds, eval_steps)
+  from eta_tf import baselines  # pylint: disable=g-import-not-at-top
+  final = evaluate(model, eval_ds, eval_steps,
+                   train_item_counts=baselines.train_item_counts(data_dir))
   speed = callbacks["speed"]
   final.update({
       "model": config.model,

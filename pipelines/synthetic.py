@@ -75,6 +75,9 @@ class SyntheticConfig:
   start_time: int = TAOBAO_START
   days: float = 9.0
   noise: float = 0.0
+  # Probability that an event (not a user's first) repeats the item of one of the user's
+  # own earlier events, drawn uniformly among them (Taobao-like revisits of any age).
+  revisit_rate: float = 0.0
 
   def validate(self):
     def check(ok, what):
@@ -92,7 +95,7 @@ class SyntheticConfig:
           "long_term_items must be in [1, items_per_category]")
     check(0 <= self.early_fraction and 0 <= self.late_fraction and
           self.early_fraction + self.late_fraction <= 1, "phase fractions must sum to <= 1")
-    for name in ("early_long_term_rate", "late_long_term_rate", "noise"):
+    for name in ("early_long_term_rate", "late_long_term_rate", "noise", "revisit_rate"):
       check(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1]")
     check(self.days > 0, "days must be > 0")
 
@@ -170,6 +173,9 @@ def _chunk_events(rng: np.random.Generator, cfg: SyntheticConfig, first_user: in
   slot = np.searchsorted(popularity_cdf, rng.random(total))
   category = np.where(is_long, long_slot_cats[user, long_idx], category)
   slot = np.where(is_long, long_slots[user, long_idx], slot)
+  if cfg.revisit_rate > 0:
+    category, slot, is_long = _plant_revisits(rng, cfg.revisit_rate, rank, category, slot,
+                                              is_long)
   behavior_cdf = np.cumsum([BEHAVIOR_PROBS[name] for name in BEHAVIOR_NAMES])
   behavior = 1 + np.searchsorted(behavior_cdf / behavior_cdf[-1], rng.random(total),
                                  side="right").clip(0, len(BEHAVIOR_NAMES) - 1)
@@ -185,6 +191,32 @@ def _chunk_events(rng: np.random.Generator, cfg: SyntheticConfig, first_user: in
           long_slot_cats * cfg.items_per_category + long_slots])),
       "long_term_categories": dict(zip(user_ids.tolist(), category_ids[long_cats])),
   }
+
+
+def _plant_revisits(rng, rate, rank, category, slot, is_long):
+  """Each event with rank > 0 repeats, with probability `rate`, the item of a uniformly
+  drawn earlier event of the same user (which may itself be a repeat: followed to its
+  origin). Arrays are flat over users grouped in order; rank = index within the user."""
+  total = rank.size
+  repeat = (rng.random(total) < rate) & (rank > 0)
+  source = np.arange(total) - 1 - np.floor(rng.random(total) * rank).astype(np.int64)
+  origin = np.where(repeat, source, np.arange(total))
+  chained = repeat[origin]
+  while chained.any():  # sources are earlier events, so following them terminates
+    origin = np.where(chained, source[origin], origin)
+    chained = repeat[origin]
+  return category[origin], slot[origin], is_long[origin]
+
+
+TAOBAO_PRESET = dict(
+    # Calibrated to a 927-user sample of the public UserBehavior data (issue 13): ~101
+    # events per user with a long tail, distinct items ~0.65 x events (most items occur
+    # once or twice), ~27% of positives revisit an item already in the user's history.
+    events_per_user=101.0, min_events_per_user=10, num_categories=1000,
+    items_per_category=2000, item_popularity_exponent=0.8, long_term_categories=2,
+    long_term_items=8, recent_categories=4, early_long_term_rate=0.1,
+    late_long_term_rate=0.03, revisit_rate=0.25)
+PRESETS = {"taobao": TAOBAO_PRESET}
 
 
 def generate_events(cfg: SyntheticConfig, rng: np.random.Generator) -> Events:
@@ -277,6 +309,10 @@ def make_parser() -> argparse.ArgumentParser:
       prog="python -m pipelines.synthetic", description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--output", required=True, help="file to write (.gz = gzip)")
+  parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                      help="start from a named parameter set (flags given explicitly "
+                      "override it); taobao: " + ", ".join(
+                          f"{k}={v}" for k, v in TAOBAO_PRESET.items()))
   defaults = SyntheticConfig()
   for field in dataclasses.fields(SyntheticConfig):
     default = getattr(defaults, field.name)
@@ -288,7 +324,11 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None):
   logging.basicConfig(level=logging.INFO, force=True,
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-  args = make_parser().parse_args(argv)
+  parser = make_parser()
+  args = parser.parse_args(argv)
+  if args.preset:
+    parser.set_defaults(**PRESETS[args.preset])
+    args = parser.parse_args(argv)
   cfg = SyntheticConfig(**{f.name: getattr(args, f.name)
                            for f in dataclasses.fields(SyntheticConfig)})
   started = time.time()

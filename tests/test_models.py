@@ -118,11 +118,13 @@ def _graph_op_types(meta_graph):
   return ops
 
 
-@pytest.mark.parametrize("model_name", MODEL_NAMES)
-def test_saved_model_runs_in_tf1_session_loader(model_name, tmp_path):
+@pytest.mark.parametrize("model_name,overrides", [(m, {}) for m in MODEL_NAMES] + [
+    ("eta", {"retrieval": "random"}), ("eta", {"retrieval": "oracle"}),
+    ("eta", {"target_stats": False})])
+def test_saved_model_runs_in_tf1_session_loader(model_name, overrides, tmp_path):
   """What TF Serving does: the C++ loader via a TF1 session, feeding signature tensors."""
   tf.keras.utils.set_random_seed(5)
-  model = build_model(small_config(model_name))
+  model = build_model(small_config(model_name, **overrides))
   if model_name == "eta":
     model.freeze_signatures()
   path = str(tmp_path / "1")

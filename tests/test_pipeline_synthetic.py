@@ -58,3 +58,34 @@ def test_planted_long_term_structure():
   assert abs(np.mean(late_revisits) - cfg.late_long_term_rate) < 0.05
   types = collections.Counter(e.behavior_type.tolist())
   assert types[features.BEHAVIOR_TYPES["pv"]] / len(e.behavior_type) > 0.85
+
+
+def _revisit_share(events, skip_first=5):
+  """Share of events (after each user's first few) whose item the user had before."""
+  hits = total = 0
+  for user in np.unique(events.user_id):
+    seen = set()
+    for j, item in enumerate(events.item_id[events.user_id == user].tolist()):
+      if j >= skip_first:
+        hits += item in seen
+        total += 1
+      seen.add(item)
+  return hits / total
+
+
+def test_taobao_preset_matches_the_calibration_targets(tmp_path):
+  """--preset=taobao: ~101 events/user, distinct items ~0.65 x events, ~27% revisits."""
+  cfg = synthetic.SyntheticConfig(num_users=300, seed=0, **synthetic.TAOBAO_PRESET)
+  events = synthetic.generate_log(cfg).events
+  per_user = len(events.item_id) / 300
+  assert 90 <= per_user <= 120, per_user
+  assert 0.55 <= len(np.unique(events.item_id)) / len(events.item_id) <= 0.75
+  assert 0.22 <= _revisit_share(events) <= 0.33
+  assert _revisit_share(synthetic.generate_log(synthetic.SyntheticConfig(
+      num_users=300, seed=0, **{**synthetic.TAOBAO_PRESET, "revisit_rate": 0.0})).events) \
+      < 0.1
+  # The CLI applies the preset; an explicit flag overrides it.
+  out = tmp_path / "t.csv"
+  synthetic.main([f"--output={out}", "--preset=taobao", "--num_users=5",
+                  "--revisit_rate=0.5"])
+  assert len(out.read_text().splitlines()) > 5 * 10

@@ -11,6 +11,7 @@ from eta_tf.models.embedding import FeatureEmbedding
 from eta_tf.models.embedding import fit_history
 from eta_tf.models.long_history import LONG_BLOCKS
 from eta_tf.models.long_history import make_attention
+from eta_tf.models import target_stats as target_stats_lib
 
 
 class CtrModel(tfrs.Model):
@@ -49,6 +50,9 @@ class CtrModel(tfrs.Model):
             from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
         metrics=[tf.keras.metrics.AUC(name="auc", from_logits=True),
                  tf.keras.metrics.BinaryCrossentropy(name="logloss", from_logits=True)])
+    # The shared block of target-aware statistics reads the long history, so `din`
+    # (short history only) stays without it.
+    self.uses_target_stats = config.target_stats and self.long_block is not None
     # Set by freeze_signatures() at export: item bucket -> packed SimHash signature.
     self.signature_table = None
 
@@ -65,7 +69,13 @@ class CtrModel(tfrs.Model):
         "history_item": behaviors["item"],
         "history_category_bucket": behaviors["category_bucket"],
         "valid": behaviors["valid"],
+        "history_item_id": history[F.HIST_ITEM_ID],
+        "candidate_item_id": candidate_items,
     }
+    if self.uses_target_stats:
+      context["target_stats"] = target_stats_lib.target_stats(
+          history[F.HIST_ITEM_ID], history[F.HIST_CATEGORY_ID], history[F.HIST_TIMESTAMP],
+          behaviors["valid"], candidate_items, candidate_categories, target_timestamp)
     if self.signature_table is not None:
       context["history_signatures"] = tf.gather(self.signature_table,
                                                 behaviors["item_bucket"])
@@ -82,6 +92,8 @@ class CtrModel(tfrs.Model):
     parts.append(self.short_attention(context["query"], context["behavior"][:, -s:],
                                       context["valid"][:, -s:]))
     parts.append(context["query"])
+    if "target_stats" in context:
+      parts.append(context["target_stats"])
     x = tf.concat(parts, axis=-1)
     x0 = x
     for cross in self.cross_layers:
@@ -167,33 +179,57 @@ class CtrModel(tfrs.Model):
     return self
 
   # ---------------------------------------------------------------- diagnostics
-  def retrieval_overlap(self, features):
-    """overlap@k of ETA's Hamming top-k with the exact inner-product top-k.
+  def retrieval_diagnostics(self, features):
+    """How good ETA's k retrieved behaviors are, per sample (eta only).
 
-    Both rank the sample's real history behaviors by the target's item embedding; the
-    result says how well SimHash approximates inner-product retrieval on the current
-    embeddings. Returns (overlap float32 [B], has_history bool [B]); eta only.
+    Returns a dict of float32 [B] plus has_history bool [B]:
+      overlap: share of the Hamming top-k in the exact inner-product top-k of the
+        candidate's item embedding over the real history (the quality of the hashing);
+      attention_recall: share of the model's own full attention mass over all L (softmax
+        of the block's head-averaged attention logits over the real history) that falls
+        on the k retrieved;
+      distance0_share: share of the retrieved at Hamming distance 0;
+      same_category_share: share of the retrieved of the candidate's category.
+    Shares are over the real retrieved behaviors (0 when there are none).
     """
     if self.config.model != "eta":
-      raise ValueError(f"model={self.config.model!r}: retrieval_overlap is for eta")
+      raise ValueError(f"model={self.config.model!r}: retrieval_diagnostics is for eta")
     history = self._history(features)
     context = self._context(
         history, tf.convert_to_tensor(features[F.TARGET_ITEM_ID], tf.int64)[:, None],
         tf.convert_to_tensor(features[F.TARGET_CATEGORY_ID], tf.int64)[:, None],
         tf.convert_to_tensor(features[F.TARGET_TIMESTAMP], tf.int64))
     k = self.config.top_k
-    hamming_indices, hamming_mask = self.long_block.retrieve(context)
-    scores = tf.einsum("bnd,bld->bnl", context["candidate_item"], context["history_item"])
+    indices, distances, mask = self.long_block.retrieve(context)
     valid = context["valid"][:, None, :]
+    retrieved = tf.reduce_sum(tf.cast(mask, tf.float32), axis=-1)  # [B, N]
+    share = lambda hit: tf.math.divide_no_nan(  # noqa: E731
+        tf.reduce_sum(tf.cast(hit & mask, tf.float32), axis=-1), retrieved)[:, 0]
+    # Exact inner-product top-k on the same embeddings.
+    scores = tf.einsum("bnd,bld->bnl", context["candidate_item"], context["history_item"])
     scores = tf.where(valid, scores, tf.constant(-1e30, scores.dtype))
     _, exact_indices = tf.math.top_k(scores, k=k)
     exact_mask = tf.gather(tf.broadcast_to(valid, tf.shape(scores)), exact_indices,
                            batch_dims=2)
-    hit = tf.equal(hamming_indices[:, :, :, None], exact_indices[:, :, None, :])
-    hit = hit & hamming_mask[:, :, :, None] & exact_mask[:, :, None, :]
+    hit = tf.equal(indices[:, :, :, None], exact_indices[:, :, None, :])
+    hit = hit & mask[:, :, :, None] & exact_mask[:, :, None, :]
     hits = tf.reduce_sum(tf.cast(hit, tf.float32), axis=[-1, -2])[:, 0]
-    retrieved = tf.reduce_sum(tf.cast(exact_mask, tf.float32), axis=-1)[:, 0]
-    return tf.math.divide_no_nan(hits, retrieved), retrieved > 0
+    exact_count = tf.reduce_sum(tf.cast(exact_mask, tf.float32), axis=-1)[:, 0]
+    # The block's own attention over all L, head-averaged logits, softmax over real ones.
+    logits = self.long_block.full_attention_scores(context)
+    logits = tf.where(valid, logits, tf.constant(-1e9, logits.dtype))
+    weights = tf.nn.softmax(logits, axis=-1) * tf.cast(valid, logits.dtype)
+    on_retrieved = tf.gather(weights, indices, batch_dims=2) * tf.cast(mask, weights.dtype)
+    same_category = tf.equal(
+        tf.gather(context["history_category_bucket"], indices, batch_dims=1),
+        context["candidate_category_bucket"][:, :, None])
+    return {
+        "overlap": tf.math.divide_no_nan(hits, exact_count),
+        "attention_recall": tf.reduce_sum(on_retrieved, axis=-1)[:, 0],
+        "distance0_share": share(tf.equal(distances, 0)),
+        "same_category_share": share(same_category),
+        "has_history": retrieved[:, 0] > 0,
+    }
 
 
 def build_model(config: ModelConfig) -> CtrModel:

@@ -63,8 +63,48 @@ class LongHistoryBlock(tf.keras.layers.Layer):
     return history, candidate
 
 
+def _mix_ids(history_ids, candidate_ids, num_values: int):
+  """A fixed pseudo-random int32 in [0, num_values) per (candidate, behavior) pair.
+
+  history_ids int64 [B, L], candidate_ids int64 [B, N] -> int32 [B, N, L]. Integer
+  multiply / xor-shift only (stock ops): the same value in training and at serving.
+  """
+  length = tf.shape(history_ids)[1]
+  position = tf.cast(tf.range(length), tf.int64)[None, None, :]
+  x = (history_ids[:, None, :] * 0x9E3779B1 + candidate_ids[:, :, None] * 0x85EBCA77 +
+       position * 0xC2B2AE3D)
+  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 29)) * 0x27D4EB2F
+  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 32))
+  return tf.cast(tf.math.floormod(x, num_values), tf.int32)
+
+
+NUM_DISTANCE_STATS = 3
+
+
+def distance_stats(distances, mask, k: int, num_bits: int):
+  """ETA's retrieval statistics per candidate, float32 [B, N, NUM_DISTANCE_STATS].
+
+  distances int32 [B, N, k] (Hamming distances of the retrieved), mask bool [B, N, k]:
+  log1p(retrieved at distance 0) / log1p(k), log1p(retrieved within m/8) / log1p(k),
+  nearest distance / m (1 when nothing was retrieved). Distance 0 is, up to signature
+  collisions, the candidate's own item: a count ETA gets from its retrieval for free.
+  """
+  log_k = tf.math.log1p(tf.cast(k, tf.float32))
+  exact = tf.reduce_sum(tf.cast(mask & tf.equal(distances, 0), tf.float32), axis=-1)
+  near = tf.reduce_sum(tf.cast(mask & (distances <= num_bits // 8), tf.float32), axis=-1)
+  nearest = tf.reduce_min(tf.where(mask, distances, num_bits), axis=-1)
+  return tf.stack([tf.math.log1p(exact) / log_k, tf.math.log1p(near) / log_k,
+                   tf.cast(nearest, tf.float32) / num_bits], axis=-1)
+
+
 class EtaBlock(LongHistoryBlock):
-  """ETA: SimHash + Hamming top-k retrieval, then multi-head target attention on the k."""
+  """ETA: SimHash + Hamming top-k retrieval, then multi-head target attention on the k.
+
+  `config.retrieval` swaps the selection for a control ("random": exact-item matches, then
+  pseudo-random; "oracle": the top-k by this block's own full attention scores); the
+  rest of the block is the same. With `config.target_stats` the output also carries
+  distance_stats of the retrieved.
+  """
   uses_signatures = True
 
   def __init__(self, config, **kwargs):
@@ -75,21 +115,49 @@ class EtaBlock(LongHistoryBlock):
                              name="hamming_top_k")
     self.attention = make_attention(config, "long_attention")
 
+  def full_attention_scores(self, context):
+    """Head-averaged attention logits of every candidate over all L, float [B, N, L]."""
+    key_heads, _ = self.attention.project_keys(context["behavior"])
+    query_heads = self.attention.project_query(context["query"])
+    return tf.einsum("bnhd,blhd->bnl", query_heads, key_heads) / self.config.num_heads
+
   def retrieve(self, context):
-    """Indices int32 [B, N, k] and mask [B, N, k] of the retrieved behaviors."""
+    """Indices int32 [B, N, k], Hamming distances int32 [B, N, k] and mask [B, N, k]."""
     history_signatures, candidate_signatures = self._signatures(context)
-    indices, _, mask = self.top_k(candidate_signatures, history_signatures,
-                                  mask=context["valid"])
-    return indices, mask
+    k, valid = self.config.top_k, context["valid"]
+    if self.config.retrieval == "hamming":
+      return self.top_k(candidate_signatures, history_signatures, mask=valid)
+    if self.config.retrieval == "random":
+      same_item = tf.equal(context["candidate_item_id"][:, :, None],
+                           context["history_item_id"][:, None, :])
+      keys = tf.where(same_item, 0, 1 + _mix_ids(context["history_item_id"],
+                                                 context["candidate_item_id"], 1 << 16))
+      indices, _, mask = hamming_ops.select_nearest(keys, valid, k, sort=False)
+    else:  # oracle
+      scores = self.full_attention_scores(context)
+      scores = tf.where(valid[:, None, :], scores, tf.constant(-1e30, scores.dtype))
+      _, indices = tf.math.top_k(tf.stop_gradient(scores), k=k, sorted=False)
+      mask = tf.gather(tf.broadcast_to(valid[:, None, :], tf.shape(scores)), indices,
+                       batch_dims=2)
+    gathered = tf.gather(history_signatures, indices, batch_dims=1)  # [B, N, k, W]
+    distances = hamming_ops.hamming_distance(
+        tf.reshape(candidate_signatures, [-1, 1, candidate_signatures.shape[-1]]),
+        tf.reshape(gathered, [-1, k, gathered.shape[-1]]))
+    distances = tf.reshape(distances, tf.shape(indices))
+    return indices, tf.where(mask, distances, 0), mask
 
   def call(self, context):
-    indices, mask = self.retrieve(context)
+    indices, distances, mask = self.retrieve(context)
     # [B, N, k, H, dh]; projected per history then gathered when N·k > L (serving), or
     # gathered then projected when N·k < L (training, N = 1): see project_gathered_keys.
     key_heads, value_heads = self.attention.project_gathered_keys(context["behavior"],
                                                                   indices)
     query_heads = self.attention.project_query(context["query"])
-    return self.attention.attend(query_heads, key_heads, value_heads, mask)
+    out = self.attention.attend(query_heads, key_heads, value_heads, mask)
+    if self.config.target_stats:
+      out = tf.concat([out, distance_stats(distances, mask, self.config.top_k,
+                                           self.config.hash_bits)], axis=-1)
+    return out
 
 
 class FullAttentionBlock(LongHistoryBlock):

@@ -1,0 +1,112 @@
+"""Target-aware statistics of the long history, computed in-graph (standard ops only).
+
+What a count knows, handed to the tower explicitly instead of being left for softmax
+attention to rediscover (softmax keeps the direction of interest and drops its intensity:
+three exact revisits and one look alike after normalisation). For each candidate and each
+of its item and its category, over the sample's long history (the last L behaviors):
+
+  count     log1p(matches) / log1p(L)
+  any       1 if there is a match
+  time      closeness in time of the last match: 1 - log1p(minutes since it) / 20,
+            clipped to [0, 1]; 0 without a match (20 ~ log1p of 900 years in minutes)
+  position  closeness in the sequence of the last match:
+            1 - log1p(behaviors after it) / log1p(L); 0 without a match
+
+plus the history's fill, log1p(real behaviors) / log1p(L), and the category's share of
+them. NUM_TARGET_STATS = 10 features, all in [0, 1]. Ids are compared raw (int64), so a
+hash-bucket collision never counts as a match, and the result only depends on the ids and
+timestamps: training and the exported graph compute the same values.
+
+`target_stats_reference` is the numpy definition the tests check the graph against.
+"""
+import numpy as np
+import tensorflow as tf
+
+NUM_TARGET_STATS = 10
+_LOG_MINUTES_SCALE = 20.0
+
+
+def _match_stats(match, behaviors_after, gap_minutes, log_length):
+  """count, any, time, position of one field. match bool [B, N, L]; others [B, 1, L]."""
+  matchf = tf.cast(match, tf.float32)
+  count = tf.reduce_sum(matchf, axis=-1)
+  has = tf.cast(count > 0, tf.float32)
+  big = tf.constant(3.0e38, tf.float32)
+  last_after = tf.reduce_min(tf.where(match, behaviors_after, big), axis=-1)
+  last_gap = tf.reduce_min(tf.where(match, gap_minutes, big), axis=-1)
+  # Without a match the min is `big`; has == 0 zeroes those features (no inf * 0).
+  last_after = tf.where(count > 0, last_after, tf.zeros_like(last_after))
+  last_gap = tf.where(count > 0, last_gap, tf.zeros_like(last_gap))
+  time_close = has * tf.clip_by_value(1.0 - tf.math.log1p(last_gap) / _LOG_MINUTES_SCALE,
+                                      0.0, 1.0)
+  position_close = has * (1.0 - tf.math.log1p(last_after) / log_length)
+  return [tf.math.log1p(count) / log_length, has, time_close, position_close]
+
+
+def target_stats(history_items, history_categories, history_timestamps, valid,
+                 candidate_items, candidate_categories, target_timestamp):
+  """The statistics of N candidates per user.
+
+  Args:
+    history_items, history_categories, history_timestamps: int64 [B, L], oldest first.
+    valid: bool [B, L] (False = padding).
+    candidate_items, candidate_categories: int64 [B, N].
+    target_timestamp: int64 [B].
+  Returns:
+    float32 [B, N, NUM_TARGET_STATS].
+  """
+  length = history_items.shape[1] or tf.shape(history_items)[1]
+  log_length = tf.math.log1p(tf.cast(length, tf.float32))
+  valid3 = valid[:, None, :]
+  item_match = tf.equal(candidate_items[:, :, None], history_items[:, None, :]) & valid3
+  category_match = (tf.equal(candidate_categories[:, :, None],
+                             history_categories[:, None, :]) & valid3)
+  # Behaviors after position i: L - 1 - i (histories are left-padded, oldest first).
+  positions = tf.range(tf.shape(history_items)[1])
+  behaviors_after = tf.cast(tf.shape(history_items)[1] - 1 - positions, tf.float32)
+  behaviors_after = behaviors_after[None, None, :]
+  gap_seconds = tf.maximum(target_timestamp[:, None] - history_timestamps, 0)
+  gap_minutes = (tf.cast(gap_seconds, tf.float32) / 60.0)[:, None, :]
+  real = tf.reduce_sum(tf.cast(valid, tf.float32), axis=-1)[:, None]  # [B, 1]
+  category_count = tf.reduce_sum(tf.cast(category_match, tf.float32), axis=-1)
+  n = tf.shape(candidate_items)[1]
+  fill = tf.tile(tf.math.log1p(real) / log_length, [1, n])
+  share = tf.math.divide_no_nan(category_count, real)
+  parts = (_match_stats(item_match, behaviors_after, gap_minutes, log_length) +
+           _match_stats(category_match, behaviors_after, gap_minutes, log_length) +
+           [fill, share])
+  return tf.stack(parts, axis=-1)
+
+
+def target_stats_reference(history_items, history_categories, history_timestamps,
+                           candidate_items, candidate_categories, target_timestamp):
+  """Numpy, one (user, candidate) at a time: the definition in the module docstring.
+
+  Args: numpy int arrays [B, L] (0 item id = padding), [B, N], [B, N], [B].
+  Returns: float64 [B, N, NUM_TARGET_STATS].
+  """
+  batch, length = np.asarray(history_items).shape
+  num = np.asarray(candidate_items).shape[1]
+  out = np.zeros((batch, num, NUM_TARGET_STATS))
+  log_length = np.log1p(length)
+  for b in range(batch):
+    real = [i for i in range(length) if history_items[b][i] > 0]
+    for n in range(num):
+      row = []
+      for ids, candidate in ((history_items, candidate_items[b][n]),
+                             (history_categories, candidate_categories[b][n])):
+        hits = [i for i in real if ids[b][i] == candidate]
+        if not hits:
+          row += [0.0, 0.0, 0.0, 0.0]
+          continue
+        last = max(hits)
+        minutes = max(int(target_timestamp[b]) - int(history_timestamps[b][last]), 0) / 60
+        row += [np.log1p(len(hits)) / log_length, 1.0,
+                float(np.clip(1 - np.log1p(minutes) / _LOG_MINUTES_SCALE, 0, 1)),
+                1 - np.log1p(length - 1 - last) / log_length]
+      category_hits = sum(1 for i in real if history_categories[b][i] ==
+                          candidate_categories[b][n])
+      row += [np.log1p(len(real)) / log_length,
+              category_hits / len(real) if real else 0.0]
+      out[b, n] = row
+  return out

@@ -1,0 +1,153 @@
+"""Target-aware statistics, ETA's distance statistics, retrieval controls and diagnostics:
+each computed in-graph and checked against a numpy reference."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from eta_tf import features as F
+from eta_tf.config import ConfigError
+from eta_tf.config import ModelConfig
+from eta_tf.models import build_model
+from eta_tf.models import long_history
+from eta_tf.models import target_stats as ts
+from eta_tf.testing import random_samples
+
+SMALL = dict(max_len=32, short_len=4, top_k=6, item_buckets=512, category_buckets=32,
+             item_dim=16, category_dim=8, num_heads=2, head_dim=8, mlp_units=(32,))
+
+
+def _samples(n=16, seed=0):
+  # 20 items over L = 32: many repeats; min_history=0 also gives empty histories.
+  feats, _ = random_samples(n, SMALL["max_len"], num_items=20, seed=seed)
+  return feats
+
+
+def test_target_stats_equal_numpy_reference():
+  feats = _samples()
+  rng = np.random.default_rng(0)
+  # N = 3 candidates per user: the target, an item from the history, a fresh one.
+  candidates = np.stack([feats[F.TARGET_ITEM_ID], feats[F.HIST_ITEM_ID][:, -3],
+                         rng.integers(100, 200, len(feats[F.TARGET_ITEM_ID]))], axis=1)
+  categories = candidates % 10 + 1
+  got = ts.target_stats(
+      tf.constant(feats[F.HIST_ITEM_ID]), tf.constant(feats[F.HIST_CATEGORY_ID]),
+      tf.constant(feats[F.HIST_TIMESTAMP]), tf.constant(feats[F.HIST_ITEM_ID] > 0),
+      tf.constant(candidates), tf.constant(categories),
+      tf.constant(feats[F.TARGET_TIMESTAMP])).numpy()
+  want = ts.target_stats_reference(feats[F.HIST_ITEM_ID], feats[F.HIST_CATEGORY_ID],
+                                   feats[F.HIST_TIMESTAMP], candidates, categories,
+                                   feats[F.TARGET_TIMESTAMP])
+  assert got.shape == (16, 3, ts.NUM_TARGET_STATS)
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  assert (want[:, 1, 1] == 1).sum() > 0 and (want[:, 2, 1] == 0).all()  # both cases hit
+  assert (got >= 0).all() and (got <= 1 + 1e-6).all()
+
+
+def test_target_stats_hand_computed():
+  # L = 4: items [0, 7, 5, 7] at t = [0, 60, 120, 180] s; candidate 7 at t = 3720 s.
+  got = ts.target_stats(tf.constant([[0, 7, 5, 7]], tf.int64),
+                        tf.constant([[0, 2, 2, 1]], tf.int64),
+                        tf.constant([[0, 60, 120, 180]], tf.int64),
+                        tf.constant([[False, True, True, True]]),
+                        tf.constant([[7]], tf.int64), tf.constant([[2]], tf.int64),
+                        tf.constant([3720], tf.int64)).numpy()[0, 0]
+  log5 = np.log1p(4)
+  expected = [np.log1p(2) / log5, 1, 1 - np.log1p(59) / 20, 1.0,  # last 7: index 3
+              np.log1p(2) / log5, 1, 1 - np.log1p(60) / 20, 1 - np.log1p(1) / log5,
+              np.log1p(3) / log5, 2 / 3]
+  np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_distance_stats_equal_numpy_reference():
+  rng = np.random.default_rng(1)
+  distances = rng.integers(0, 20, (4, 3, 6)).astype(np.int32)
+  mask = rng.random((4, 3, 6)) < 0.7
+  mask[0, 0] = False  # nothing retrieved
+  got = long_history.distance_stats(tf.constant(distances), tf.constant(mask), 6,
+                                    64).numpy()
+  for b in range(4):
+    for n in range(3):
+      d = distances[b, n][mask[b, n]]
+      want = [np.log1p((d == 0).sum()) / np.log1p(6), np.log1p((d <= 8).sum()) /
+              np.log1p(6), (d.min() if d.size else 64) / 64]
+      np.testing.assert_allclose(got[b, n], want, atol=1e-6)
+
+
+def _context(model, feats):
+  return model._context(  # pylint: disable=protected-access
+      model._history(feats), tf.constant(feats[F.TARGET_ITEM_ID])[:, None],  # pylint: disable=protected-access
+      tf.constant(feats[F.TARGET_CATEGORY_ID])[:, None],
+      tf.constant(feats[F.TARGET_TIMESTAMP]))
+
+
+def test_random_control_takes_exact_matches_first_and_is_fixed():
+  tf.keras.utils.set_random_seed(2)
+  feats = _samples(seed=2)
+  model = build_model(ModelConfig(model="eta", retrieval="random", **SMALL))
+  indices, distances, mask = (t.numpy() for t in model.long_block.retrieve(
+      _context(model, feats)))
+  again = model.long_block.retrieve(_context(model, feats))[0].numpy()
+  np.testing.assert_array_equal(indices, again)
+  items, k = feats[F.HIST_ITEM_ID], SMALL["top_k"]
+  for b in range(len(items)):
+    real = np.flatnonzero(items[b] > 0)
+    matches = set(np.flatnonzero(items[b] == feats[F.TARGET_ITEM_ID][b]).tolist())
+    chosen = set(indices[b, 0][mask[b, 0]].tolist())
+    assert len(chosen) == min(k, real.size)
+    assert chosen <= set(real.tolist())
+    # Every exact match is retrieved when they fit, else only exact matches are.
+    assert (matches <= chosen) if len(matches) <= k else (chosen <= matches)
+
+
+def test_oracle_control_takes_top_k_of_full_attention():
+  tf.keras.utils.set_random_seed(3)
+  feats = _samples(seed=3)
+  model = build_model(ModelConfig(model="eta", retrieval="oracle", **SMALL))
+  context = _context(model, feats)
+  scores = model.long_block.full_attention_scores(context).numpy()[:, 0]
+  indices, _, mask = (t.numpy() for t in model.long_block.retrieve(context))
+  valid = feats[F.HIST_ITEM_ID] > 0
+  for b in range(len(scores)):
+    real = np.flatnonzero(valid[b])
+    want = real[np.argsort(-scores[b, real], kind="stable")[:SMALL["top_k"]]]
+    assert set(indices[b, 0][mask[b, 0]].tolist()) == set(want.tolist())
+
+
+@pytest.mark.parametrize("retrieval", ["hamming", "oracle"])
+def test_retrieval_diagnostics_equal_numpy_reference(retrieval):
+  tf.keras.utils.set_random_seed(4)
+  feats = _samples(seed=4)
+  model = build_model(ModelConfig(model="eta", retrieval=retrieval, **SMALL))
+  context = _context(model, feats)
+  got = {k: v.numpy() for k, v in model.retrieval_diagnostics(feats).items()}
+  indices, distances, mask = (t.numpy()[:, 0] for t in model.long_block.retrieve(context))
+  scores = model.long_block.full_attention_scores(context).numpy()[:, 0]
+  valid = feats[F.HIST_ITEM_ID] > 0
+  buckets = context["history_category_bucket"].numpy()
+  target_bucket = context["candidate_category_bucket"].numpy()[:, 0]
+  for b in range(len(scores)):
+    chosen = indices[b][mask[b]]
+    assert got["has_history"][b] == (chosen.size > 0)
+    if not chosen.size:
+      continue
+    weights = np.exp(scores[b][valid[b]] - scores[b][valid[b]].max())
+    weights /= weights.sum()
+    full = np.zeros(len(valid[b]))
+    full[valid[b]] = weights
+    np.testing.assert_allclose(got["attention_recall"][b], full[chosen].sum(), atol=1e-5)
+    np.testing.assert_allclose(got["distance0_share"][b],
+                               (distances[b][mask[b]] == 0).mean(), atol=1e-6)
+    np.testing.assert_allclose(got["same_category_share"][b],
+                               (buckets[b][chosen] == target_bucket[b]).mean(), atol=1e-6)
+  if retrieval == "oracle":  # the top-k by the same scores holds the most mass
+    assert got["attention_recall"][got["has_history"]].min() > 0.0
+
+
+def test_din_has_no_target_stats_and_the_flag_turns_them_off():
+  feats = _samples()
+  for name, stats in (("din", False), ("din_long", True), ("sim_hard", True)):
+    assert build_model(ModelConfig(model=name, **SMALL)).uses_target_stats is stats
+  off = build_model(ModelConfig(model="eta", target_stats=False, **SMALL))
+  assert not off.uses_target_stats and "target_stats" not in _context(off, feats)
+  with pytest.raises(ConfigError, match="retrieval='best'"):
+    ModelConfig(retrieval="best")
