@@ -14,12 +14,13 @@ and DEADLINE_EXCEEDED only (scoring is idempotent). Other failures raise a typed
 `FailedPreconditionError` (unknown signature), and after the last retry
 `UnavailableError` / `DeadlineExceededError`.
 
-CLI: `python -m serving.client --server=HOST:PORT --model_name=eta --input=req.json`
-(the JSON format is in --help).
+`score(..., with_version=True)` also returns which version answered (`ServedBy`, from
+the response's model_spec), e.g. to check canary routing.
+
+CLI (serving/client_cli.py): `python -m serving.client --server=HOST:PORT
+--model_name=eta --input=req.json` (the JSON format is in --help).
 """
-import argparse
 import dataclasses
-import json
 import random
 import sys
 import threading
@@ -58,6 +59,14 @@ class VersionStatus:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServedBy:
+  """Which model version answered a request (the response's model_spec)."""
+  model_name: str
+  version: int
+  signature_name: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelMetadata:
   model_name: str
   version: int
@@ -93,9 +102,12 @@ def pad_history_rows(rows, width: Optional[int] = None, name: str = "history") -
   for i, row in enumerate(rows_list):
     if row.ndim != 1:
       raise InputValidationError(name, f"row {i} is not 1-D (shape {row.shape})")
-    if row.size and row.dtype.kind not in "iu":
-      raise InputValidationError(name, f"row {i}: expected int64 (integer) values, got "
-                                       f"{row.dtype.name}")
+    found = row.size and row.dtype.kind not in "iu" and warmup_lib.first_non_integer(
+        row if isinstance(rows, np.ndarray) else rows[i])
+    if found:
+      found = ((i,) + found[0], found[1])
+      raise InputValidationError(name, f"expected int64 (integer) values, got "
+                                       f"{warmup_lib.describe_non_integer(found)}")
   if width is None:
     width = max((len(r) for r in rows_list), default=0)
   out = np.zeros((len(rows_list), width), np.int64)
@@ -180,12 +192,20 @@ class ScoringClient:
     elif self.version_label:
       spec.version_label = self.version_label
 
-  def predict(self, signature_name: str, inputs: Mapping[str, object]) -> Dict[str, np.ndarray]:
-    """Any signature: validated inputs in, {output name: ndarray} out."""
+  def predict(self, signature_name: str, inputs: Mapping[str, object],
+              with_version: bool = False):
+    """Any signature: validated inputs in, {output name: ndarray} out.
+
+    with_version=True: returns ({output name: ndarray}, ServedBy) instead.
+    """
     request = warmup_lib.build_predict_request(
         self.model_name, signature_name, inputs, self.version, self.version_label)
     response = self._call(self._predict_stub.Predict, request)
-    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+    outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+    if not with_version:
+      return outputs
+    spec = response.model_spec
+    return outputs, ServedBy(spec.name, spec.version.value, spec.signature_name)
 
   def _ctr(self, outputs, expected: int) -> np.ndarray:
     if features.OUTPUT_CTR not in outputs:
@@ -207,8 +227,10 @@ class ScoringClient:
                               else 0)  # 0: any width
       return self.history_width or None
 
-  def score(self, samples: Mapping[str, object]) -> np.ndarray:
+  def score(self, samples: Mapping[str, object], with_version: bool = False):
     """CTR of a batch of samples (serving_default) -> float32 [B].
+
+    with_version=True: returns (ctr, ServedBy), the version that answered.
 
     `samples` maps every `features.MODEL_INPUTS` name to a batch: history features as
     [B, W] arrays or as B rows of any lengths (oldest first), target features as [B].
@@ -225,11 +247,15 @@ class ScoringClient:
         rows = {n: pad_history_rows(r, common, n) for n, r in rows.items()}
       samples.update(rows)
     batch = len(np.atleast_1d(np.asarray(samples.get(features.TARGET_ITEM_ID, []))))
-    return self._ctr(self.predict(features.SERVING_DEFAULT, samples), batch)
+    outputs, served_by = self.predict(features.SERVING_DEFAULT, samples, with_version=True)
+    ctr = self._ctr(outputs, batch)
+    return (ctr, served_by) if with_version else ctr
 
   def score_candidates(self, history: Mapping[str, object],
-                       candidates: Mapping[str, object]) -> np.ndarray:
+                       candidates: Mapping[str, object], with_version: bool = False):
     """CTR of N candidates for one user (score_candidates) -> float32 [N].
+
+    with_version=True: returns (ctr, ServedBy); ServedBy is None for N = 0 (no call made).
 
     `history`: the HIST_* features as 1-D arrays of one length (oldest first).
     `candidates`: CANDIDATE_ITEM_ID and CANDIDATE_CATEGORY_ID ([N]) and REQUEST_TIMESTAMP
@@ -243,8 +269,11 @@ class ScoringClient:
     n = np.asarray(inputs.get(features.CANDIDATE_ITEM_ID, []))
     if n.ndim == 1 and n.size == 0:
       warmup_lib.validate_inputs(features.SCORE_CANDIDATES, inputs)
-      return np.zeros((0,), np.float32)
-    return self._ctr(self.predict(features.SCORE_CANDIDATES, inputs), n.size)
+      empty = np.zeros((0,), np.float32)
+      return (empty, None) if with_version else empty
+    outputs, served_by = self.predict(features.SCORE_CANDIDATES, inputs, with_version=True)
+    ctr = self._ctr(outputs, n.size)
+    return (ctr, served_by) if with_version else ctr
 
   # -- model / version information --------------------------------------------------------------
   def model_metadata(self) -> ModelMetadata:
@@ -269,121 +298,8 @@ class ScoringClient:
                    for s in response.model_version_status), key=lambda s: s.version)
 
 
-# --- CLI --------------------------------------------------------------------------------------
-_INPUT_HELP = f"""\
---input JSON (a file, or - for stdin): one object mapping input names to values.
-
-  serving_default (a batch of B samples):
-    {{"{features.HIST_ITEM_ID}": [[..], [..]], "{features.HIST_CATEGORY_ID}": [[..], [..]],
-     "{features.HIST_BEHAVIOR_TYPE}": [[..], [..]], "{features.HIST_TIMESTAMP}": [[..], [..]],
-     "{features.TARGET_ITEM_ID}": [..B..], "{features.TARGET_CATEGORY_ID}": [..B..],
-     "{features.TARGET_TIMESTAMP}": [..B..]}}
-    History rows are oldest first and may have different lengths; they are left-padded
-    with 0 (or left-truncated) to the model's history width.
-
-  score_candidates (one user, N candidates):
-    {{"{features.HIST_ITEM_ID}": [..], "{features.HIST_CATEGORY_ID}": [..],
-     "{features.HIST_BEHAVIOR_TYPE}": [..], "{features.HIST_TIMESTAMP}": [..],
-     "{features.REQUEST_TIMESTAMP}": 1700000000,
-     "{features.CANDIDATE_ITEM_ID}": [..N..], "{features.CANDIDATE_CATEGORY_ID}": [..N..]}}
-
-All values are integers (ids, behavior types 1-4, unix seconds); 0 is padding.
-Prints one JSON line: {{"{features.OUTPUT_CTR}": [...]}}. --metadata / --status print the
-model's signatures / version states instead. Exit code 1 on a scoring error.
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="python -m serving.client", description="Score requests against TF Serving.",
-      epilog=_INPUT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-  flag = parser.add_argument
-  flag("--server", default="localhost:8500", help="HOST:PORT of the gRPC endpoint "
-                                                   "(default: %(default)s)")
-  flag("--model_name", default="eta", help="(default: %(default)s)")
-  group = parser.add_mutually_exclusive_group()
-  group.add_argument("--version", type=int, default=None, help="a version number")
-  group.add_argument("--version_label", default=None, help="a version label, e.g. stable")
-  flag("--signature", default=features.SERVING_DEFAULT, choices=features.SIGNATURE_NAMES,
-       help="(default: %(default)s)")
-  flag("--input", default=None, help="request JSON file, - for stdin (format below)")
-  flag("--timeout_s", type=float, default=5.0, help="per-attempt deadline (default: 5)")
-  flag("--max_retries", type=int, default=3, help="(default: %(default)s)")
-  flag("--tls", action="store_true", help="use TLS")
-  flag("--root_certificates", default=None, help="PEM file of trusted roots (implies --tls)")
-  flag("--client_cert", default=None,
-       help="PEM client certificate for mutual TLS (with --client_key; implies --tls)")
-  flag("--client_key", default=None, help="PEM private key of --client_cert")
-  flag("--grpc_metadata", action="append", default=[], metavar="KEY=VALUE",
-       help="metadata sent with every call, e.g. authorization='Bearer TOKEN' (repeatable)")
-  flag("--metadata", action="store_true", help="print the model's signatures and exit")
-  flag("--status", action="store_true", help="print the model's version states and exit")
-  return parser
-
-
-def _read_bytes(path: Optional[str]) -> Optional[bytes]:
-  if not path:
-    return None
-  with open(path, "rb") as f:
-    return f.read()
-
-
-def _load_json(path: str):
-  if path == "-":
-    return json.load(sys.stdin)
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  if not (args.metadata or args.status or args.input):
-    parser.error("give --input (or --metadata / --status)")
-  if bool(args.client_cert) != bool(args.client_key):
-    parser.error("give --client_cert and --client_key together")
-  metadata = []
-  for item in args.grpc_metadata:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-      parser.error(f"--grpc_metadata={item!r}: expected KEY=VALUE")
-    metadata.append((key.lower(), value))
-  try:
-    roots, cert, key = (_read_bytes(p) for p in (args.root_certificates, args.client_cert,
-                                                 args.client_key))
-  except OSError as e:
-    parser.error(str(e))
-  client = ScoringClient(args.server, args.model_name, args.version, args.version_label,
-                         tls=args.tls, root_certificates=roots, timeout_s=args.timeout_s,
-                         max_retries=args.max_retries, client_cert=cert, client_key=key,
-                         metadata=metadata)
-  try:
-    if args.status:
-      out = {"model_version_status": [dataclasses.asdict(s) for s in client.model_status()]}
-    elif args.metadata:
-      meta = client.model_metadata()
-      out = {"model_name": meta.model_name, "version": meta.version, "signatures": {
-          name: {"inputs": meta.input_specs(name), "outputs": meta.output_specs(name)}
-          for name in sorted(meta.signature_defs) if not name.startswith("__")}}
-    else:
-      request = _load_json(args.input)
-      if not isinstance(request, dict):
-        raise InputValidationError("input", "the JSON must be an object of input names")
-      if args.signature == features.SCORE_CANDIDATES:
-        history = {k: v for k, v in request.items() if k in features.HISTORY_FEATURES}
-        rest = {k: v for k, v in request.items() if k not in features.HISTORY_FEATURES}
-        ctr = client.score_candidates(history, rest)
-      else:
-        ctr = client.score(request)
-      out = {features.OUTPUT_CTR: [float(x) for x in ctr]}
-  except (ScoringError, OSError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  finally:
-    client.close()
-  print(json.dumps(out))
-  return 0
-
-
 if __name__ == "__main__":
-  sys.exit(main())
+  # The CLI sits one layer above this library (it imports it), so it is imported here only
+  # when run as `python -m serving.client`.
+  from serving import client_cli  # pylint: disable=g-import-not-at-top
+  sys.exit(client_cli.main())

@@ -4,7 +4,9 @@
 callers can catch a class instead of parsing strings:
 
 * `InvalidArgumentError`  - INVALID_ARGUMENT: missing / mistyped inputs, too many candidates.
-* `InputValidationError`  - the same, found client-side before any RPC (`field` names it).
+* `InputValidationError`  - the same, found client-side before any RPC (`field` names it;
+  the message starts "invalid input (checked client-side, nothing sent)", not with the
+  server's "INVALID_ARGUMENT").
 * `NotFoundError`         - NOT_FOUND: unknown model, version not loaded.
 * `UnknownVersionLabelError` - a version label the server does not know. TF Serving
   answers INVALID_ARGUMENT ("Unrecognized servable version label: ..."), so this class is
@@ -40,12 +42,20 @@ class InvalidArgumentError(ScoringError):
   code_name = "INVALID_ARGUMENT"
 
 
+CLIENT_SIDE_PREFIX = "invalid input (checked client-side, nothing sent)"
+
+
 class InputValidationError(InvalidArgumentError, ValueError):
-  """A request input is missing, unexpected or of the wrong dtype / rank (client-side)."""
+  """A request input is missing, unexpected or of the wrong dtype / rank (client-side).
+
+  Its message starts with CLIENT_SIDE_PREFIX instead of the server's INVALID_ARGUMENT, so
+  a reader can tell a request the client refused from one the server refused.
+  """
 
   def __init__(self, field: str, details: str):
     self.field = field
     super().__init__(f"{field}: {details}" if field else details, code_name="INVALID_ARGUMENT")
+    self.args = (f"{CLIENT_SIDE_PREFIX}: {self.details}",)
 
 
 class NotFoundError(ScoringError):

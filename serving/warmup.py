@@ -36,22 +36,69 @@ def warmup_file(saved_model_dir: str) -> str:
 
 
 # --- request validation / building ----------------------------------------------------
+def first_non_integer(value):
+  """(index, element) of the first element of `value` that is not an integer, or None.
+
+  `value` is a numpy array or (nested) lists, e.g. parsed JSON; bools do not count as
+  integers. The index is a tuple, () for a scalar.
+  """
+  if isinstance(value, np.ndarray):
+    if value.size == 0 or value.dtype.kind in "iu":
+      return None
+    if value.dtype != object:  # one dtype: the first element is the first offender
+      return tuple(int(i) for i in np.unravel_index(0, value.shape)), value.flat[0]
+    value = value.tolist()
+  if isinstance(value, (list, tuple)):
+    for i, item in enumerate(value):
+      found = first_non_integer(item)
+      if found is not None:
+        return (i,) + found[0], found[1]
+    return None
+  if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+    return None
+  return (), value
+
+
+def describe_non_integer(found) -> str:
+  """"str '672' at index [0, 2]" for a `first_non_integer` result."""
+  index, element = found
+  kind = type(element).__name__
+  if isinstance(element, (str, np.str_)):
+    element, kind = str(element), "str"
+  elif isinstance(element, np.generic):
+    element, kind = element.item(), element.dtype.name
+  at = f" at index {list(index)}" if index else ""
+  return f"{kind} {element!r}{at}"
+
+
 def _as_int_array(name: str, value, dtype: str) -> np.ndarray:
   try:
     array = np.asarray(value)
   except ValueError as e:  # ragged nested lists
     raise InputValidationError(name, f"not a rectangular array ({e})") from e
-  if array.dtype == object:
-    raise InputValidationError(name, "not a rectangular numeric array (ragged rows or "
-                                     "mixed types)")
+  if array.dtype == object or array.dtype.kind not in "iu":
+    found = first_non_integer(value if not isinstance(value, np.ndarray) else array)
+    if found is not None and not (array.size == 0 and array.dtype.kind == "f"):
+      raise InputValidationError(name, f"expected {dtype} (integer) values, got "
+                                       f"{describe_non_integer(found)}")
+    if array.dtype == object:
+      raise InputValidationError(name, "not a rectangular numeric array (ragged rows)")
   kind = array.dtype.kind
-  if kind in "iu":
-    if kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
-      raise InputValidationError(name, f"values exceed the {dtype} range")
-  elif not (array.size == 0 and kind == "f"):  # np.asarray([]) is float64
-    raise InputValidationError(name, f"expected {dtype} (integer) values, got "
-                                     f"{array.dtype.name}")
+  if kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+    raise InputValidationError(name, f"values exceed the {dtype} range")
   return array.astype(dtype, copy=False)
+
+
+def _check_behavior_types(array: np.ndarray) -> None:
+  """Behavior types are 1-4 (features.BEHAVIOR_TYPES), 0 = padding."""
+  valid = (array >= 0) & (array <= max(features.BEHAVIOR_TYPES.values()))
+  if not valid.all():
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmin(valid)), array.shape))
+    types = " ".join(f"{v}={k}" for k, v in sorted(features.BEHAVIOR_TYPES.items(),
+                                                   key=lambda kv: kv[1]))
+    raise InputValidationError(
+        features.HIST_BEHAVIOR_TYPE, f"value {int(array[index])} at index {list(index)} is "
+                                     f"not a behavior type ({types}; 0 = padding)")
 
 
 def _check_same(signature_name, arrays, names, axis_of, what):
@@ -92,6 +139,8 @@ def validate_inputs(signature_name: str, inputs: Mapping[str, object],
       raise InputValidationError(f.name, f"expected shape {shape} (-1 = any), got "
                                          f"{tuple(array.shape)}")
     arrays[f.name] = array
+  if features.HIST_BEHAVIOR_TYPE in arrays:
+    _check_behavior_types(arrays[features.HIST_BEHAVIOR_TYPE])
   if signature_name == features.SERVING_DEFAULT:
     _check_same(signature_name, arrays, expected, lambda a: a.shape[0], "batch size")
     _check_same(signature_name, arrays, features.HISTORY_FEATURES, lambda a: a.shape[1],

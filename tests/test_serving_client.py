@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from eta_tf import features as F
 from serving import client as client_lib
+from serving import client_cli
 
 import grpc  # pylint: disable=g-import-not-at-top,wrong-import-order
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -22,6 +23,8 @@ from serving_helpers import candidates, history, samples  # noqa: E402
 
 class FakePredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
   """Fails the first `failures` calls with `code` (or sleeps `delay_s`), then answers 0.5."""
+
+  VERSION = 7  # the version it says answered
 
   def __init__(self, code=None, failures=0, message="boom", delay_s=0.0):
     self.code, self.failures, self.message, self.delay_s = code, failures, message, delay_s
@@ -44,6 +47,9 @@ class FakePredictionService(prediction_service_pb2_grpc.PredictionServiceService
     n = tf.make_ndarray(request.inputs[
         F.CANDIDATE_ITEM_ID if F.CANDIDATE_ITEM_ID in request.inputs else F.TARGET_ITEM_ID])
     response = predict_pb2.PredictResponse()
+    response.model_spec.name = request.model_spec.name  # as TF Serving: who answered
+    response.model_spec.version.value = self.VERSION
+    response.model_spec.signature_name = request.model_spec.signature_name
     response.outputs[F.OUTPUT_CTR].CopyFrom(
         tf.make_tensor_proto(np.full(n.shape[0], 0.5, np.float32)))
     return response
@@ -206,7 +212,7 @@ def test_pad_history_rows_keeps_the_most_recent_behaviors(rows, width):
 
 def test_cli_help_and_input(fake, tmp_path, capsys):
   with pytest.raises(SystemExit) as e:
-    client_lib.main(["--help"])
+    client_cli.main(["--help"])
   assert e.value.code == 0
   help_text = capsys.readouterr().out
   assert F.CANDIDATE_ITEM_ID in help_text and "--version_label" in help_text
@@ -216,13 +222,14 @@ def test_cli_help_and_input(fake, tmp_path, capsys):
                                  F.REQUEST_TIMESTAMP: 5000,
                                  F.CANDIDATE_ITEM_ID: [1, 2, 3],
                                  F.CANDIDATE_CATEGORY_ID: [1, 1, 1]}))
-  assert client_lib.main([f"--server=127.0.0.1:{port}", "--model_name=eta",
+  assert client_cli.main([f"--server=127.0.0.1:{port}", "--model_name=eta",
                           "--version_label=stable", f"--signature={F.SCORE_CANDIDATES}",
                           f"--input={request}"]) == 0
-  assert json.loads(capsys.readouterr().out) == {F.OUTPUT_CTR: [0.5, 0.5, 0.5]}
+  assert json.loads(capsys.readouterr().out) == {F.OUTPUT_CTR: [0.5, 0.5, 0.5], "model_spec": {
+      "name": "eta", "version": 7, "signature_name": F.SCORE_CANDIDATES}}
   assert servicer.requests[-1].model_spec.version_label == "stable"
   request.write_text(json.dumps({F.HIST_ITEM_ID: [1.5]}))
-  assert client_lib.main([f"--server=127.0.0.1:{port}", f"--signature={F.SCORE_CANDIDATES}",
+  assert client_cli.main([f"--server=127.0.0.1:{port}", f"--signature={F.SCORE_CANDIDATES}",
                           f"--input={request}"]) == 1
   assert F.HIST_ITEM_ID in capsys.readouterr().err
 
@@ -236,16 +243,16 @@ def test_every_call_carries_the_per_call_metadata(fake, tmp_path, capsys):
   request.write_text(json.dumps({**{k: v.tolist() for k, v in history(2).items()},
                                  F.REQUEST_TIMESTAMP: 5000, F.CANDIDATE_ITEM_ID: [1],
                                  F.CANDIDATE_CATEGORY_ID: [1]}))
-  assert client_lib.main([f"--server=127.0.0.1:{port}", f"--signature={F.SCORE_CANDIDATES}",
+  assert client_cli.main([f"--server=127.0.0.1:{port}", f"--signature={F.SCORE_CANDIDATES}",
                           f"--input={request}", "--grpc_metadata=Authorization=Bearer t=1"]) == 0
   assert servicer.metadata[-1]["authorization"] == "Bearer t=1"
   capsys.readouterr()
   with pytest.raises(SystemExit) as e:
-    client_lib.main([f"--server=127.0.0.1:{port}", f"--input={request}",
+    client_cli.main([f"--server=127.0.0.1:{port}", f"--input={request}",
                      "--grpc_metadata=novalue"])
   assert e.value.code == 2
   assert "--grpc_metadata='novalue': expected KEY=VALUE" in capsys.readouterr().err
   with pytest.raises(SystemExit) as e:
-    client_lib.main([f"--server=127.0.0.1:{port}", f"--input={request}",
+    client_cli.main([f"--server=127.0.0.1:{port}", f"--input={request}",
                      "--client_cert=c.pem"])
   assert e.value.code == 2

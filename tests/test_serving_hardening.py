@@ -14,6 +14,7 @@ import pytest
 from eta_tf import features as F
 from eta_tf.savedmodel_session import SavedModelSession
 from serving import client as client_lib
+from serving import client_cli
 from serving import local_server as ls
 from serving import model_config as mc
 from serving import server_core
@@ -87,7 +88,7 @@ def test_mutual_tls_serves_a_client_with_a_certificate_and_refuses_one_without(
       np.testing.assert_allclose(client.score_candidates(history(2), candidates([7])),
                                  expected_ctr(1, 2, [7]), rtol=1e-6)
     # The CLI, with the same files.
-    assert client_lib.main([f"--server={target}", "--model_name=eta", "--status",
+    assert client_cli.main([f"--server={target}", "--model_name=eta", "--status",
                             f"--root_certificates={certs['ca.pem']}",
                             f"--client_cert={certs['client.pem']}",
                             f"--client_key={certs['client.key']}"]) == 0

@@ -13,6 +13,7 @@ import pytest
 
 from eta_tf import features as F
 from serving import client as client_lib
+from serving import client_cli
 from serving import local_server as ls
 from serving import predict
 from serving import server_core
@@ -452,11 +453,11 @@ def test_cli_serves_until_sigterm(tmp_path, capsys):
     with open(request, "w") as f:
       json.dump({k: (v.tolist() if hasattr(v, "tolist") else [r.tolist() for r in v])
                  for k, v in samples([2, 4], [5, 6]).items()}, f)
-    assert client_lib.main([f"--server=127.0.0.1:{port}", "--model_name=eta",
+    assert client_cli.main([f"--server=127.0.0.1:{port}", "--model_name=eta",
                             f"--input={request}", "--timeout_s=10"]) == 0
     out = json.loads(capsys.readouterr().out)
     np.testing.assert_allclose(out[F.OUTPUT_CTR], expected_ctr(1, [2, 4], [5, 6]), rtol=1e-6)
-    assert client_lib.main([f"--server=127.0.0.1:{port}", "--model_name=eta", "--status"]) == 0
+    assert client_cli.main([f"--server=127.0.0.1:{port}", "--model_name=eta", "--status"]) == 0
     assert json.loads(capsys.readouterr().out)["model_version_status"][0]["state"] == \
         "AVAILABLE"
   finally:
