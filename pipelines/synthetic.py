@@ -211,9 +211,11 @@ def _plant_revisits(rng, rate, rank, category, slot, is_long):
 TAOBAO_PRESET = dict(
     # Calibrated to a 927-user sample of the public UserBehavior data (issue 13): ~101
     # events per user with a long tail, distinct items ~0.65 x events (most items occur
-    # once or twice), ~27% of positives revisit an item already in the user's history.
-    events_per_user=101.0, min_events_per_user=10, num_categories=1000,
-    items_per_category=2000, item_popularity_exponent=0.8, long_term_categories=2,
+    # once or twice), ~27% of positives revisit an item already in the user's history,
+    # ~8% of same-category uniform negatives do (at ~600 users: fewer users per category
+    # make a category's items more often the user's own).
+    events_per_user=101.0, min_events_per_user=10, num_categories=600,
+    items_per_category=3500, item_popularity_exponent=0.8, long_term_categories=2,
     long_term_items=8, recent_categories=4, early_long_term_rate=0.1,
     late_long_term_rate=0.03, revisit_rate=0.25)
 PRESETS = {"taobao": TAOBAO_PRESET}

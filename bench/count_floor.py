@@ -1,0 +1,188 @@
+r"""Do the long-history models beat what a count knows? (issue 13)
+
+  python bench/count_floor.py --data_dir=DIR --setting=NAME --models=eta,din_long,sim_hard \
+      --seeds=0,1,2,3,4 --output=bench/results/count_floor_NAME.json
+
+For one pipeline output (pipelines.build_dataset), per model seed and model: trains with
+early stopping on a validation slice of the train split (the train records of 1 in
+--val_every users, held out from fitting; never the eval split), restores the epoch with
+the best validation AUC, then evaluates on the eval split: AUC, GAUC, logloss, the
+training-free baselines of eta_tf.baselines on the same eval samples, and for eta the
+retrieval diagnostics. Model names may carry a retrieval control: eta_random, eta_oracle
+(ModelConfig.retrieval). Writes every row and the paired differences (mean ± standard
+error over seeds) of eta against each other model and against the best heuristic.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from eta_tf import config as config_lib  # noqa: E402  (sets tf-keras before TF)
+from eta_tf import features as F  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIT, VAL = "fit", "val"
+
+
+def split_train_users(data_dir: str, out_dir: str, val_every: int) -> str:
+  """Writes train records of users with user_id % val_every == 0 to <out>/val, the rest
+  to <out>/fit; returns a make_dataset pattern with "{split}"."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from eta_tf import data  # pylint: disable=g-import-not-at-top
+  pattern = os.path.join(out_dir, "{split}", "part-0.tfrecord.gz")
+  if all(os.path.exists(pattern.format(split=s)) for s in (FIT, VAL)):
+    return pattern
+  options = tf.io.TFRecordOptions(compression_type="GZIP")
+  writers = {}
+  for s in (FIT, VAL):
+    os.makedirs(os.path.join(out_dir, s), exist_ok=True)
+    writers[s] = tf.io.TFRecordWriter(pattern.format(split=s) + ".partial", options)
+  files = data.record_files(data_dir, F.TRAIN_SPLIT)
+  for serialized in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+    user = int(data.parse_record(serialized)[F.USER_ID].numpy().reshape(-1)[0])
+    writers[VAL if user % val_every == 0 else FIT].write(serialized.numpy())
+  for s, writer in writers.items():
+    writer.close()
+    os.replace(pattern.format(split=s) + ".partial", pattern.format(split=s))
+  return pattern
+
+
+def model_config(name: str, **shapes) -> config_lib.ModelConfig:
+  """"eta_random" -> ModelConfig(model="eta", retrieval="random"); else the model."""
+  base, _, retrieval = name.partition("_")
+  if base == "eta" and retrieval in config_lib.RETRIEVALS:
+    return config_lib.ModelConfig(model="eta", retrieval=retrieval, **shapes)
+  return config_lib.ModelConfig(model=name, **shapes)
+
+
+def train_early_stopped(config, data_dir, split_pattern, seed, args, train_counts):
+  """One model: fit epoch by epoch, keep the best validation AUC, evaluate on eval."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from eta_tf import data  # pylint: disable=g-import-not-at-top
+  from eta_tf import train  # pylint: disable=g-import-not-at-top
+  from eta_tf.models import CtrModel  # pylint: disable=g-import-not-at-top
+  tf.keras.backend.clear_session()
+  tf.keras.utils.set_random_seed(seed)
+  fit_ds = data.make_dataset(split_pattern, FIT, config.max_len, args.batch_size,
+                             shuffle=True, seed=seed, repeat=True, include_user_id=False,
+                             drop_remainder=True)
+  val_ds = data.make_dataset(split_pattern, VAL, config.max_len, args.batch_size,
+                             shuffle=False)
+  eval_ds = data.make_dataset(data_dir, F.EVAL_SPLIT, config.max_len, args.batch_size,
+                              shuffle=False)
+  model = CtrModel(config)
+  model.build_weights()
+  model.compile(optimizer=train.make_optimizer(model, args.learning_rate,
+                                               args.embedding_learning_rate))
+  best, best_weights, history, bad = -1.0, None, [], 0
+  start = time.perf_counter()
+  for epoch in range(args.max_epochs):
+    model.fit(fit_ds, epochs=1, steps_per_epoch=args.steps, verbose=0)
+    val = train.evaluate(model, val_ds, args.val_steps)["auc"]
+    history.append(val)
+    if val > best:
+      best, best_weights, bad = val, model.get_weights(), 0
+    else:
+      bad += 1
+      if bad >= args.patience:
+        break
+  train_seconds = time.perf_counter() - start
+  model.set_weights(best_weights)
+  result = train.evaluate(model, eval_ds, args.eval_steps, train_item_counts=train_counts)
+  result.update({"val_auc_history": history, "best_epoch": history.index(best) + 1,
+                 "train_seconds": train_seconds})
+  return result
+
+
+def paired(rows, a: str, b: str, key="auc"):
+  """Mean and standard error over seeds of rows[a] - rows[b] (same seed); None if none."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  by = {(r["model"], r["seed"]): r[key] for r in rows}
+  diffs = [by[(a, s)] - by[(b, s)] for (m, s) in by if m == a and (b, s) in by]
+  if not diffs:
+    return None
+  diffs = np.asarray(diffs)
+  se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else None
+  return {"mean": float(diffs.mean()), "se": se, "seeds": len(diffs)}
+
+
+def summarize(rows):
+  """Per-model means, the best heuristic and eta's paired gaps."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  models = sorted({r["model"] for r in rows})
+  means = {m: {k: float(np.mean([r[k] for r in rows if r["model"] == m]))
+               for k in ("auc", "gauc")} for m in models}
+  heuristics = rows[0]["heuristics"]
+  best_name = max(heuristics, key=lambda h: heuristics[h]["auc"])
+  for r in rows:  # the heuristic as a pseudo-model with the same value for every seed
+    r["best_heuristic_auc"] = heuristics[best_name]["auc"]
+  gaps = {f"eta - {m}": paired(rows, "eta", m) for m in models if m != "eta"}
+  eta_rows = [r for r in rows if r["model"] == "eta"]
+  if eta_rows:
+    diffs = np.asarray([r["auc"] - r["best_heuristic_auc"] for r in eta_rows])
+    gaps["eta - best heuristic"] = {
+        "mean": float(diffs.mean()), "seeds": len(diffs),
+        "se": float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else None}
+  return {"means": means, "heuristics": heuristics, "best_heuristic": best_name,
+          "paired_auc_gaps": gaps}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--data_dir", required=True, help="pipelines.build_dataset output")
+  parser.add_argument("--setting", required=True, help="name of the data set in the output")
+  parser.add_argument("--models", default="eta,din_long,sim_hard")
+  parser.add_argument("--seeds", default="0,1,2,3,4")
+  parser.add_argument("--output", required=True)
+  parser.add_argument("--work_dir", default=os.path.join(HERE, "work"))
+  parser.add_argument("--val_every", type=int, default=10)
+  parser.add_argument("--max_len", type=int, default=256)
+  parser.add_argument("--short_len", type=int, default=16)
+  parser.add_argument("--top_k", type=int, default=48)
+  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--steps", type=int, default=150, help="steps per epoch")
+  parser.add_argument("--max_epochs", type=int, default=4)
+  parser.add_argument("--patience", type=int, default=1)
+  parser.add_argument("--val_steps", type=int, default=20)
+  parser.add_argument("--eval_steps", type=int, default=None)
+  parser.add_argument("--learning_rate", type=float, default=2e-3)
+  parser.add_argument("--embedding_learning_rate", type=float, default=0.5)
+  parser.add_argument("--target_stats", type=int, default=1, help="ModelConfig.target_stats")
+  args = parser.parse_args(argv)
+  from eta_tf import baselines  # pylint: disable=g-import-not-at-top
+
+  split_dir = os.path.join(args.work_dir, "val_split_" + args.setting.replace(" ", "_"))
+  pattern = split_train_users(args.data_dir, split_dir, args.val_every)
+  train_counts = baselines.train_item_counts(args.data_dir)
+  rows = []
+  if os.path.exists(args.output):  # resume: keep finished (model, seed) rows
+    with open(args.output) as f:
+      rows = json.load(f)["rows"]
+  done = {(r["model"], r["seed"]) for r in rows}
+  shapes = dict(max_len=args.max_len, short_len=args.short_len, top_k=args.top_k,
+                target_stats=bool(args.target_stats))
+  for seed in [int(s) for s in args.seeds.split(",")]:
+    for name in args.models.split(","):
+      if (name, seed) in done:
+        continue
+      result = train_early_stopped(model_config(name, **shapes), args.data_dir, pattern,
+                                   seed, args, train_counts)
+      row = {"model": name, "seed": seed, **result}
+      print(json.dumps({k: v for k, v in row.items() if k != "heuristics"}), flush=True)
+      rows.append(row)
+      os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+      with open(args.output, "w") as f:
+        json.dump({"setting": args.setting, "data_dir": args.data_dir,
+                   "command": "python bench/count_floor.py " + " ".join(
+                       sys.argv[1:] if argv is None else argv),
+                   "args": vars(args), "summary": summarize(rows), "rows": rows}, f,
+                  indent=2)
+  print(json.dumps(summarize(rows)["paired_auc_gaps"], indent=1))
+
+
+if __name__ == "__main__":
+  main()
