@@ -1,19 +1,26 @@
-"""Serving and training cost of ETA vs full attention (issue 6), side by side in one process.
+"""Serving and training cost of every model (issues 6, 16), side by side in one process.
 
-    python bench/serving_cost.py            # L in {256, 1024, 2048, 4096, 16384}, N in {1, 100, 200, 1000}
+    python bench/serving_cost.py            # L in {256, 1024, 4096, 16384}, N in {1, 200, 1000}
     python bench/serving_cost.py --quick    # L in {1024, 4096}, N in {200, 1000}, < 5 min
 
 For every L, the models are built from the default ModelConfig (only `model` and `max_len`
 differ), exported with tf.saved_model.save + the production signatures (eta_tf.signatures;
 ETA with its frozen item-signature table), loaded with the TF1 session loader the way TF
 Serving loads them, and the `score_candidates` signature is timed for one user with a full
-history of L behaviors and N candidates. Models are interleaved round by round; medians.
+history of L behaviors and N candidates. Models are interleaved round by round (so their
+ratios share the machine's state); median and p99 over --repeats rounds.
 
   eta       ETA, stock TF Serving graph (no XLA)
   eta_xla   ETA with ModelConfig(hamming_xla=True): the Hamming distance pass
             jit-compiled (TF Serving needs --xla_cpu_compilation_enabled=true)
   din_long  target attention over all L (keys/values projected once per request)
   din       short history only: the floor
+  sim_hard  attention over the k behaviors of the candidate's category
+  avg       mean pooling of the long history
+  sdim      SimHash bucket sampling (no attention over L)
+
+The CPU (model, AVX2 / AVX-512 / AMX from /proc/cpuinfo) and the load average before and
+after are recorded in the JSON (a {"machine": ...} record) and printed with the results.
 
 Also, on the same shapes in the same rounds:
   - ns per (candidate, behavior) pair of the Hamming top-k alone (eta_tf.ops.hamming.
@@ -24,10 +31,10 @@ Also, on the same shapes in the same rounds:
     costs at least top-k + attention over k, din_long's about the attention over L: where
     that sum exceeds it, no selection kernel can make ETA faster at that (L, N).
   - training examples/s of eta vs din_long.
+The kernels and components run in their own interleaved rounds (--component_repeats).
 Writes bench/results/serving_cost.json (a list of records) and serving_cost.png.
 """
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -41,9 +48,10 @@ import eta_tf  # noqa: E402,F401  (tf-keras env before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench import machine  # noqa: E402
 from compare_models import int_list  # noqa: E402
 from eta_tf import features as F  # noqa: E402
-from eta_tf.config import ModelConfig  # noqa: E402
+from eta_tf.config import MODEL_NAMES, ModelConfig  # noqa: E402
 from eta_tf.savedmodel_session import SavedModelSession  # noqa: E402
 from eta_tf.models import build_model  # noqa: E402
 from eta_tf.models.long_history import make_attention  # noqa: E402
@@ -53,7 +61,9 @@ from eta_tf.testing import random_samples  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
-MODELS = ("eta", "eta_xla", "din_long", "din")
+# Every model of eta_tf.config.MODEL_NAMES, and eta_xla; the ratio columns' models first.
+MODELS = ("eta", "eta_xla", "din_long", "din") + tuple(
+    m for m in MODEL_NAMES if m not in ("eta", "din_long", "din"))
 # Targets of issue 6: (L, N) -> required din_long / eta latency ratio.
 TARGETS = {(4096, 1000): 2.0, (16384, 1000): 3.0, (1024, 200): 1.0}
 KERNEL_TARGETS = {(4096, 1000): 2.5, (16384, 1000): 1.5}  # ns per pair
@@ -71,9 +81,13 @@ def make_model(name: str, length: int):
 
 
 def export(name: str, length: int, directory: str) -> str:
+  """`directory`/<name>_L<length>: the model (untrained weights) as served; an export
+  already there (--export_dir of an earlier run) is reused."""
+  path = os.path.join(directory, f"{name}_L{length}")
+  if os.path.exists(os.path.join(path, "saved_model.pb")):
+    return path
   model = make_model(name, length)
   model.freeze_signatures()
-  path = os.path.join(directory, f"{name}_L{length}")
   tf.saved_model.save(model, path, signatures=serving_signatures(model))
   return path
 
@@ -94,8 +108,8 @@ def request(length: int, n: int, seed: int) -> dict:
   }
 
 
-def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
-  """{name: median seconds}; one call of every fn per round."""
+def time_rounds(fns: dict, repeats: int, warmup: int = 2) -> dict:
+  """{name: [seconds per round]}; one call of every fn per round, in turn."""
   for fn in fns.values():
     for _ in range(warmup):
       fn()
@@ -105,7 +119,12 @@ def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
       start = time.perf_counter()
       fn()
       times[name].append(time.perf_counter() - start)
-  return {name: float(np.median(v)) for name, v in times.items()}
+  return times
+
+
+def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
+  """{name: median seconds}; one call of every fn per round."""
+  return {name: float(np.median(v)) for name, v in time_rounds(fns, repeats, warmup).items()}
 
 
 def kernel_fn(length: int, n: int, use_xla: bool, naive: bool = False, sort: bool = False):
@@ -169,27 +188,35 @@ def attention_fns(length: int, n: int):
           "attention_topk": lambda: top_k(query, behavior, indices, mask).numpy()}
 
 
-def bench_serving(lengths, ns, repeats, work_dir):
+def bench_serving(lengths, ns, repeats, component_repeats, work_dir, models=MODELS,
+                  keep_exports=False):
+  """Latency records of every model at every (L, N), then of the kernels and components.
+
+  The models run `repeats` interleaved rounds (median and p99); the top-k kernels and the
+  attention components `component_repeats` rounds of their own (medians).
+  """
   records = []
   for length in lengths:
     t0 = time.time()
-    runners = {name: SavedModelSession(export(name, length, work_dir)) for name in MODELS}
-    print(f"-- L={length}: exported and loaded {', '.join(MODELS)} "
+    runners = {name: SavedModelSession(export(name, length, work_dir)) for name in models}
+    print(f"-- L={length}: exported and loaded {', '.join(models)} "
           f"({time.time() - t0:.0f} s)", flush=True)
     for n in ns:
       inputs = request(length, n, seed=length + n)
       fns = {name: (lambda r=runner: r.run(F.SCORE_CANDIDATES, inputs))
              for name, runner in runners.items()}
-      fns["kernel"] = kernel_fn(length, n, use_xla=False)
-      fns["kernel_xla"] = kernel_fn(length, n, use_xla=True)
-      fns["kernel_sorted"] = kernel_fn(length, n, use_xla=False, sort=True)
-      fns["kernel_naive"] = kernel_fn(length, n, use_xla=False, naive=True)
-      fns.update(attention_fns(length, n))
       # XLA compiles per shape bucket: warm up enough to leave compilation out.
-      medians = time_interleaved(fns, repeats, warmup=3)
-      for name in MODELS:
-        records.append({"model": name, "L": length, "N": n,
-                        "median_ms": medians[name] * 1e3})
+      times = time_rounds(fns, repeats, warmup=3)
+      for name in models:
+        records.append({"model": name, "L": length, "N": n, "repeats": repeats,
+                        "median_ms": float(np.median(times[name])) * 1e3,
+                        "p99_ms": float(np.percentile(times[name], 99)) * 1e3})
+      parts = {"kernel": kernel_fn(length, n, use_xla=False),
+               "kernel_xla": kernel_fn(length, n, use_xla=True),
+               "kernel_sorted": kernel_fn(length, n, use_xla=False, sort=True),
+               "kernel_naive": kernel_fn(length, n, use_xla=False, naive=True),
+               **attention_fns(length, n)}
+      medians = time_interleaved(parts, component_repeats, warmup=3)
       for name, kernel, xla, sort in (("kernel", "hamming_topk", False, False),
                                       ("kernel_xla", "hamming_topk", True, False),
                                       ("kernel_sorted", "hamming_topk", False, True),
@@ -200,15 +227,16 @@ def bench_serving(lengths, ns, repeats, work_dir):
       for name in ("attention_full", "attention_topk"):
         records.append({"component": name, "L": length, "N": n,
                         "median_ms": medians[name] * 1e3})
-      row = "  ".join(f"{name} {medians[name] * 1e3:8.2f}" for name in MODELS)
-      print(f"L={length:6d} N={n:5d} ms: {row}  | top-k ns/pair "
+      row = "  ".join(f"{name} {np.median(times[name]) * 1e3:.2f}" for name in models)
+      print(f"L={length:6d} N={n:5d} median ms: {row}  | top-k ns/pair "
             f"{medians['kernel'] * 1e9 / (length * n):.3f} "
             f"(xla {medians['kernel_xla'] * 1e9 / (length * n):.3f}, naive "
             f"{medians['kernel_naive'] * 1e9 / (length * n):.3f})", flush=True)
     for runner in runners.values():
       runner.close()
-    for name in MODELS:
-      shutil.rmtree(os.path.join(work_dir, f"{name}_L{length}"), ignore_errors=True)
+    if not keep_exports:
+      for name in models:
+        shutil.rmtree(os.path.join(work_dir, f"{name}_L{length}"), ignore_errors=True)
   return records
 
 
@@ -242,8 +270,15 @@ def kernel_variant(record) -> str:
   return "stock_sorted" if record.get("sort", True) else "stock"
 
 
+def machine_record(records):
+  """The {"machine": ...} record of a run (None for files written before issue 16)."""
+  return next((r for r in records if "machine" in r), None)
+
+
 def summarize(records):
   lat = {(r["model"], r["L"], r["N"]): r["median_ms"] for r in records if "model" in r}
+  p99 = {(r["model"], r["L"], r["N"]): r["p99_ms"] for r in records if "p99_ms" in r}
+  models = [m for m in MODELS if any(k[0] == m for k in lat)]
   # The kernel as ETA calls it: (xla, L, N) -> record.
   kernels = {(kernel_variant(r) == "xla", r["L"], r["N"]): r for r in records
              if "kernel" in r and kernel_variant(r) in ("stock", "xla")}
@@ -253,18 +288,30 @@ def summarize(records):
            if "component" in r}
   naive = {(r["L"], r["N"]): r["ns_per_pair"] for r in records
            if r.get("kernel") == "hamming_topk_naive"}
-  lines = ["", "score_candidates median ms (SavedModel, TF1 session loader)",
-           f"{'L':>6s} {'N':>5s} " + "".join(f"{m:>10s}" for m in MODELS) +
-           f"{'dl/eta':>8s}{'dl/xla':>8s}{'target':>8s}{'topk ns':>9s}{'xla ns':>8s}"]
+  run = machine_record(records)
+  lines = [""]
+  if run:
+    lines += [f"machine: {run['machine']['summary']}",
+              machine.load_line(run["load_before"], run["load_after"])]
+  lines += ["score_candidates median ms (SavedModel, TF1 session loader)",
+            f"{'L':>6s} {'N':>5s} " + "".join(f"{m:>10s}" for m in models) +
+            f"{'dl/eta':>8s}{'dl/xla':>8s}{'target':>8s}{'topk ns':>9s}{'xla ns':>8s}"]
   for length, n in sorted({(k[1], k[2]) for k in lat}):
-    row = [lat[(m, length, n)] for m in MODELS]
-    ratio = lat[("din_long", length, n)] / lat[("eta", length, n)]
-    ratio_xla = lat[("din_long", length, n)] / lat[("eta_xla", length, n)]
+    row = [lat[(m, length, n)] for m in models]
+    ratios = [lat[("din_long", length, n)] / lat[(m, length, n)]
+              if ("din_long", length, n) in lat and (m, length, n) in lat else float("nan")
+              for m in ("eta", "eta_xla")]
     target = TARGETS.get((length, n))
     lines.append(f"{length:6d} {n:5d} " + "".join(f"{v:10.2f}" for v in row) +
-                 f"{ratio:8.2f}{ratio_xla:8.2f}" +
+                 "".join(f"{v:8.2f}" for v in ratios) +
                  (f"{'>=' + format(target, 'g'):>8s}" if target else f"{'':8s}") +
                  f"{kern[(False, length, n)]:9.3f}{kern[(True, length, n)]:8.3f}")
+  if p99:
+    lines += ["", "score_candidates p99 ms",
+              f"{'L':>6s} {'N':>5s} " + "".join(f"{m:>10s}" for m in models)]
+    for length, n in sorted({(k[1], k[2]) for k in p99}):
+      lines.append(f"{length:6d} {n:5d} " + "".join(
+          f"{p99[(m, length, n)]:10.2f}" for m in models))
   for (length, n), limit in KERNEL_TARGETS.items():
     if (False, length, n) in kern:
       ref = naive[(length, n)]
@@ -320,7 +367,17 @@ def plot(records, path):
   plt.close(fig)
 
 
-def main(argv=None):
+def model_list(text: str):
+  """--models: comma-separated names out of MODELS (argparse error naming the bad one)."""
+  names = [t.strip() for t in text.split(",") if t.strip()]
+  unknown = [n for n in names if n not in MODELS]
+  if unknown or not names:
+    raise argparse.ArgumentTypeError(f"{text!r}: unknown model {', '.join(unknown)!r}; "
+                                     f"choose from {', '.join(MODELS)}")
+  return names
+
+
+def build_parser():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help="L in {1024, 4096}, N in {200, 1000}, fewer repeats")
@@ -328,35 +385,54 @@ def main(argv=None):
                       help="comma-separated L (overrides)")
   parser.add_argument("--ns", type=int_list, default=None,
                       help="comma-separated N (overrides)")
-  parser.add_argument("--repeats", type=int, default=None)
+  parser.add_argument("--models", type=model_list, default=list(MODELS),
+                      help=f"comma-separated, out of {','.join(MODELS)} (default: all)")
+  parser.add_argument("--repeats", type=int, default=None,
+                      help="interleaved rounds of the models (median, p99; default 100, "
+                           "--quick 20)")
+  parser.add_argument("--component_repeats", type=int, default=None,
+                      help="rounds of the top-k kernels and attention components "
+                           "(default 15, --quick 5)")
   parser.add_argument("--train_lengths", type=lambda t: int_list(t) if t else [],
                       default=[1024, 4096], help="comma-separated L ('' = no training)")
   parser.add_argument("--train_batch", type=int, default=None)
   parser.add_argument("--train_steps", type=int, default=None)
   parser.add_argument("--output_dir", default=RESULTS_DIR)
-  args = parser.parse_args(argv)
-  lengths = [1024, 4096] if args.quick else [256, 1024, 2048, 4096, 16384]
-  ns = [200, 1000] if args.quick else [1, 100, 200, 1000]
+  parser.add_argument("--export_dir", default=None,
+                      help="keep the exports here (<model>_L<L>/), reusing any already "
+                           "there (default: a temporary directory, removed)")
+  return parser
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  lengths = [1024, 4096] if args.quick else [256, 1024, 4096, 16384]
+  ns = [200, 1000] if args.quick else [1, 200, 1000]
   lengths = args.lengths or lengths
   ns = args.ns or ns
-  repeats = args.repeats or (5 if args.quick else 15)
+  repeats = args.repeats or (20 if args.quick else 100)
+  component_repeats = args.component_repeats or (5 if args.quick else 15)
   train_steps = args.train_steps or (4 if args.quick else 10)
   train_batch = args.train_batch or (64 if args.quick else 128)
 
   start = time.time()
+  run = machine.start_run("python bench/serving_cost.py", argv)
+  print(f"machine: {run['machine']['summary']}; load average {run['load_before']}",
+        flush=True)
   # Training first, in a fresh process: measured after the serving section (20 loaded
   # sessions, XLA compilations), eta's steps were 1.4x slower than in a fresh process
   # (403 vs 553-560 examples/s at L=1024, batch 128) while din_long's did not change.
   records = bench_training(args.train_lengths, train_batch, train_steps)
-  work_dir = tempfile.mkdtemp(prefix="serving_cost_")
+  work_dir = args.export_dir or tempfile.mkdtemp(prefix="serving_cost_")
   try:
-    records = bench_serving(lengths, ns, repeats, work_dir) + records
+    records = bench_serving(lengths, ns, repeats, component_repeats, work_dir,
+                            args.models, keep_exports=bool(args.export_dir)) + records
   finally:
-    shutil.rmtree(work_dir, ignore_errors=True)
+    if not args.export_dir:
+      shutil.rmtree(work_dir, ignore_errors=True)
+  records = [machine.finish_run(run)] + records
   print(summarize(records))
-  os.makedirs(args.output_dir, exist_ok=True)
-  with open(os.path.join(args.output_dir, "serving_cost.json"), "w") as f:
-    json.dump(records, f, indent=1)
+  machine.write_json(records, args.output_dir, "serving_cost.json")
   plot(records, os.path.join(args.output_dir, "serving_cost.png"))
   print(f"wrote {args.output_dir}/serving_cost.json and serving_cost.png "
         f"({time.time() - start:.0f} s)")
