@@ -159,16 +159,22 @@ class ServerCore:
         self._retire(model)
 
   def _aspired(self, model: _Model):
+    """The versions the policy wants now; forgets failures of versions no longer on disk.
+
+    Scans the file system with no lock held, so requests are not held up by the scan.
+    """
     on_disk = publish_lib.list_versions(model.config.base_path, complete_only=True)
-    for version in list(model.failed):
-      if version not in on_disk:
+    with self._lock:
+      for version in [v for v in model.failed if v not in on_disk]:
         del model.failed[version]
     return model_config_lib.policy_versions(model.config.model_version_policy, on_disk)
 
   def _to_load(self, model: _Model) -> list:
+    """Marks LOADING (and returns) the wanted versions nobody has loaded or is loading."""
+    aspired = self._aspired(model)
     versions = []
     with self._lock:
-      for version in self._aspired(model):
+      for version in aspired:
         key = (model.name, version)
         if (version not in model.available and version not in model.failed
             and key not in self._loading):
@@ -180,8 +186,10 @@ class ServerCore:
   def _retire(self, model: _Model) -> None:
     """Unloads versions out of the policy once one the policy wants is AVAILABLE."""
     aspired = self._aspired(model)
-    retired = [v for v in model.available if v not in aspired]
-    if retired and (not aspired or any(v in model.available for v in aspired)):
+    with self._lock:
+      available = set(model.available)
+    retired = [v for v in available if v not in aspired]
+    if retired and (not aspired or any(v in available for v in aspired)):
       for version in sorted(retired):
         self._unload(model, version)
 

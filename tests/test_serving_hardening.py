@@ -245,7 +245,7 @@ def test_a_hanging_warmup_times_out_without_blocking_the_server(tmp_path, monkey
     start = time.monotonic()
     core.poll_once()  # neither the poll nor the status waits for the hanging warmup
     status = core.model_status(_spec()).model_version_status
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 2.0  # the warmup hangs for 30 s
     assert [(s.version, s.state) for s in status] == [(1, ls.State.LOADING)]
     reload.join(timeout=20)
     assert not reload.is_alive()
