@@ -385,6 +385,14 @@ def main(argv):
     config = model_config_from_flags()
   except config_lib.ConfigError as e:
     _fail("--" + str(e))  # ConfigError messages start "<field>=<value>"; flags match
+  if FLAGS.export:  # refuse a bad export name now, not after training
+    from serving import names  # pylint: disable=g-import-not-at-top
+    try:
+      names.check_model_name(FLAGS.model_name or config.model, "--model_name")
+      if FLAGS.label:
+        names.check_label(FLAGS.label, "--label")
+    except names.InvalidNameError as e:
+      _fail(str(e))
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if FLAGS.num_threads:
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.num_threads)

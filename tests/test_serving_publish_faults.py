@@ -370,3 +370,16 @@ def test_names_accept_what_tf_serving_accepts():
   assert names.check_model_name("eta_v2.1-x") == "eta_v2.1-x"
   assert names.check_version("12") == 12 and names.check_version(2**63 - 1) == 2**63 - 1
   assert names.check_label("canary_2") == "canary_2"
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--model_name=/etc", _name_message("/etc").replace("model_name", "--model_name", 1)),
+    ("--label=can-ary", "--label 'can-ary' is not a valid version label: use letters, digits "
+                        "and '_' only (TF Serving's rule)")])
+def test_train_refuses_a_bad_export_name_before_training(tmp_path, flag, message):
+  result = subprocess.run([sys.executable, "-m", "eta_tf.train", flag,
+                           f"--model_dir={tmp_path / 'run'}"], env=ENV, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == f"eta_tf.train: error: {message}"
+  assert not os.path.exists(tmp_path / "run")
