@@ -243,3 +243,31 @@ def test_promote_help_names_export_base():
                           env={**os.environ, "PYTHONPATH": REPO}).stdout
   assert ("python -m serving.model_config promote $M --from_label=canary --to_label=stable "
           "\\\n      --export_base=runs/export") in epilog
+
+
+def test_readme_docker_canary_commands_work_verbatim(tmp_path):
+  """The README's `<!-- docker-canary -->` block, run by bash on a copy of docker/ with a host
+  export base holding versions 1 and 2 (the `serving.client --status` line needs a live
+  TF Serving and is the only one left out)."""
+  import re  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(REPO, "README.md")) as f:
+    block = re.search(r"<!-- docker-canary -->\s*\n```bash\n(.*?)\n```", f.read(),
+                      re.DOTALL).group(1)
+  lines = [line for line in block.replace("\\\n", " ").splitlines()
+           if not line.startswith("python -m serving.client")]
+  assert sum(line.startswith("python -m serving.model_config") for line in lines) == 4
+  os.makedirs(tmp_path / "docker")
+  with open(DOCKER_CONFIG) as src, open(tmp_path / "docker" / "models.config", "w") as dst:
+    dst.write(src.read())
+  for v in (1, 2):
+    _fake_version(str(tmp_path / "runs" / "export" / "eta" / str(v)))
+  result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + "\n".join(lines)],
+                          cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": REPO})
+  assert result.returncode == 0, result.stderr
+  path = str(tmp_path / "docker" / "models.config")
+  model = mc.get_model(mc.read_config(path), "eta")
+  assert model.base_path == "/models/eta"
+  assert list(model.model_version_policy.specific.versions) == [1, 2]
+  assert dict(model.version_labels) == {"stable": 2, "canary": 2}
+  assert open(path).read().startswith(mc.header_comments(open(DOCKER_CONFIG).read()))
