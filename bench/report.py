@@ -125,12 +125,20 @@ def sweep_table(rows, field):
 
 
 def serving_table(records):
+  run = serving_cost.machine_record(records)  # absolute times only with the machine named
+  head = [] if run is None else [
+      f"Machine: {run['machine']['summary']}; `{run['command']}`, {run['date']}, "
+      f"{run['seconds'] / 60:.0f} min; load average (1/5/15 min) before "
+      f"{'/'.join(f'{x:.2f}' for x in run['load_before'])}, after "
+      f"{'/'.join(f'{x:.2f}' for x in run['load_after'])} (a shared machine). Ratios "
+      "within one row come from interleaved rounds; p99 in bench/results/serving_cost.json.",
+      ""]
   rows = [r for r in records if "model" in r]
   ms = {(r["model"], r["L"], r["N"]): r["median_ms"] for r in rows}
   models = [m for m in ("din", "din_long", "eta", "eta_xla") if any(k[0] == m for k in ms)]
   models += sorted({k[0] for k in ms} - set(models))
   ratios = [m for m in ("eta", "eta_xla") if m in models and "din_long" in models]
-  lines = ["| L | N | " + " | ".join(f"{m} ms" for m in models) + "".join(
+  lines = head + ["| L | N | " + " | ".join(f"{m} ms" for m in models) + "".join(
       f" | din_long / {m}" for m in ratios) + " |",
            "|---|---|" + "---|" * (len(models) + len(ratios))]
   for length, n in sorted({k[1:] for k in ms}):

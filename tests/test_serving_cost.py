@@ -78,6 +78,10 @@ def test_serving_cost_writes_every_record_kind(tiny_run):
   assert f"training L={L}: eta" in stdout
   assert sorted(os.listdir(out / "exports")) == sorted(f"{m}_L{L}" for m in TESTED_MODELS)
 
+  from bench import report  # pylint: disable=g-import-not-at-top
+  table = report.serving_table(records)  # REPORT.md / README: the machine with the times
+  assert table.startswith(f"Machine: {cpu['summary']}; `{run[0]['command']}`")
+
 
 def test_every_model_is_benchmarked_by_default():
   from bench import serving_cost  # pylint: disable=g-import-not-at-top
