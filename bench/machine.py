@@ -99,12 +99,14 @@ def start_run(command: str, argv) -> Dict[str, object]:
           "started": time.time()}
 
 
-def finish_run(run: Dict[str, object]) -> Dict[str, object]:
-  """Adds load_after and the run's seconds (from start_run's `started`); returns run."""
+def finish_run(run: Dict[str, object], complete: bool = True) -> Dict[str, object]:
+  """A copy of start_run's header with load_after, the seconds since it started, and
+  whether the run is complete (False: a partial result saved while it goes on)."""
   import time  # pylint: disable=g-import-not-at-top
-  run["load_after"] = load_average()
-  run["seconds"] = round(time.time() - run.pop("started"), 1)
-  return run
+  done = {k: v for k, v in run.items() if k != "started"}
+  done.update(load_after=load_average(), seconds=round(time.time() - run["started"], 1),
+              complete=complete)
+  return done
 
 
 def write_json(result, output_dir: str, filename: str) -> str:

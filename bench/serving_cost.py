@@ -1,6 +1,7 @@
 """Serving and training cost of every model (issues 6, 16), side by side in one process.
 
     python bench/serving_cost.py            # L in {256, 1024, 4096, 16384}, N in {1, 200, 1000}
+                                            # (~25 min on 2 cores; writes after each L)
     python bench/serving_cost.py --quick    # L in {1024, 4096}, N in {200, 1000}, < 5 min
 
 For every L, the models are built from the default ModelConfig (only `model` and `max_len`
@@ -108,23 +109,33 @@ def request(length: int, n: int, seed: int) -> dict:
   }
 
 
-def time_rounds(fns: dict, repeats: int, warmup: int = 2) -> dict:
-  """{name: [seconds per round]}; one call of every fn per round, in turn."""
+def time_rounds(fns: dict, repeats: int, warmup: int = 2, budget_s: float = 0.0,
+                min_rounds: int = 3) -> dict:
+  """{name: [seconds per round]}; one call of every fn per round, in turn.
+
+  budget_s > 0: stop after the first round that ends past budget_s seconds (counted from
+  the first timed round), once min_rounds are done; the lists then hold fewer than
+  `repeats` rounds (the records say how many).
+  """
   for fn in fns.values():
     for _ in range(warmup):
       fn()
   times = {name: [] for name in fns}
-  for _ in range(repeats):
+  started = time.perf_counter()
+  for i in range(repeats):
     for name, fn in fns.items():
       start = time.perf_counter()
       fn()
       times[name].append(time.perf_counter() - start)
+    if budget_s > 0 and i + 1 >= min_rounds and time.perf_counter() - started > budget_s:
+      break
   return times
 
 
-def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
+def time_interleaved(fns: dict, repeats: int, warmup: int = 2, budget_s: float = 0.0) -> dict:
   """{name: median seconds}; one call of every fn per round."""
-  return {name: float(np.median(v)) for name, v in time_rounds(fns, repeats, warmup).items()}
+  return {name: float(np.median(v))
+          for name, v in time_rounds(fns, repeats, warmup, budget_s).items()}
 
 
 def kernel_fn(length: int, n: int, use_xla: bool, naive: bool = False, sort: bool = False):
@@ -189,11 +200,15 @@ def attention_fns(length: int, n: int):
 
 
 def bench_serving(lengths, ns, repeats, component_repeats, work_dir, models=MODELS,
-                  keep_exports=False):
+                  keep_exports=False, cell_seconds=0.0, on_length_done=None):
   """Latency records of every model at every (L, N), then of the kernels and components.
 
   The models run `repeats` interleaved rounds (median and p99); the top-k kernels and the
-  attention components `component_repeats` rounds of their own (medians).
+  attention components `component_repeats` rounds of their own (medians). cell_seconds > 0
+  caps each (L, N) cell's model rounds at about that long (at least 10 rounds) and its
+  component rounds at a third of it (at least 3), so that the slowest cells cannot hold up
+  the grid; each record's "repeats" says how many rounds it got.
+  on_length_done(records so far) is called after each L (the caller saves partial grids).
   """
   records = []
   for length in lengths:
@@ -206,9 +221,9 @@ def bench_serving(lengths, ns, repeats, component_repeats, work_dir, models=MODE
       fns = {name: (lambda r=runner: r.run(F.SCORE_CANDIDATES, inputs))
              for name, runner in runners.items()}
       # XLA compiles per shape bucket: warm up enough to leave compilation out.
-      times = time_rounds(fns, repeats, warmup=3)
+      times = time_rounds(fns, repeats, warmup=3, budget_s=cell_seconds, min_rounds=10)
       for name in models:
-        records.append({"model": name, "L": length, "N": n, "repeats": repeats,
+        records.append({"model": name, "L": length, "N": n, "repeats": len(times[name]),
                         "median_ms": float(np.median(times[name])) * 1e3,
                         "p99_ms": float(np.percentile(times[name], 99)) * 1e3})
       parts = {"kernel": kernel_fn(length, n, use_xla=False),
@@ -216,7 +231,8 @@ def bench_serving(lengths, ns, repeats, component_repeats, work_dir, models=MODE
                "kernel_sorted": kernel_fn(length, n, use_xla=False, sort=True),
                "kernel_naive": kernel_fn(length, n, use_xla=False, naive=True),
                **attention_fns(length, n)}
-      medians = time_interleaved(parts, component_repeats, warmup=3)
+      medians = time_interleaved(parts, component_repeats, warmup=3,
+                                 budget_s=cell_seconds / 3)
       for name, kernel, xla, sort in (("kernel", "hamming_topk", False, False),
                                       ("kernel_xla", "hamming_topk", True, False),
                                       ("kernel_sorted", "hamming_topk", False, True),
@@ -237,6 +253,8 @@ def bench_serving(lengths, ns, repeats, component_repeats, work_dir, models=MODE
     if not keep_exports:
       for name in models:
         shutil.rmtree(os.path.join(work_dir, f"{name}_L{length}"), ignore_errors=True)
+    if on_length_done:
+      on_length_done(records)
   return records
 
 
@@ -393,6 +411,10 @@ def build_parser():
   parser.add_argument("--component_repeats", type=int, default=None,
                       help="rounds of the top-k kernels and attention components "
                            "(default 15, --quick 5)")
+  parser.add_argument("--cell_seconds", type=float, default=None,
+                      help="cap each (L, N) cell's model rounds at about this long (at "
+                           "least 10 rounds; components a third of it); 0 = no cap "
+                           "(default 60, --quick 0)")
   parser.add_argument("--train_lengths", type=lambda t: int_list(t) if t else [],
                       default=[1024, 4096], help="comma-separated L ('' = no training)")
   parser.add_argument("--train_batch", type=int, default=None)
@@ -406,12 +428,16 @@ def build_parser():
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  lengths = [1024, 4096] if args.quick else [256, 1024, 4096, 16384]
+  # The trade-off's L (1024, 4096) first and the slowest last: a run cut short (see
+  # save_partial) has the cells that matter most.
+  lengths = [1024, 4096] if args.quick else [1024, 4096, 256, 16384]
   ns = [200, 1000] if args.quick else [1, 200, 1000]
   lengths = args.lengths or lengths
   ns = args.ns or ns
   repeats = args.repeats or (20 if args.quick else 100)
   component_repeats = args.component_repeats or (5 if args.quick else 15)
+  if args.cell_seconds is None:
+    args.cell_seconds = 0.0 if args.quick else 60.0
   train_steps = args.train_steps or (4 if args.quick else 10)
   train_batch = args.train_batch or (64 if args.quick else 128)
 
@@ -422,11 +448,18 @@ def main(argv=None):
   # Training first, in a fresh process: measured after the serving section (20 loaded
   # sessions, XLA compilations), eta's steps were 1.4x slower than in a fresh process
   # (403 vs 553-560 examples/s at L=1024, batch 128) while din_long's did not change.
-  records = bench_training(args.train_lengths, train_batch, train_steps)
+  training = bench_training(args.train_lengths, train_batch, train_steps)
+
+  def save_partial(serving_records):  # a grid cut short still leaves its finished L
+    machine.write_json([machine.finish_run(run, complete=False)] + serving_records + training,
+                       args.output_dir, "serving_cost.json")
+
   work_dir = args.export_dir or tempfile.mkdtemp(prefix="serving_cost_")
   try:
     records = bench_serving(lengths, ns, repeats, component_repeats, work_dir,
-                            args.models, keep_exports=bool(args.export_dir)) + records
+                            args.models, keep_exports=bool(args.export_dir),
+                            cell_seconds=args.cell_seconds,
+                            on_length_done=save_partial) + training
   finally:
     if not args.export_dir:
       shutil.rmtree(work_dir, ignore_errors=True)

@@ -180,7 +180,7 @@ def main(argv=None):
     if not args.export_dir:
       shutil.rmtree(work_dir, ignore_errors=True)
   result["requests"] = request_bytes(args.request_lengths, args.request_ns)
-  machine.finish_run(result)
+  result = machine.finish_run(result)
   print(summarize(result))
   print(f"wrote {machine.write_json(result, args.output_dir, MEMORY_FILE)} "
         f"({result['seconds']:.0f} s)")

@@ -186,9 +186,12 @@ def markdown(result: dict, serving: list, memory=None, load=None) -> str:
   if load:
     lines += [f"Throughput at L={load['L']}, N={load['N']} (`{load['command']}`, "
               f"`bench/results/serving_load.json`, {_machine_line(load)}): requests/s "
-              "(per core) and p50 / p99 ms by concurrent clients, in-process (TF1 session) "
-              "and through the local gRPC server, TensorFlow's default threads "
-              "(intra/inter = 0/0) and the sweep's best.", "",
+              "[requests per CPU-second of the serving process] and p50 / p99 ms by "
+              "concurrent clients, in-process (TF1 session) and through the local gRPC "
+              "server (Python: compare its rows with each other), TensorFlow's default "
+              "threads (intra/inter = 0/0) and the sweep's best. On a shared machine "
+              "requests/s also measures the neighbours; requests per CPU-second is the "
+              "throughput of one fully busy core.", "",
               "| model | path | intra / inter | " + " | ".join(
                   f"{c} client{'s' if c > 1 else ''}" for c in sorted(
                       {r['clients'] for rows in load['models'].values() for r in rows}))
@@ -204,15 +207,15 @@ def markdown(result: dict, serving: list, memory=None, load=None) -> str:
           cells.setdefault((r["path"], r["intra_op"], r["inter_op"]), {})[r["clients"]] = r
       for (path, intra, inter), by_c in cells.items():
         lines.append(f"| {model} | {path} | {intra} / {inter} | " + " | ".join(
-            f"{by_c[c]['requests_per_s']:.0f} ({by_c[c]['requests_per_s_per_core']:.0f}) "
+            f"{by_c[c]['requests_per_s']:.0f} [{by_c[c]['requests_per_cpu_s'] or 0:.0f}] "
             f"{by_c[c]['p50_ms']:.1f} / {by_c[c]['p99_ms']:.1f}" if c in by_c else "-"
             for c in clients) + " |")
     lines.append("")
     for model, best in load["best_threads"].items():
-      lines.append(f"- {model}: most requests/s in-process with intra={best['intra_op']}, "
-                   f"inter={best['inter_op']}: {best['requests_per_s']:.0f} req/s "
-                   f"({best['requests_per_s_per_core']:.0f} per core) at {best['clients']} "
-                   "clients.")
+      lines.append(f"- {model}: most requests per CPU-second in-process with "
+                   f"intra={best['intra_op']}, inter={best['inter_op']}: "
+                   f"{best['requests_per_cpu_s']:.0f} (mean over client counts); peak "
+                   f"{best['requests_per_s']:.0f} req/s at {best['clients']} clients.")
     lines.append("")
   return "\n".join(lines).rstrip() + "\n"
 

@@ -119,9 +119,15 @@ def test_serving_load_in_process_sweep_and_grpc(tiny_run, tmp_path):
     assert r["requests"] > 0 and r["p50_ms"] <= r["p99_ms"]
     assert abs(r["requests_per_s"] - r["requests"] / r["seconds"]) < 1e-6 * r["requests_per_s"]
     assert r["cpu_seconds"] > 0
+    assert r["requests_per_cpu_s"] == pytest.approx(r["requests"] / r["cpu_seconds"])
   best = result["best_threads"]["eta"]
-  assert best["requests_per_s"] == max(r["requests_per_s"] for r in rows
-                                       if r["path"] == "in_process")
+  per_cpu = {}
+  for r in rows:
+    if r["path"] == "in_process":
+      per_cpu.setdefault((r["intra_op"], r["inter_op"]), []).append(r["requests_per_cpu_s"])
+  means = {k: sum(v) / len(v) for k, v in per_cpu.items()}
+  assert (best["intra_op"], best["inter_op"]) == max(means, key=means.get)
+  assert best["requests_per_cpu_s"] == pytest.approx(max(means.values()))
   assert result["machine"]["cores"] >= 1 and len(result["load_after"]) == 3
 
 
