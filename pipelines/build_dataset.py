@@ -26,6 +26,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from eta_tf import features
+from pipelines import leakage as L
+from pipelines import negatives as N
 from pipelines import parsing
 from pipelines import transforms as T
 
@@ -33,6 +35,8 @@ DEFAULT_POSITIVE_BEHAVIORS = "pv"
 SPLIT_TIME = "time"
 SPLIT_USER_LAST = "user_last"
 SPLIT_METHODS = (SPLIT_TIME, SPLIT_USER_LAST)
+SAMPLER_MATCHED = "matched"
+SAMPLER_UNIFORM = "uniform"
 # Largest |eval share of targets - --eval_fraction| accepted without --allow_skewed_split.
 MAX_SHARE_DEVIATION = 0.05
 TFRECORD_SUFFIX = ".tfrecord.gz"
@@ -118,6 +122,18 @@ def make_parser() -> argparse.ArgumentParser:
   parser.add_argument("--negatives_per_positive", type=_non_negative, default=1,
                       help="seeded negatives per positive, same category where possible "
                            "(default 1; ignored with --impressions)")
+  parser.add_argument("--negative_sampler", choices=(SAMPLER_MATCHED, SAMPLER_UNIFORM),
+                      default=SAMPLER_MATCHED,
+                      help="'matched' (default): a negative is an item of the positive's "
+                           "category that is a positive target in the same time window, "
+                           "drawn in proportion to its frequency there (falls back to the "
+                           "category, then to all items, counted in stats); 'uniform': a "
+                           "uniform distinct item of the category over the whole log (what "
+                           "papers usually do; leaks popularity/freshness on real logs)")
+  parser.add_argument("--negative_time_windows", type=_positive,
+                      default=N.DEFAULT_TIME_WINDOWS,
+                      help="number of equal-target-count time windows for matched "
+                           "negatives and the leakage check (default %(default)s)")
   parser.add_argument("--seed", type=int, default=0, help="negative sampling seed")
   parser.add_argument("--min_history", type=_non_negative, default=1,
                       help="drop (and count in stats) targets with fewer prior behaviors "
@@ -180,6 +196,8 @@ def pipeline_params(args) -> dict:
       "positive_behaviors": None if args.impressions else sorted(
           names[c] for c in args.positive_behaviors),
       "negatives_per_positive": 0 if args.impressions else args.negatives_per_positive,
+      "negative_sampler": None if args.impressions else args.negative_sampler,
+      "negative_time_windows": args.negative_time_windows,
       "seed": args.seed,
       "min_history": args.min_history,
       "split": args.split,
@@ -244,9 +262,24 @@ def build_pipeline(pipeline: beam.Pipeline, args) -> None:
   if user_last:
     sequences = sequences | "AssignUserLastSplit" >> T.AssignUserLastSplit(
         args.eval_targets_per_user)
-  time_split = sequences | "ComputeTimeSplit" >> T.ComputeTimeSplit(
+  histogram = sequences | "TargetTimeHistogram" >> T.TargetTimeHistogram()
+  time_split = histogram | "ComputeTimeSplit" >> T.DescribeTimeSplit(
       args.eval_fraction, args.eval_start, user_last)
   time_split_side = beam.pvalue.AsSingleton(time_split)
+  # Equal-count windows of target time: matched negatives and the leakage check.
+  num_windows = args.negative_time_windows
+  edges = beam.pvalue.AsSingleton(histogram | "TimeWindows" >> beam.MapTuple(
+      lambda times, counts: N.window_edges(times, counts, num_windows)))
+  # The check's own fixed resolution: a coarser sampler cannot make itself look good.
+  check_edges = beam.pvalue.AsSingleton(histogram | "CheckWindows" >> beam.MapTuple(
+      lambda times, counts: N.window_edges(times, counts, L.CHECK_WINDOWS)))
+  item_facts = beam.pvalue.AsSingleton(sequences | "BuildItemFacts" >> L.BuildItemFacts())
+  if args.negative_sampler == SAMPLER_MATCHED:
+    sampler_catalog = beam.pvalue.AsSingleton(
+        sequences | "BuildMatchedCatalog" >> N.BuildMatchedCatalog(edges))
+    sampler = N.sample_matched_negatives
+  else:
+    sampler_catalog, sampler = None, T.sample_uniform_negatives
   stat_entries.append(_entries(time_split, "time"))
   catalog = sequences | "BuildCatalog" >> T.BuildCatalog()
   stat_entries.append(catalog | "CatalogSizes" >> beam.FlatMap(
@@ -264,7 +297,8 @@ def build_pipeline(pipeline: beam.Pipeline, args) -> None:
 
   if not args.impressions and args.negatives_per_positive:
     with_negatives = sequences | "SampleNegatives" >> T.SampleNegatives(
-        beam.pvalue.AsSingleton(catalog), args.negatives_per_positive, args.seed)
+        sampler_catalog or beam.pvalue.AsSingleton(catalog), args.negatives_per_positive,
+        args.seed, sampler)
     sequences = with_negatives[T.VALID]
     counts.append(with_negatives[T.COUNTS])
 
@@ -284,6 +318,9 @@ def build_pipeline(pipeline: beam.Pipeline, args) -> None:
         | f"Bytes{label}" >> beam.Map(_file_bytes), "splits", split, "bytes_written"))
     stat_entries.append(_entries(
         splits[split] | f"Stats{label}" >> T.SplitStats(), "splits", split, "sequences"))
+    stat_entries.append(_entries(
+        splits[split] | f"Leakage{label}" >> L.LeakageCheck(item_facts, check_edges),
+        "splits", split, "leakage"))
 
   stat_entries.append(_entries(
       counts | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> T.SumCounts(), "counts"))
@@ -324,12 +361,15 @@ def assemble_stats(params: dict, entries) -> dict:
   stats["categories"] = raw.get("categories", 0)
   stats["time"] = raw.get("time", {})
   stats["negatives_unavailable"] = counts.get("negatives_unavailable", 0)
+  for key in N.FALLBACK_COUNTS:
+    stats[key] = counts.get(key, 0)
   stats["splits"] = {}
   for split in features.SPLITS:
     split_raw = raw.get("splits", {}).get(split, {})
     split_stats = dict(split_raw.get("sequences", {}))
     split_stats["filtered_min_history"] = split_raw.get("filtered_min_history", 0)
     split_stats["bytes_written"] = split_raw.get("bytes_written", 0)
+    split_stats["leakage"] = split_raw.get("leakage", {})
     stats["splits"][split] = split_stats
   stats["bytes_written"] = sum(s["bytes_written"] for s in stats["splits"].values())
   stats["users_with_targets"] = counts.get("users_with_targets", 0)
@@ -430,8 +470,11 @@ def summarize(stats: dict) -> str:
                f"categories {stats['categories']}, split {stats['time'].get('method')}, "
                f"eval_start {stats['time'].get('eval_start')}")
   for split, s in stats["splits"].items():
+    leak = s.get("leakage", {})
     parts.append(f"{split}: {s.get('records')} records ({_percent(s['user_share'])} of "
                  f"users), {s.get('targets')} targets ({_percent(s['target_share'])}), "
+                 f"leakage AUC popularity {leak.get('popularity_auc')} seen-before-window "
+                 f"{leak.get('seen_before_window_auc')}, "
                  f"positive rate {s.get('positive_rate')}, {s['filtered_min_history']} "
                  f"filtered (min_history), {s['bytes_written']} bytes")
   return "\n".join(parts)

@@ -19,8 +19,9 @@ Planted structure (each user's events in time order are cut into three phases by
 
 Items in a category are drawn with Zipf(--item_popularity_exponent) popularity, except
 long-term items, which are uniform draws private to the user. The pipeline's negatives are
-uniform items of the positive's category, so: category carries no label signal; popularity
-is a signal every model can learn; "this target is an item the user touched long ago" is a
+items of the positive's category, so: category carries no label signal; popularity is a
+signal every model can learn under --negative_sampler=uniform (the default matched sampler
+draws negatives by frequency, which removes it); "this target is an item the user touched long ago" is a
 signal only a model that attends over the long history can retrieve, and with the defaults
 most late revisits of a long-term item are not within the user's last 16-48 behaviors.
 

@@ -333,8 +333,15 @@ def quantile_eval_start(times: np.ndarray, counts: np.ndarray, eval_fraction: fl
   return int(times[1 + int(np.argmin(np.abs(share - eval_fraction)))])
 
 
-class ComputeTimeSplit(beam.PTransform):
-  """UserSequences with candidate targets -> singleton time-split dict.
+class TargetTimeHistogram(beam.PTransform):
+  """UserSequences -> singleton (sorted distinct target timestamps [D], counts [D])."""
+
+  def expand(self, sequences):
+    return sequences | "TargetTimes" >> beam.CombineGlobally(_TargetTimesFn())
+
+
+class DescribeTimeSplit(beam.PTransform):
+  """TargetTimeHistogram -> singleton time-split dict.
 
   {'method', 'target_timestamp_min', 'target_timestamp_max', 'eval_start'}: method
   'target_quantile' (eval_start from quantile_eval_start over every candidate target's
@@ -349,7 +356,7 @@ class ComputeTimeSplit(beam.PTransform):
     self._eval_start = eval_start
     self._user_last = user_last
 
-  def expand(self, sequences):
+  def expand(self, histogram):
     def describe(histogram):
       times, counts = histogram
       out = {"target_timestamp_min": int(times[0]) if len(times) else None,
@@ -361,9 +368,19 @@ class ComputeTimeSplit(beam.PTransform):
       return dict(out, method="target_quantile",
                   eval_start=quantile_eval_start(times, counts, self._eval_fraction))
 
-    return (sequences
-            | "TargetTimes" >> beam.CombineGlobally(_TargetTimesFn())
-            | "Describe" >> beam.Map(describe))
+    return histogram | "Describe" >> beam.Map(describe)
+
+
+class ComputeTimeSplit(beam.PTransform):
+  """UserSequences with candidate targets -> singleton time-split dict (DescribeTimeSplit)."""
+
+  def __init__(self, eval_fraction: float, eval_start: Optional[int] = None,
+               user_last: bool = False):
+    super().__init__()
+    self._describe = DescribeTimeSplit(eval_fraction, eval_start, user_last)
+
+  def expand(self, sequences):
+    return sequences | "Histogram" >> TargetTimeHistogram() | "Split" >> self._describe
 
 
 class Catalog:
@@ -473,37 +490,49 @@ def sample_negatives(positives: np.ndarray, catalog: Catalog, num_negatives: int
   return out
 
 
+def sample_uniform_negatives(positives, catalog: Catalog, num_negatives: int, rng):
+  """sample_negatives in the sampler interface: (rows, extra counts {})."""
+  return sample_negatives(positives, catalog, num_negatives, rng), {}
+
+
 class SampleNegatives(beam.PTransform):
   """Adds `negatives_per_positive` seeded negatives after each positive target.
 
-  The random stream of a user is seeded by (seed, user_id) only, so the result does not
-  depend on bundling, worker count or runner. Output `counts` carries
-  {'negatives_unavailable': n} when the catalog has no other item to offer.
+  `sampler(positives [P, 4], catalog, num_negatives, rng)` -> (rows [P * n, 4], counts):
+  sample_uniform_negatives (default, with a Catalog) or
+  negatives.sample_matched_negatives (with a MatchedCatalog). The random stream of a user
+  is seeded by (seed, user_id) only, so the result does not depend on bundling, worker
+  count or runner. Output `counts` carries {'negatives_unavailable': n} when the catalog
+  has no other item to offer, plus the sampler's counts.
   """
 
-  def __init__(self, catalog, negatives_per_positive: int, seed: int):
+  def __init__(self, catalog, negatives_per_positive: int, seed: int,
+               sampler=sample_uniform_negatives):
     super().__init__()
     self._catalog = catalog
     self._num_negatives = negatives_per_positive
     self._seed = seed
+    self._sampler = sampler
 
   def expand(self, sequences):
-    num_negatives, seed = self._num_negatives, self._seed
+    num_negatives, seed, sampler = self._num_negatives, self._seed, self._sampler
 
-    def add_negatives(sequence: UserSequence, catalog: Catalog):
+    def add_negatives(sequence: UserSequence, catalog):  # Catalog or MatchedCatalog
       positives = sequence.targets
       if not len(positives) or not num_negatives:
         yield sequence
         return
       rng = np.random.default_rng([seed, sequence.user_id])
-      negatives = sample_negatives(positives, catalog, num_negatives, rng)
+      negatives, counts = sampler(positives, catalog, num_negatives, rng)
       rows = np.concatenate([positives[:, None, :],
                              negatives.reshape(len(positives), num_negatives, 4)], axis=1)
       rows = rows.reshape(-1, 4)
       available = rows[:, ITEM_ID] > 0
+      counts = {k: v for k, v in counts.items() if v}
       if not available.all():
-        yield beam.pvalue.TaggedOutput(
-            COUNTS, {"negatives_unavailable": int((~available).sum())})
+        counts["negatives_unavailable"] = int((~available).sum())
+      if counts:
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
       yield sequence._replace(targets=rows[available])
 
     return sequences | "Sample" >> beam.FlatMap(

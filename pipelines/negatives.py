@@ -1,0 +1,266 @@
+"""Negatives matched to their positive in time and popularity (issue 12, item 5).
+
+A uniform draw over a category's distinct items over the whole log gives the answer away
+on real logs: positives are popular or fresh items, uniform negatives obscure or old ones,
+so "how popular is the item" or "was it seen before" scores well without any history.
+The matched sampler draws a positive's negative from the items of its category that are
+positive targets in the same *time window*, in proportion to how often they are there: an
+item-only score then has the same distribution on both labels (up to the exclusion of the
+positive item itself).
+
+Time windows have equal numbers of candidate targets (quantiles of target timestamps, the
+histogram the time split also uses), so busy periods get short windows and a log spanning
+decades (MovieLens) still has enough items per window. Where the (category, window) cell
+has no item other than the positive, the draw falls back to the same category in ever
+wider windows (pairs of adjacent windows, then fours, ... up to the whole log), then to all
+items (all frequency-weighted), and is counted by how far it went.
+
+Memory: the cell table is O(distinct (category, window, item) triples) -- at most the number
+of positive targets; it is a side input, broadcast to every worker.
+"""
+from typing import Dict, Tuple
+
+import apache_beam as beam
+import numpy as np
+
+from pipelines.parsing import CATEGORY_ID, ITEM_ID, KIND, TIMESTAMP
+from pipelines.records import UserSequence
+
+DEFAULT_TIME_WINDOWS = 100
+# stats.json counters: draws that left their (category, window) cell, by how far.
+FALLBACK_COUNTS = ("negatives_fallback_wider_window", "negatives_fallback_category",
+                   "negatives_fallback_any")
+# Rejection rounds before a draw that keeps hitting the positive item falls back.
+_MAX_ROUNDS = 16
+
+
+def window_edges(times: np.ndarray, counts: np.ndarray, num_windows: int) -> np.ndarray:
+  """Start times of windows 1.. of `num_windows` equal-count windows of target times.
+
+  Args: times sorted distinct target timestamps [D], counts [D] targets at each.
+  Returns sorted distinct int64 edges [<= num_windows - 1]; window of t =
+  searchsorted(edges, t, 'right'). Targets of one second share a window.
+  """
+  if not len(times) or num_windows <= 1:
+    return np.zeros(0, np.int64)
+  cumulative = np.cumsum(counts)
+  ranks = cumulative[-1] * np.arange(1, num_windows) / num_windows
+  # First distinct time at which more than rank targets have been seen, i.e. whose
+  # window starts there.
+  idx = np.searchsorted(cumulative, ranks, side="right")
+  idx = idx[idx < len(times)]
+  return np.unique(times[idx]).astype(np.int64)
+
+
+def window_of(timestamps: np.ndarray, edges: np.ndarray) -> np.ndarray:
+  """Window index of each timestamp [N] (0 .. len(edges))."""
+  return np.searchsorted(edges, timestamps, side="right")
+
+
+def window_start(windows: np.ndarray, edges: np.ndarray) -> np.ndarray:
+  """First second of each window [N]; window 0 starts at -inf (int64 min)."""
+  padded = np.concatenate([[np.iinfo(np.int64).min], edges])
+  return padded[windows]
+
+
+class _WeightedBlocks:
+  """Items in keyed blocks with cumulative weights, for vectorised weighted draws.
+
+  keys [K] sorted int64; block k = rows starts[k] .. starts[k+1]-1 of items/categories;
+  cumulative [N] = running sum of the row weights (exclusive base per block = cum before).
+  """
+
+  def __init__(self, keys: np.ndarray, items: np.ndarray, categories: np.ndarray,
+               weights: np.ndarray):
+    # keys per row, already sorted by key.
+    self.keys, self.starts = np.unique(keys, return_index=True)
+    self.ends = np.append(self.starts[1:], len(keys))
+    self.items, self.categories = items, categories
+    self.cumulative = np.cumsum(weights).astype(np.float64)
+    self.base = np.concatenate([[0.0], self.cumulative])  # base[i] = weight before row i
+
+  def block_of(self, keys: np.ndarray):
+    """(block index, found mask) of each key."""
+    if not len(self.keys):
+      return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+    slot = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+    return slot, self.keys[slot] == keys
+
+  def draw(self, blocks: np.ndarray, rng: np.random.Generator):
+    """One weighted row per block index: (items, categories)."""
+    low = self.base[self.starts[blocks]]
+    high = self.base[self.ends[blocks]]
+    u = low + rng.random(len(blocks)) * (high - low)
+    rows = np.minimum(np.searchsorted(self.cumulative, u, side="right"),
+                      self.ends[blocks] - 1)
+    return self.items[rows], self.categories[rows]
+
+
+class MatchedCatalog:
+  """Positive-target item frequencies by (category, window) at every window resolution.
+
+  Built from `counts`: int64 [M, 4] rows (category, window, item, count), any order.
+  levels[k] holds the cells (category, window >> k): level 0 the finest windows, each next
+  level pairs of adjacent windows (equal-count windows, so still equal-count), the last
+  level one window per category. `everything` is all items, frequency-weighted.
+  """
+
+  def __init__(self, counts: np.ndarray, edges: np.ndarray):
+    counts = np.asarray(counts, np.int64).reshape(-1, 4)
+    self.edges = np.asarray(edges, np.int64)
+    self.num_windows = len(self.edges) + 1
+    self.category_ids = np.unique(counts[:, 0])
+    cat_index = np.searchsorted(self.category_ids, counts[:, 0])
+    self.levels = []
+    for shift in range(int(np.ceil(np.log2(self.num_windows))) + 1):
+      cells = _aggregate(np.stack([cat_index * self.num_windows + (counts[:, 1] >> shift),
+                                   counts[:, 2], counts[:, 0]], axis=1), counts[:, 3])
+      self.levels.append(_WeightedBlocks(cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]))
+    # First window in which each item is a target (freshness of fallback draws).
+    order = np.lexsort((counts[:, 1], counts[:, 2]))
+    self._items, first = np.unique(counts[order, 2], return_index=True)
+    self._first_windows = counts[order, 1][first]
+    by_item = _aggregate(counts[:, [2, 0]], counts[:, 3])  # (item, cat, n)
+    self.everything = _WeightedBlocks(np.zeros(len(by_item), np.int64), by_item[:, 0],
+                                      by_item[:, 1], by_item[:, 2])
+
+  def __len__(self):
+    return len(self.everything.items)
+
+  def first_window(self, items: np.ndarray) -> np.ndarray:
+    """First window in which each item is a positive target (num_windows if never)."""
+    if not len(self._items):
+      return np.full(len(items), self.num_windows)
+    slot = np.minimum(np.searchsorted(self._items, items), len(self._items) - 1)
+    return np.where(self._items[slot] == items, self._first_windows[slot], self.num_windows)
+
+
+def _aggregate(keys: np.ndarray, weights: np.ndarray) -> np.ndarray:
+  """Rows of distinct keys [K, k] with summed weights appended [K, k + 1], sorted."""
+  if not len(keys):
+    return np.zeros((0, keys.shape[1] + 1), np.int64)
+  distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+  summed = np.bincount(inverse.reshape(-1), weights=weights).astype(np.int64)
+  return np.concatenate([distinct, summed[:, None]], axis=1)
+
+
+def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
+                             num_negatives: int, rng: np.random.Generator
+                             ) -> Tuple[np.ndarray, Dict[str, int]]:
+  """`num_negatives` negatives per positive row, matched in time window and category.
+
+  Returns (int64 [P * num_negatives, 4] rows (positive's timestamp, item, category,
+  label 0), negatives of positive i at rows i*num_negatives...; item 0 where no other item
+  exists at all) and FALLBACK_COUNTS (each draw counted once, at the level it ended in).
+
+  A draw whose (category, window) cell holds no other item moves to the same category in
+  the next wider window (pairs of windows, ... the whole log), then to all items. Outside
+  its own window a draw must also match the positive's freshness -- whether the item was
+  a target before the positive's window -- or a wider window would mostly offer items
+  older than a fresh positive (the leakage check's "seen before the window"); where the
+  category has no item of matching freshness, any other item of the category is taken
+  before leaving the category.
+  """
+  n = len(positives) * num_negatives
+  out = np.zeros((n, 4), np.int64)
+  out[:, TIMESTAMP] = np.repeat(positives[:, TIMESTAMP], num_negatives)
+  counts = dict.fromkeys(FALLBACK_COUNTS, 0)
+  if not n or not len(catalog):
+    return out, counts
+  pos_items = np.repeat(positives[:, ITEM_ID], num_negatives)
+  pos_cats = np.repeat(positives[:, CATEGORY_ID], num_negatives)
+  cat_slot = np.minimum(np.searchsorted(catalog.category_ids, pos_cats),
+                        len(catalog.category_ids) - 1)
+  cat_known = catalog.category_ids[cat_slot] == pos_cats
+  windows = window_of(out[:, TIMESTAMP], catalog.edges)
+  pos_seen = catalog.first_window(pos_items) < windows
+  last = len(catalog.levels) - 1
+  levels = [(blocks, cat_slot * catalog.num_windows + (windows >> shift), cat_known,
+             shift > 0, None if shift == 0 else "negatives_fallback_category"
+             if shift == last else "negatives_fallback_wider_window")
+            for shift, blocks in enumerate(catalog.levels)]
+  # Freshness gives way before the category does: the whole category, any item.
+  levels.append(levels[-1][:3] + (False, "negatives_fallback_category"))
+  everything = (catalog.everything, np.zeros(n, np.int64), np.ones(n, bool))
+  levels += [everything + (True, "negatives_fallback_any"),
+             everything + (False, "negatives_fallback_any")]  # last resort: any other item
+  pending = np.arange(n)
+  for blocks, keys, usable, match_freshness, counter in levels:
+    if not len(pending):
+      break
+    block, found = blocks.block_of(keys[pending])
+    todo = pending[found & usable[pending]]
+    todo_block = block[found & usable[pending]]
+    for _ in range(_MAX_ROUNDS):  # redraw only the rejected draws
+      if not len(todo):
+        break
+      items, cats = blocks.draw(todo_block, rng)
+      reject = items == pos_items[todo]
+      if match_freshness:
+        reject |= (catalog.first_window(items) < windows[todo]) != pos_seen[todo]
+      done = todo[~reject]
+      out[done, ITEM_ID], out[done, CATEGORY_ID] = items[~reject], cats[~reject]
+      if counter:
+        counts[counter] += len(done)
+      todo, todo_block = todo[reject], todo_block[reject]
+    pending = np.flatnonzero(out[:, ITEM_ID] == 0)
+  out[:, KIND] = 0
+  out[pending, CATEGORY_ID] = 0
+  return out, counts
+
+
+# ---------------------------------------------------------------------------------------
+# Beam: the cell table from the candidate positive targets
+# ---------------------------------------------------------------------------------------
+def _cell_counts(sequence: UserSequence, edges: np.ndarray) -> np.ndarray:
+  """int64 [m, 4] (category, window, item, count) of one user's positive targets."""
+  targets = sequence.targets[sequence.targets[:, KIND] == 1]
+  if not len(targets):
+    return np.zeros((0, 4), np.int64)
+  keys = np.stack([targets[:, CATEGORY_ID], window_of(targets[:, TIMESTAMP], edges),
+                   targets[:, ITEM_ID]], axis=1)
+  return _aggregate(keys, np.ones(len(keys)))
+
+
+class _CellCountsFn(beam.CombineFn):
+  """Sum of per-user (category, window, item, count) tables, compacted as it grows."""
+  _COMPACT_AT = 1 << 20
+
+  def create_accumulator(self):
+    return []
+
+  @staticmethod
+  def _compact(parts):
+    if not parts:
+      return []
+    rows = np.concatenate(parts)
+    return [_aggregate(rows[:, :3], rows[:, 3])]
+
+  def add_input(self, acc, rows):
+    if len(rows):
+      acc.append(rows)
+      if sum(len(p) for p in acc) > self._COMPACT_AT:
+        acc = self._compact(acc)
+    return acc
+
+  def merge_accumulators(self, accumulators):
+    return self._compact([p for acc in accumulators for p in acc])
+
+  def extract_output(self, acc):
+    acc = self._compact(acc)
+    return acc[0] if acc else np.zeros((0, 4), np.int64)
+
+
+class BuildMatchedCatalog(beam.PTransform):
+  """UserSequences (candidate positive targets) + window edges side input -> MatchedCatalog."""
+
+  def __init__(self, edges):
+    super().__init__()
+    self._edges = edges
+
+  def expand(self, sequences):
+    edges = self._edges
+    counts = (sequences
+              | "CellCounts" >> beam.Map(_cell_counts, edges=edges)
+              | "SumCells" >> beam.CombineGlobally(_CellCountsFn()))
+    return counts | "Catalog" >> beam.Map(MatchedCatalog, edges=edges)
