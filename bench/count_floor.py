@@ -51,11 +51,37 @@ def split_train_users(data_dir: str, out_dir: str, val_every: int) -> str:
 
 
 def model_config(name: str, **shapes) -> config_lib.ModelConfig:
-  """"eta_random" -> ModelConfig(model="eta", retrieval="random"); else the model."""
-  base, _, retrieval = name.partition("_")
-  if base == "eta" and retrieval in config_lib.RETRIEVALS:
-    return config_lib.ModelConfig(model="eta", retrieval=retrieval, **shapes)
+  """"eta_random" / "eta_oracle" -> ModelConfig(model="eta", retrieval=...);
+  "eta_fields" -> eta with signature_fields="item_category"; else the model."""
+  base, _, variant = name.partition("_")
+  if base == "eta" and variant in config_lib.RETRIEVALS:
+    return config_lib.ModelConfig(model="eta", retrieval=variant, **shapes)
+  if name == "eta_fields":
+    return config_lib.ModelConfig(model="eta", signature_fields="item_category", **shapes)
   return config_lib.ModelConfig(model=name, **shapes)
+
+
+def merge(output: str, inputs) -> dict:
+  """Rows of several runs on the same setting (e.g. run in parallel) in one output."""
+  results = []
+  for path in inputs:
+    with open(path) as f:
+      results.append(json.load(f))
+  settings = {r["setting"] for r in results}
+  if len(settings) != 1:
+    raise SystemExit(f"--merge: inputs hold different settings {sorted(settings)}")
+  rows, seen, commands = [], set(), []
+  for r in results:
+    commands += [c for c in r.get("commands") or [r["command"]] if c not in commands]
+    for row in r["rows"]:
+      if (row["model"], row["seed"]) not in seen:
+        seen.add((row["model"], row["seed"]))
+        rows.append(row)
+  merged = {"setting": results[0]["setting"], "data_dir": results[0]["data_dir"],
+            "commands": commands, "summary": summarize(rows), "rows": rows}
+  with open(output, "w") as f:
+    json.dump(merged, f, indent=2)
+  return merged
 
 
 def train_early_stopped(config, data_dir, split_pattern, seed, args, train_counts):
@@ -130,7 +156,53 @@ def summarize(rows):
           "paired_auc_gaps": gaps}
 
 
+DIAGNOSTICS = ("overlap_at_48", "attention_recall", "distance0_share",
+               "same_category_share")
+
+
+def render(paths) -> str:
+  """Markdown tables of several count_floor outputs (one section per setting)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  lines = []
+  for path in paths:
+    with open(path) as f:
+      result = json.load(f)
+    rows, summary = result["rows"], result["summary"]
+    commands = result.get("commands") or [result["command"]]
+    lines += [f"#### {result['setting']}", "", *[f"`{c}`  " for c in commands], "",
+              "| model | AUC | GAUC | seeds | best epoch | overlap@48 | attention recall | "
+              "distance 0 | same category |", "|---|---|---|---|---|---|---|---|---|"]
+    models = sorted({r["model"] for r in rows},
+                    key=lambda m: -summary["means"][m]["auc"])
+    for m in models:
+      group = [r for r in rows if r["model"] == m]
+      cell = lambda k: (f"{np.mean([r[k] for r in group]):.4f} ± "  # noqa: E731
+                        f"{np.std([r[k] for r in group], ddof=1):.4f}"
+                        if len(group) > 1 else f"{group[0][k]:.4f}")
+      diag = [f"{np.mean([r[k] for r in group]):.3f}" if group[0].get(k) is not None
+              else "-" for k in DIAGNOSTICS]
+      lines.append(f"| {m} | {cell('auc')} | {cell('gauc')} | {len(group)} | "
+                   f"{np.mean([r['best_epoch'] for r in group]):.1f} | " +
+                   " | ".join(diag) + " |")
+    for name, h in sorted(summary["heuristics"].items(), key=lambda kv: -kv[1]["auc"]):
+      sign = "" if h["direction"] > 0 else " (reversed)"
+      lines.append(f"| heuristic: {name}{sign} | {h['auc']:.4f} | {h['gauc']:.4f} | - | - "
+                   "| - | - | - | - |")
+    lines += ["", "Paired AUC differences (mean ± standard error over seeds): " + "; ".join(
+        f"{name} {g['mean']:+.4f}" + (f" ± {g['se']:.4f}" if g.get("se") else "") +
+        f" ({g['seeds']})" for name, g in summary["paired_auc_gaps"].items() if g), ""]
+  return "\n".join(lines)
+
+
 def main(argv=None):
+  if (argv if argv is not None else sys.argv[1:])[:1] == ["--render"]:
+    paths = (argv if argv is not None else sys.argv[1:])[1:]
+    print(render(paths))
+    return
+  if (argv if argv is not None else sys.argv[1:])[:1] == ["--merge"]:
+    output, *inputs = (argv if argv is not None else sys.argv[1:])[1:]
+    merge(output, inputs)
+    return
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--data_dir", required=True, help="pipelines.build_dataset output")
@@ -158,10 +230,14 @@ def main(argv=None):
   split_dir = os.path.join(args.work_dir, "val_split_" + args.setting.replace(" ", "_"))
   pattern = split_train_users(args.data_dir, split_dir, args.val_every)
   train_counts = baselines.train_item_counts(args.data_dir)
-  rows = []
-  if os.path.exists(args.output):  # resume: keep finished (model, seed) rows
+  rows, commands = [], []
+  if os.path.exists(args.output):  # resume / extend: keep finished (model, seed) rows
     with open(args.output) as f:
-      rows = json.load(f)["rows"]
+      previous = json.load(f)
+    rows = previous["rows"]
+    commands = previous.get("commands") or [previous["command"]]
+  command = "python bench/count_floor.py " + " ".join(sys.argv[1:] if argv is None else argv)
+  commands += [] if command in commands else [command]
   done = {(r["model"], r["seed"]) for r in rows}
   shapes = dict(max_len=args.max_len, short_len=args.short_len, top_k=args.top_k,
                 target_stats=bool(args.target_stats))
@@ -177,10 +253,8 @@ def main(argv=None):
       os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
       with open(args.output, "w") as f:
         json.dump({"setting": args.setting, "data_dir": args.data_dir,
-                   "command": "python bench/count_floor.py " + " ".join(
-                       sys.argv[1:] if argv is None else argv),
-                   "args": vars(args), "summary": summarize(rows), "rows": rows}, f,
-                  indent=2)
+                   "commands": commands, "args": vars(args),
+                   "summary": summarize(rows), "rows": rows}, f, indent=2)
   print(json.dumps(summarize(rows)["paired_auc_gaps"], indent=1))
 
 

@@ -7,6 +7,7 @@ from typing import Tuple
 MODEL_NAMES = ("eta", "din", "din_long", "sim_hard", "avg", "sdim")
 SUPPORTED_HASH_BITS = (16, 32, 64, 128, 256)
 RETRIEVALS = ("hamming", "random", "oracle")  # eta's selection; the last two are controls
+SIGNATURE_FIELDS = ("item", "item_category")  # what eta's SimHash signature covers
 CONFIG_FILE = "model_config.json"
 
 
@@ -47,6 +48,10 @@ class ModelConfig:
       "random" (the candidate's exact-item matches first, then a fixed pseudo-random k:
       the floor of retrieval) and "oracle" (the top-k by the model's own full attention
       scores over all L: the ceiling).
+    signature_fields: what eta's signature hashes: "item" (SimHash of the item
+      embedding, m bits) or "item_category" (SimHash(item) ‖ SimHash(category), m bits
+      each, distances add: same-category behaviors come closer); at export both are
+      frozen tables.
   """
   model: str = "eta"
   max_len: int = 1024
@@ -70,6 +75,7 @@ class ModelConfig:
   hamming_xla: bool = False
   target_stats: bool = True
   retrieval: str = "hamming"
+  signature_fields: str = "item"
 
   def __post_init__(self):
     self.mlp_units = tuple(int(u) for u in self.mlp_units)
@@ -92,6 +98,8 @@ class ModelConfig:
       fail("model", f"unknown model; choose one of {', '.join(MODEL_NAMES)}")
     if self.retrieval not in RETRIEVALS:
       fail("retrieval", f"unknown retrieval; choose one of {', '.join(RETRIEVALS)}")
+    if self.signature_fields not in SIGNATURE_FIELDS:
+      fail("signature_fields", f"choose one of {', '.join(SIGNATURE_FIELDS)}")
     if self.hash_bits not in SUPPORTED_HASH_BITS:
       fail("hash_bits", f"must be one of {SUPPORTED_HASH_BITS}")
     for field in ("max_len", "short_len", "item_dim", "category_dim", "behavior_type_dim",

@@ -22,6 +22,27 @@ def test_model_names_carry_the_retrieval_control(count_floor):
   plain = count_floor.model_config("sim_hard", max_len=64)
   assert (plain.model, plain.retrieval) == ("sim_hard", "hamming")
   assert count_floor.model_config("din_long", max_len=64).model == "din_long"
+  fields = count_floor.model_config("eta_fields", max_len=64)
+  assert (fields.model, fields.signature_fields) == ("eta", "item_category")
+
+
+def test_merge_keeps_each_model_seed_once(count_floor, tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  heuristics = {"item_count": {"auc": 0.6, "gauc": 0.6, "direction": 1}}
+  def write(name, rows):
+    path = tmp_path / name
+    path.write_text(json.dumps({"setting": "s", "data_dir": "d", "commands": [name],
+                                "rows": [{"model": m, "seed": 0, "auc": a, "gauc": a,
+                                          "heuristics": heuristics} for m, a in rows]}))
+    return str(path)
+  merged = count_floor.merge(str(tmp_path / "out.json"), [
+      write("a", [("eta", 0.8), ("din_long", 0.7)]), write("b", [("eta", 0.1),
+                                                                   ("sim_hard", 0.75)])])
+  assert [(r["model"], r["auc"]) for r in merged["rows"]] == [
+      ("eta", 0.8), ("din_long", 0.7), ("sim_hard", 0.75)]
+  assert merged["commands"] == ["a", "b"]
+  assert merged["summary"]["paired_auc_gaps"]["eta - sim_hard"]["mean"] == \
+      pytest.approx(0.05)
 
 
 def test_paired_gaps_and_best_heuristic(count_floor):

@@ -151,3 +151,41 @@ def test_din_has_no_target_stats_and_the_flag_turns_them_off():
   assert not off.uses_target_stats and "target_stats" not in _context(off, feats)
   with pytest.raises(ConfigError, match="retrieval='best'"):
     ModelConfig(retrieval="best")
+
+
+def test_item_category_signature_equals_numpy_reference_and_frozen_tables():
+  """SimHash(item) ‖ SimHash(category): bits = sign of a fixed projection per field; the
+  frozen export tables give the same signatures."""
+  from eta_tf.layers.hashing import simhash_projection  # pylint: disable=g-import-not-at-top
+  from eta_tf.ops import bits as bits_ops  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(6)
+  feats = _samples(seed=6)
+  config = ModelConfig(model="eta", signature_fields="item_category", **SMALL)
+  model = build_model(config)
+  history, candidate = model.long_block._signatures(  # pylint: disable=protected-access
+      _context(model, feats))
+  assert history.shape[-1] == 2 * config.hash_words
+  emb = model.embedding
+  item_table = emb.item_embedding.embeddings.numpy()
+  category_table = emb.category_embedding.embeddings.numpy()
+  item_bits = item_table @ simhash_projection(config.item_dim, config.hash_bits,
+                                              config.hash_seed) > 0
+  category_bits = category_table @ simhash_projection(
+      config.category_dim, config.hash_bits, config.hash_seed + 1) > 0
+  item_buckets = emb.item_buckets(feats[F.HIST_ITEM_ID]).numpy()
+  category_buckets = emb.category_buckets(feats[F.HIST_CATEGORY_ID]).numpy()
+  got = bits_ops.unpack_bits(history, 2 * config.hash_bits).numpy()
+  np.testing.assert_array_equal(got[..., :config.hash_bits], item_bits[item_buckets])
+  np.testing.assert_array_equal(got[..., config.hash_bits:],
+                                category_bits[category_buckets])
+  got = bits_ops.unpack_bits(candidate, 2 * config.hash_bits).numpy()[:, 0]
+  np.testing.assert_array_equal(
+      got[:, config.hash_bits:],
+      category_bits[emb.category_buckets(feats[F.TARGET_CATEGORY_ID]).numpy()])
+  before = model.predict_ctr(feats).numpy()
+  model.freeze_signatures()
+  frozen = _context(model, feats)
+  assert "history_category_signatures" in frozen
+  frozen_history, _ = model.long_block._signatures(frozen)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(frozen_history.numpy(), history.numpy())
+  np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, atol=1e-6)

@@ -53,8 +53,10 @@ class CtrModel(tfrs.Model):
     # The shared block of target-aware statistics reads the long history, so `din`
     # (short history only) stays without it.
     self.uses_target_stats = config.target_stats and self.long_block is not None
-    # Set by freeze_signatures() at export: item bucket -> packed SimHash signature.
+    # Set by freeze_signatures() at export: item bucket -> packed SimHash signature (and
+    # category bucket -> signature for signature_fields=item_category).
     self.signature_table = None
+    self.category_signature_table = None
 
   # ---------------------------------------------------------------- core computation
   def _context(self, history, candidate_items, candidate_categories, target_timestamp):
@@ -81,6 +83,11 @@ class CtrModel(tfrs.Model):
                                                 behaviors["item_bucket"])
       context["candidate_signatures"] = tf.gather(self.signature_table,
                                                   emb.item_buckets(candidate_items))
+    if self.category_signature_table is not None:
+      context["history_category_signatures"] = tf.gather(
+          self.category_signature_table, behaviors["category_bucket"])
+      context["candidate_category_signatures"] = tf.gather(
+          self.category_signature_table, context["candidate_category_bucket"])
     return context
 
   def _logits(self, context, training=False):
@@ -163,6 +170,11 @@ class CtrModel(tfrs.Model):
              for start in range(0, self.config.item_buckets, chunk_size)]
     self.signature_table = tf.Variable(tf.concat(parts, 0), trainable=False,
                                        name="item_signature_table")
+    category_simhash = getattr(self.long_block, "category_simhash", None)
+    if category_simhash is not None:
+      self.category_signature_table = tf.Variable(
+          category_simhash(self.embedding.category_embedding.embeddings), trainable=False,
+          name="category_signature_table")
     return self.signature_table
 
   def dummy_features(self, batch_size: int = 2):

@@ -110,10 +110,38 @@ class EtaBlock(LongHistoryBlock):
   def __init__(self, config, **kwargs):
     super().__init__(config, **kwargs)
     self.simhash = SimHash(config.hash_bits, config.hash_seed, name="simhash")
+    self.category_simhash = None
+    if config.signature_fields == "item_category":
+      self.category_simhash = SimHash(config.hash_bits, config.hash_seed + 1,
+                                      name="category_simhash")
     # Attention over the k does not depend on their order: skip the final sort.
     self.top_k = HammingTopK(config.top_k, use_xla=config.hamming_xla, sort=False,
                              name="hamming_top_k")
     self.attention = make_attention(config, "long_attention")
+
+  @property
+  def signature_bits(self) -> int:
+    """Bits of a whole signature (m per hashed field)."""
+    return self.config.hash_bits * (2 if self.category_simhash is not None else 1)
+
+  def _signatures(self, context):
+    """Item signatures, followed by category signatures for signature_fields=item_category.
+
+    The category embeddings are the slice of the behavior / query embeddings after the
+    item part (behavior = item ⊕ category ⊕ ..., query = item ⊕ category).
+    """
+    history, candidate = super()._signatures(context)
+    if self.category_simhash is None:
+      return history, candidate
+    d, dc = self.config.item_dim, self.config.category_dim
+    history_category = context.get("history_category_signatures")
+    if history_category is None:
+      history_category = self.category_simhash(context["behavior"][..., d:d + dc])
+    candidate_category = context.get("candidate_category_signatures")
+    if candidate_category is None:
+      candidate_category = self.category_simhash(context["query"][..., d:d + dc])
+    return (tf.concat([history, history_category], axis=-1),
+            tf.concat([candidate, candidate_category], axis=-1))
 
   def full_attention_scores(self, context):
     """Head-averaged attention logits of every candidate over all L, float [B, N, L]."""
@@ -156,7 +184,7 @@ class EtaBlock(LongHistoryBlock):
     out = self.attention.attend(query_heads, key_heads, value_heads, mask)
     if self.config.target_stats:
       out = tf.concat([out, distance_stats(distances, mask, self.config.top_k,
-                                           self.config.hash_bits)], axis=-1)
+                                           self.signature_bits)], axis=-1)
     return out
 
 
