@@ -1,0 +1,254 @@
+r"""Scale of the data path on Taobao-shaped logs: pipeline and trainer input vs log size.
+
+  python -m bench.scale [--events=250000,1000000,4000000] [--max_len=1024]
+                        [--beam_args="--direct_running_mode=multi_processing --direct_num_workers=2"]
+
+For each size: a Taobao-shaped log (generate_log: per-user lengths log-normal with mean
+~101 and a long tail to thousands, as UserBehavior's 100,150,807 events of 987,994 users;
+~27% of events revisit an item of the user's past; distinct items ~0.65 x events; Taobao's
+behavior mix over 9 days), then pipelines.build_dataset in a child process on the local
+Beam runner (multi-process by default) -- wall seconds, events/s, peak RSS of the whole
+process tree (polled from /proc), output bytes -- then the trainer's input pipeline
+(eta_tf.data.make_dataset at L=--max_len) in another child: training examples/s over
+--input_batches batches and its peak RSS. A least-squares line over the sizes gives
+seconds = fixed + events / rate and RSS vs events, extrapolated to the full UserBehavior
+file. Results: bench/results/scale.json.
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from bench import machine
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+RESULTS_FILE = "scale.json"
+FULL_TAOBAO_EVENTS = 100_150_807
+TAOBAO_START = 1511539200
+DAYS = 9
+MEAN_EVENTS_PER_USER = 101.4  # 100,150,807 / 987,994
+LENGTH_SIGMA = 1.0  # log-normal spread: median ~61, p99 ~620, max in the thousands
+REVISIT_RATE = 0.27
+BEHAVIORS = ("pv", "cart", "fav", "buy")
+BEHAVIOR_PROBS = (0.895, 0.055, 0.03, 0.02)
+DEFAULT_BEAM_ARGS = "--direct_running_mode=multi_processing --direct_num_workers=2"
+
+
+def user_lengths(num_events: int, rng: np.random.Generator) -> np.ndarray:
+  """Per-user event counts [U] summing to num_events: log-normal, mean ~101, clipped."""
+  mu = np.log(MEAN_EVENTS_PER_USER) - LENGTH_SIGMA ** 2 / 2
+  draws = int(1.5 * num_events / MEAN_EVENTS_PER_USER) + 64
+  lengths = np.zeros(0, np.int64)
+  while lengths.sum() < num_events:  # enough users to cover num_events
+    lengths = np.concatenate([lengths, np.clip(np.round(rng.lognormal(
+        mu, LENGTH_SIGMA, draws)), 1, 20_000).astype(np.int64)])
+  ends = np.cumsum(lengths)
+  users = int(np.searchsorted(ends, num_events)) + 1
+  lengths = lengths[:users]
+  lengths[-1] -= ends[users - 1] - num_events
+  return lengths[lengths > 0]
+
+
+def generate_log(num_events: int, seed: int, path: str) -> dict:
+  """Writes a Taobao-shaped log (UserBehavior format) and returns its shape facts."""
+  rng = np.random.default_rng(seed)
+  lengths = user_lengths(num_events, rng)
+  n = int(lengths.sum())
+  user = np.repeat(np.arange(1, len(lengths) + 1), lengths)
+  starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+  rank = np.arange(n) - starts
+  # New items: 10% from a few popular ones (Zipf), 90% from a pool 20x the log, i.e. a
+  # long tail of items seen about once (distinct items ~0.65 x events with the revisits).
+  pool = 20 * n
+  popular = np.minimum(rng.zipf(1.3, n), pool) - 1
+  tail = rng.integers(0, pool, n)
+  item = np.where(rng.random(n) < 0.1, popular, tail) + 1
+  # Revisits: the item of a uniformly chosen earlier event of the user (chains followed).
+  revisit = (rng.random(n) < REVISIT_RATE) & (rank > 0)
+  source = np.arange(n) - 1 - np.floor(rng.random(n) * rank).astype(np.int64)
+  origin = np.where(revisit, source, np.arange(n))
+  while revisit[origin].any():
+    origin = np.where(revisit[origin], source[origin], origin)
+  item = item[origin]
+  category = (item * 2654435761 % 9439) + 1  # a fixed item -> category map
+  ts = TAOBAO_START + rng.integers(0, DAYS * 86400, n)
+  ts = ts[np.lexsort((ts, user))]
+  behavior = np.asarray(BEHAVIORS)[rng.choice(len(BEHAVIORS), n, p=BEHAVIOR_PROBS)]
+  with open(path, "w") as f:
+    for lo in range(0, n, 1 << 20):
+      hi = min(n, lo + (1 << 20))
+      f.write("".join(f"{u},{i},{c},{b},{t}\n" for u, i, c, b, t in zip(
+          user[lo:hi].tolist(), item[lo:hi].tolist(), category[lo:hi].tolist(),
+          behavior[lo:hi].tolist(), ts[lo:hi].tolist())))
+  return {"events": n, "users": len(lengths), "items": int(len(np.unique(item))),
+          "mean_events_per_user": round(n / len(lengths), 1),
+          "p50_p99_max_events_per_user": [int(np.percentile(lengths, 50)),
+                                          int(np.percentile(lengths, 99)),
+                                          int(lengths.max())],
+          "revisit_share": round(float(revisit.mean()), 3),
+          "bytes": os.path.getsize(path)}
+
+
+def _tree_rss_bytes(root: int) -> int:
+  """Resident set size of `root` and all its descendants, from /proc."""
+  children, rss = {}, {}
+  for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+      with open(f"/proc/{entry}/statm") as f:
+        rss[int(entry)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+      continue
+    children.setdefault(ppid, []).append(int(entry))
+  total, todo = 0, [root]
+  while todo:
+    pid = todo.pop()
+    total += rss.get(pid, 0)
+    todo += children.get(pid, [])
+  return total
+
+
+def run_measured(cmd) -> dict:
+  """Runs cmd; wall seconds, peak process-tree RSS (polled every 0.2 s), stdout tail."""
+  started = time.time()
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  peak = [0]
+  done = threading.Event()
+
+  def poll():
+    while not done.is_set():
+      peak[0] = max(peak[0], _tree_rss_bytes(proc.pid))
+      done.wait(0.2)
+
+  poller = threading.Thread(target=poll, daemon=True)
+  poller.start()
+  output = proc.communicate()[0]
+  done.set()
+  poller.join()
+  if proc.returncode:
+    raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
+  return {"seconds": round(time.time() - started, 2), "peak_rss_bytes": peak[0],
+          "output": output}
+
+
+def measure_input(data_dir: str, max_len: int, batch_size: int, batches: int) -> dict:
+  """Trainer input pipeline throughput (child process): examples/s after 2 warm-up batches."""
+  from eta_tf import data  # pylint: disable=g-import-not-at-top  (TF only in this child)
+  ds = iter(data.make_dataset(data_dir, "train", max_len=max_len, batch_size=batch_size,
+                              shuffle=True, repeat=True))
+  for _ in range(2):
+    next(ds)
+  started, examples = time.time(), 0
+  for _ in range(batches):
+    _, labels = next(ds)
+    examples += int(labels.shape[0])
+  seconds = time.time() - started
+  return {"examples": examples, "seconds": round(seconds, 2),
+          "examples_per_second": round(examples / seconds)}
+
+
+def linear_fit(x, y) -> dict:
+  """Least squares y = intercept + slope * x, with R^2."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  slope, intercept = np.polyfit(x, y, 1)
+  residual = y - (intercept + slope * x)
+  r2 = 1 - (residual ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12)
+  return {"intercept": float(intercept), "slope": float(slope), "r2": float(r2)}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--events", default="250000,1000000,4000000",
+                      help="comma-separated log sizes")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--max_len", type=int, default=1024, help="trainer L (default 1024)")
+  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--input_batches", type=int, default=100,
+                      help="batches timed in the trainer input pipeline (default 100)")
+  parser.add_argument("--beam_args", default=DEFAULT_BEAM_ARGS,
+                      help=f"Beam options of the pipeline runs (default {DEFAULT_BEAM_ARGS!r})")
+  parser.add_argument("--work_dir", default=None, help="keep logs/outputs here (default tmp)")
+  parser.add_argument("--output_dir", default=RESULTS_DIR)
+  parser.add_argument("--measure_input", default=None, help=argparse.SUPPRESS)  # child mode
+  args = parser.parse_args(argv)
+  if args.measure_input:
+    print(json.dumps(measure_input(args.measure_input, args.max_len, args.batch_size,
+                                   args.input_batches)))
+    return
+  run = machine.start_run("python -m bench.scale", argv)
+  sizes = [int(s) for s in args.events.split(",")]
+  runs = []
+  with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
+    for size in sizes:
+      log = os.path.join(work, f"log_{size}.csv")
+      started = time.time()
+      shape = generate_log(size, args.seed, log)
+      generate_seconds = time.time() - started
+      out = os.path.join(work, f"data_{size}")
+      pipeline = run_measured([sys.executable, "-m", "pipelines.build_dataset",
+                               f"--input={log}", f"--output_dir={out}",
+                               *shlex.split(args.beam_args)])
+      with open(os.path.join(out, "stats.json")) as f:
+        stats = json.load(f)
+      reader = run_measured([sys.executable, "-m", "bench.scale", f"--measure_input={out}",
+                             f"--max_len={args.max_len}", f"--batch_size={args.batch_size}",
+                             f"--input_batches={args.input_batches}"])
+      input_result = json.loads(reader["output"].strip().splitlines()[-1])
+      record = {
+          "events": shape["events"], "log": shape,
+          "generate_seconds": round(generate_seconds, 1),
+          "pipeline": {"seconds": pipeline["seconds"],
+                       "events_per_second": round(shape["events"] / pipeline["seconds"]),
+                       "peak_rss_bytes": pipeline["peak_rss_bytes"],
+                       "bytes_written": stats["bytes_written"],
+                       "targets": {s: stats["splits"][s]["targets"] for s in stats["splits"]},
+                       "balanced": stats["rows"]["behaviors"]["balanced"]},
+          "trainer_input": dict(input_result, max_len=args.max_len,
+                                batch_size=args.batch_size,
+                                peak_rss_bytes=reader["peak_rss_bytes"]),
+      }
+      print(json.dumps({k: record[k] for k in ("events", "pipeline", "trainer_input")}),
+            flush=True)
+      runs.append(record)
+      result = dict(machine.finish_run(run, complete=False), beam_args=args.beam_args,
+                    runs=runs)
+      machine.write_json(result, args.output_dir, RESULTS_FILE)  # partial, after each size
+  events = [r["events"] for r in runs]
+  fit = {}
+  if len(runs) >= 2:
+    seconds = linear_fit(events, [r["pipeline"]["seconds"] for r in runs])
+    rss = linear_fit(events, [r["pipeline"]["peak_rss_bytes"] for r in runs])
+    out_bytes = linear_fit(events, [r["pipeline"]["bytes_written"] for r in runs])
+    fit = {
+        "pipeline_seconds": seconds,
+        "marginal_events_per_second": round(1 / seconds["slope"]) if seconds["slope"] > 0
+        else None,
+        "pipeline_peak_rss_bytes": rss,
+        "bytes_written": out_bytes,
+        "full_userbehavior_extrapolation": {
+            "events": FULL_TAOBAO_EVENTS,
+            "pipeline_hours": round((seconds["intercept"] + seconds["slope"] *
+                                     FULL_TAOBAO_EVENTS) / 3600, 2),
+            "pipeline_peak_rss_gib_linear": round((rss["intercept"] + rss["slope"] *
+                                                   FULL_TAOBAO_EVENTS) / 2 ** 30, 2),
+            "bytes_written_gib": round((out_bytes["intercept"] + out_bytes["slope"] *
+                                        FULL_TAOBAO_EVENTS) / 2 ** 30, 2)},
+    }
+  result = dict(machine.finish_run(run), beam_args=args.beam_args, runs=runs, fit=fit)
+  print(json.dumps(fit, indent=1))
+  print("wrote", machine.write_json(result, args.output_dir, RESULTS_FILE))
+
+
+if __name__ == "__main__":
+  main()
