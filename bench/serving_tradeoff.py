@@ -104,20 +104,26 @@ def plot(result: dict, path: str):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   lengths = result["lengths"]
   fig, axes = plt.subplots(1, len(lengths), figsize=(5.5 * len(lengths), 4.2), squeeze=False)
   for ax, length in zip(axes[0], lengths):
     front = set(result["pareto"][str(length)])
     key = f"median_ms_L{length}"
-    for r in result["rows"]:
+    # Labels alternate above / below in latency order: models of one AUC (eta, eta_xla)
+    # sit side by side.
+    for i, r in enumerate(sorted(result["rows"], key=lambda r: r[key])):
       on = r["model"] in front
       ax.errorbar(r[key], r["auc"], yerr=r["auc_std"], fmt="o" if on else "x",
                   color="C3" if on else "C0", capsize=3)
       ax.annotate(r["model"], (r[key], r["auc"]), textcoords="offset points",
-                  xytext=(5, 4), fontsize=8)
+                  xytext=(4, 5 if i % 2 == 0 else -11), fontsize=8)
     pts = sorted((r[key], r["auc"]) for r in result["rows"] if r["model"] in front)
     ax.step(*zip(*pts), where="post", color="C3", alpha=0.6, label="Pareto front")
-    ax.set_xlim(left=0)
+    ax.set_xscale("log")  # latencies span 100x (din vs sdim at large L)
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel(f"score_candidates median ms (L={length}, N={result['N']})")
     ax.set_ylabel(f"eval AUC ({result['setting']}, mean ± std)")
     ax.set_title(f"L = {length}")
