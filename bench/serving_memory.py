@@ -6,8 +6,9 @@
 
 Per model (default ModelConfig, max_len = --length; exported with bench.serving_cost.export):
 * the SavedModel on disk: total, saved_model.pb (graph) and variables/ bytes;
-* the frozen item-signature table (ETA and SDIM hash item embeddings; the table holds
-  every item bucket's SimHash signature) and its share of the SavedModel;
+* the frozen signature tables (ETA and SDIM hash item embeddings; the table holds every
+  item bucket's SimHash signature, plus every category's with
+  signature_fields=item_category) and their share of the SavedModel;
 * resident memory, measured in a fresh subprocess from /proc/self/status (VmRSS, VmHWM):
   after importing TensorFlow (the baseline), after loading one version with the TF1
   session loader and scoring one request, after loading a second version beside it (a
@@ -30,8 +31,9 @@ from bench import serving_cost
 MEMORY_FILE = "serving_memory.json"
 LENGTHS = (256, 1024, 4096, 16384)
 NS = (1, 200, 1000)
-# The checkpoint key of CtrModel.signature_table (freeze_signatures).
-TABLE_VARIABLE = "signature_table/"
+# Checkpoint keys of the frozen tables (CtrModel.freeze_signatures): signature_table/...
+# and, with signature_fields=item_category, category_signature_table/...
+TABLE_SUFFIX = "signature_table"
 
 
 def status_kib(field: str) -> int:
@@ -102,7 +104,7 @@ def saved_model_sizes(path: str) -> dict:
   reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
   dtypes = reader.get_variable_to_dtype_map()
   for name, shape in reader.get_variable_to_shape_map().items():
-    if name.startswith(TABLE_VARIABLE):
+    if name.split("/")[0].endswith(TABLE_SUFFIX):
       table += int(np.prod(shape)) * dtypes[name].size
   return {"total_bytes": total,
           "graph_bytes": os.path.getsize(os.path.join(path, "saved_model.pb")),
