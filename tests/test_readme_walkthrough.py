@@ -85,12 +85,12 @@ def test_readme_walkthrough(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              start_new_session=True)
   try:
-    output, _ = process.communicate(timeout=420)
+    output, _ = process.communicate(timeout=900)
   except subprocess.TimeoutExpired as e:
     partial = e.output or b""
     if isinstance(partial, bytes):
       partial = partial.decode(errors="replace")
-    raise AssertionError(f"walkthrough still running after 420 s:\n{partial[-6000:]}") from None
+    raise AssertionError(f"walkthrough still running after 900 s:\n{partial[-6000:]}") from None
   finally:
     try:
       os.killpg(process.pid, signal.SIGKILL)  # the server, if the script stopped early
