@@ -126,14 +126,16 @@ def make_parser() -> argparse.ArgumentParser:
                       default=SAMPLER_MATCHED,
                       help="'matched' (default): a negative is an item of the positive's "
                            "category that is a positive target in the same time window, "
-                           "drawn in proportion to its frequency there (falls back to the "
-                           "category, then to all items, counted in stats); 'uniform': a "
-                           "uniform distinct item of the category over the whole log (what "
-                           "papers usually do; leaks popularity/freshness on real logs)")
+                           "drawn in proportion to its frequency there (falls back to "
+                           "wider windows, the category, then all items, counted in "
+                           "stats); 'uniform': a uniform distinct item of the category "
+                           "over the whole log (what papers usually do; leaks "
+                           "popularity/freshness on real logs)")
   parser.add_argument("--negative_time_windows", type=_positive,
                       default=N.DEFAULT_TIME_WINDOWS,
-                      help="number of equal-target-count time windows for matched "
-                           "negatives and the leakage check (default %(default)s)")
+                      help="number of equal-target-count time windows of the matched "
+                           "sampler (default %(default)s; the leakage check always uses "
+                           f"{L.CHECK_WINDOWS})")
   parser.add_argument("--seed", type=int, default=0, help="negative sampling seed")
   parser.add_argument("--min_history", type=_non_negative, default=1,
                       help="drop (and count in stats) targets with fewer prior behaviors "
