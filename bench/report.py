@@ -12,12 +12,18 @@ Runs, from a fresh checkout:
    with --budget=small);
 3. sweeps ETA's hash bits m in {16, 32, 64, 128} and k;
 4. collects serving cost from bench/serving_cost.py (--quick unless --full_serving);
-5. writes bench/results/REPORT.md (tables; the command, machine and date) and PNG plots
+5. the real-data section (bench/real_data.py) when MovieLens is in --movielens_dir (default
+   datasets/ml-latest-small, where the README says to unzip it; skipped with the reason
+   printed when absent): converter, pipeline (--split=user_last), all six models with
+   early stopping on a validation slice of train, >= 3 seeds, heuristics; ~30 min;
+6. writes bench/results/REPORT.md (tables; the command, machine and date) and PNG plots
    (AUC per model, latency vs L, AUC vs m, AUC vs k), and regenerates the Results block
    of README.md from it (not with --data unless --readme is given).
 
   python bench/report.py --rerender --skip_serving   # REPORT.md + README from report.json
                                                      # and the current serving_cost.json
+  python bench/report.py --movielens_only            # only the real-data section, then
+                                                     # REPORT.md + README re-rendered
 Nothing about which model wins is assumed: every table is what this run measured.
 """
 import argparse
@@ -33,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # compare_models, also on import
 
 import compare_models  # noqa: E402  (sets tf-keras before TF via eta_tf)
+import real_data  # noqa: E402
 import serving_cost  # noqa: E402
 from eta_tf import config as config_lib  # noqa: E402
 
@@ -264,9 +271,28 @@ def main(argv=None):
   parser.add_argument("--readme", default=None, help="README whose generated Results "
                       "block is replaced by the report (default: this checkout's "
                       "README.md for the synthetic report, none with --data; '' = none)")
+  parser.add_argument("--movielens_dir", default=real_data.DEFAULT_DIR,
+                      help="unpacked MovieLens (ratings.csv + movies.csv, or u.data + "
+                      "u.item) for the real-data section; skipped with the reason printed "
+                      "when absent (default: %(default)s, where the README says to unzip "
+                      "ml-latest-small)")
+  parser.add_argument("--movielens_only", action="store_true", help="run only the "
+                      "real-data section (exit 2 if --movielens_dir holds no MovieLens), "
+                      "then re-render REPORT.md and the README from --output_dir's "
+                      "report.json as its last run left it")
+  parser.add_argument("--movielens_models", default=",".join(config_lib.MODEL_NAMES),
+                      help="models of the real-data section (default: all six)")
+  parser.add_argument("--movielens_pipeline_args",
+                      default=" ".join(real_data.DEFAULT_PIPELINE_ARGS),
+                      help="pipelines.build_dataset flags of the real-data section, space "
+                      "separated (default: %(default)s)")
   args = parser.parse_args(argv)
+  args.command = "python bench/report.py " + " ".join(
+      sys.argv[1:] if argv is None else argv)
   budget = BUDGETS[args.budget]
   os.makedirs(args.output_dir, exist_ok=True)
+  if args.movielens_only:
+    return movielens_only(args)
   started = time.time()
   common = dict(max_len=args.max_len, short_len=args.short_len)
 
@@ -293,6 +319,8 @@ def main(argv=None):
       results["bits"] = [run(data_dir, "eta", 0, hash_bits=m) for m in budget["bits"]]
       results["ks"] = [run(data_dir, "eta", 0, top_k=k) for k in budget["ks"]]
 
+  results["movielens_skipped"] = run_movielens(args)
+
   if not args.skip_serving:
     cmd = [sys.executable, os.path.join(HERE, "serving_cost.py"),
            f"--output_dir={args.output_dir}"] + ([] if args.full_serving else ["--quick"])
@@ -306,6 +334,54 @@ def main(argv=None):
   write_report(args, budget, results, time.time() - started)
 
 
+def run_movielens(args) -> str:
+  """The real-data section into --output_dir/movielens.json; returns why it was skipped
+  (printed) or None when it ran."""
+  reason = real_data.missing_reason(args.movielens_dir)
+  if reason:
+    print(f"skipping the real-data (MovieLens) section: {reason}", flush=True)
+    return reason
+  print(f"== real data: MovieLens from {args.movielens_dir}", flush=True)
+  result = real_data.run(
+      args.movielens_dir, args.work_dir, real_data.BUDGETS[args.budget], args.command.strip(),
+      models=args.movielens_models.split(","),
+      pipeline_args=args.movielens_pipeline_args.split(), max_len=args.max_len,
+      short_len=args.short_len, batch_size=args.batch_size)
+  print(f"wrote {real_data.write(result, args.output_dir)}", flush=True)
+  return None
+
+
+def movielens_only(args):
+  """Runs the real-data section, then re-renders the rest from report.json (if any) with
+  the command, minutes and serving source its last run or re-render recorded."""
+  reason = real_data.missing_reason(args.movielens_dir)
+  if reason:
+    print(f"report.py: error: --movielens_only: {reason}", file=sys.stderr)
+    raise SystemExit(2)
+  run_movielens(args)
+  report_json = os.path.join(args.output_dir, "report.json")
+  results = {"settings": {}, "bits": [], "ks": [], "serving": []}
+  if os.path.exists(report_json):
+    with open(report_json) as f:
+      results = json.load(f)
+    args.rerendered = args.command
+  results.pop("movielens_skipped", None)
+  last = results.get("run", {})
+  args.command = last.get("command", args.command)
+  args.skip_serving = last.get("skip_serving", False)
+  _load_separate_serving(args, results)
+  write_report(args, BUDGETS[last.get("budget", args.budget)], results,
+               last.get("minutes", 0.0) * 60)
+
+
+def _load_separate_serving(args, results):
+  """With --skip_serving the serving tables come from a separate run's serving_cost.json."""
+  serving_json = os.path.join(args.output_dir, "serving_cost.json")
+  if args.skip_serving and os.path.exists(serving_json):
+    with open(serving_json) as f:
+      results["serving"] = json.load(f)
+
+
 def rerender(argv=None):
   """Re-writes REPORT.md and the plots from report.json (no training)."""
   parser = argparse.ArgumentParser()
@@ -313,20 +389,22 @@ def rerender(argv=None):
   parser.add_argument("--skip_serving", action="store_true", help="take the serving "
                       "tables from --output_dir/serving_cost.json (a separate run of "
                       "bench/serving_cost.py) instead of report.json")
-  parser.add_argument("--minutes", type=float, default=0.0)
+  parser.add_argument("--minutes", type=float, default=None, help="how long the run "
+                      "that produced report.json took (default: as report.json records)")
   parser.add_argument("--command", default=None, help="the command that produced "
-                      "report.json, as it should appear in REPORT.md")
+                      "report.json, as it should appear in REPORT.md (default: as "
+                      "report.json records)")
   parser.add_argument("--readme", default=README, help="README to update ('' = none)")
   args = parser.parse_args(argv)
   args.rerendered = "python bench/report.py --rerender" + (
       " --skip_serving" if args.skip_serving else "")
   with open(os.path.join(args.output_dir, "report.json")) as f:
     results = json.load(f)
-  serving_json = os.path.join(args.output_dir, "serving_cost.json")
-  if args.skip_serving and os.path.exists(serving_json):
-    with open(serving_json) as f:  # the separately run bench/serving_cost.py
-      results["serving"] = json.load(f)
-  write_report(args, BUDGETS[args.budget], results, args.minutes * 60)
+  last = results.get("run", {})
+  args.command = args.command or last.get("command")
+  minutes = args.minutes if args.minutes is not None else last.get("minutes", 0.0)
+  _load_separate_serving(args, results)
+  write_report(args, BUDGETS[args.budget], results, minutes * 60)
 
 
 def update_readme(readme_path: str, report_text: str, results_dir: str):
@@ -356,18 +434,84 @@ def update_readme(readme_path: str, report_text: str, results_dir: str):
 
 
 def _shown_path(path: str) -> str:
-  """A path relative to the checkout when it is inside it (REPORT.md is committed)."""
+  """A path relative to the checkout when it is inside it (REPORT.md is committed); a
+  default work dir of another checkout (a re-render elsewhere) shown as bench/work/..."""
   root = os.path.dirname(HERE)
   absolute = os.path.abspath(path)
+  work = os.sep + os.path.join("bench", "work") + os.sep
+  if not absolute.startswith(root + os.sep) and work in absolute:
+    return "bench/work/" + absolute.split(work, 1)[1]
   return os.path.relpath(absolute, root) if absolute.startswith(root + os.sep) else path
+
+
+def split_table(split: dict) -> str:
+  """The pipeline's split as its stats.json records it (bench/real_data.split_summary)."""
+  lines = ["| split | users (records) | user share | targets | target share | positive rate |",
+           "|---|---|---|---|---|---|"]
+  for name, s in split["splits"].items():
+    lines.append(f"| {name} | {s['records']} | {s['user_share']:.1%} | {s['targets']} | "
+                 f"{s['target_share']:.1%} | {s['positive_rate']:.3f} |")
+  return "\n".join(lines)
+
+
+def _split_flags(split: dict) -> str:
+  if split["method"] == "user_last":
+    return f"--split=user_last --eval_targets_per_user={split['eval_targets_per_user']}"
+  return f"--split={split['method']} --eval_fraction={split['eval_fraction']}"
+
+
+def real_data_lines(skipped, section) -> list:
+  """REPORT.md's real-data section: why it was skipped, or the run in movielens.json."""
+  title = "## Accuracy: real data (MovieLens)"
+  if skipped:
+    return [title, "", f"Skipped by this run: {skipped}.", ""]
+  if not section:
+    return []
+  budget, split, ratings = section["budget"], section["split"], section["ratings"]
+  agg = aggregate(section["rows"])
+  summary = section["summary"]
+  reversed_names = [n for n, h in summary["heuristics"].items() if h["direction"] < 0]
+  gaps = "; ".join(f"{name} {g['mean']:+.4f}" + (f" ± {g['se']:.4f}" if g.get("se") else "")
+                   for name, g in summary["paired_auc_gaps"].items() if g)
+  best_epochs = ", ".join(
+      f"{a['model']} {sum(r['best_epoch'] for r in section['rows'] if r['model'] == a['model']) / a['seeds']:.1f}"  # noqa: E501
+      for a in sorted(agg, key=lambda a: -a["auc"]))
+  machine_line = section["machine"]["summary"]
+  load = section["load_before"], section["load_after"]
+  return [
+      title, "",
+      f"Measured by `{section['command']}` on {section['date']}, {machine_line} "
+      f"(shared with other jobs: load average {load[0][0]:.1f} before, {load[1][0]:.1f} "
+      f"after); took {section['seconds'] / 60:.1f} min. Data: `{section['movielens_dir']}` "
+      f"({section['format']} layout, {ratings['converted']} ratings, "
+      f"{ratings['positives']} of them >= 4 = positive) through `pipelines.movielens` and "
+      f"`pipelines.build_dataset --impressions=... {_split_flags(split)}`: "
+      f"{split['users']} users, {split['items']} items, {split['categories']} categories "
+      "(first genre). The split, from the pipeline's stats.json:", "",
+      split_table(split), "",
+      f"Budget per model and seed: up to {budget['max_epochs']} epoch(s) x "
+      f"{budget['steps']} steps x batch {budget['batch_size']}, early stopping (patience "
+      f"{budget['patience']}) on the AUC of a validation slice of train (the train records "
+      f"of 1 in {budget['val_every']} users, held out from fitting; never eval), the best "
+      f"epoch's weights evaluated on the whole eval split; L={budget['max_len']}, "
+      f"S={budget['short_len']}, default ModelConfig otherwise. Examples/s include the "
+      "validation passes. Heuristics are training-free scores on the same eval samples"
+      + (f" ({', '.join(reversed_names)} read reversed: higher AUC that way)"
+         if reversed_names else "") + ".", "",
+      accuracy_table(agg, heuristic_rows(section["rows"])), "",
+      f"Paired AUC differences (mean ± standard error over seeds): {gaps}.", "",
+      f"Best epoch (mean over seeds): {best_epochs}.", ""]
 
 
 def write_report(args, budget, results, seconds):
   out = args.output_dir
-  with open(os.path.join(out, "report.json"), "w") as f:
-    json.dump(results, f, indent=2)
   command = getattr(args, "command", None) or (
       "python bench/report.py " + " ".join(sys.argv[1:]))
+  # What the header states, kept so that a later re-render (or --movielens_only) says it.
+  results["run"] = {"command": command.strip(), "minutes": seconds / 60,
+                    "budget": args.budget, "skip_serving": bool(args.skip_serving)}
+  with open(os.path.join(out, "report.json"), "w") as f:
+    json.dump(results, f, indent=2)
   lines = [
       "# eta-tf benchmark report",
       "",
@@ -378,12 +522,13 @@ def write_report(args, budget, results, seconds):
           f" (tables re-rendered from its report.json by `{args.rerendered.strip()}`)."
           if getattr(args, "rerendered", None) else "."),
       "",
-      f"Budget per model: {budget['epochs']} epoch(s) x {budget['steps']} steps x batch "
-      f"{args.batch_size}, L={args.max_len}, S={args.short_len}, default ModelConfig "
-      "otherwise; eval on the pipeline's eval split (latest 10% of the time range, "
-      f"first {args.eval_steps} batches).",
-      "",
   ]
+  if results["settings"]:
+    lines += [
+        f"Budget per model: {budget['epochs']} epoch(s) x {budget['steps']} steps x batch "
+        f"{args.batch_size}, L={args.max_len}, S={args.short_len}, default ModelConfig "
+        "otherwise; eval on the pipeline's eval split (latest 10% of the time range, "
+        f"first {args.eval_steps} batches).", ""]
   for name, setting in results["settings"].items():
     agg = aggregate(setting["rows"])
     slug = name.replace(" ", "_")
@@ -395,6 +540,7 @@ def write_report(args, budget, results, seconds):
               accuracy_table(agg, heuristic_rows(setting["rows"])), "", gap_summary(agg),
               "",
               f"![AUC per model](auc_{slug}.png)", ""]
+  lines += real_data_lines(results.get("movielens_skipped"), real_data.load(out))
   if results["bits"]:
     plot_sweep(results["bits"], "hash_bits", os.path.join(out, "auc_vs_bits.png"),
                "ETA: AUC vs SimHash bits m")

@@ -42,6 +42,7 @@ def report(tmp_path_factory):
   result = run_report(f"--data={log}", "--budget=smoke", "--skip_serving",
                       "--max_len=64", "--short_len=8", "--batch_size=32",
                       "--eval_steps=2", f"--work_dir={root / 'work'}",
+                      f"--movielens_dir={root / 'no_movielens'}",
                       f"--output_dir={out}", f"--readme={readme}")
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   return {"root": root, "out": out, "readme": readme, "markers": markers}
@@ -68,6 +69,9 @@ def test_report_trains_every_model_and_writes_tables_and_plots(report):
   for name in HEURISTICS:  # the training-free floor, beside the models
     assert any(line.startswith(f"| heuristic: {name} |") for line in table), name
   assert rows[0]["heuristics"]["item_count"]["direction"] in (-1, 1)
+  # No MovieLens in --movielens_dir: the real-data section says why it is missing.
+  assert results["movielens_skipped"] in text
+  assert f"--movielens_dir={report['root'] / 'no_movielens'} holds no MovieLens" in text
   for png in ("auc_user_log.png", "auc_vs_bits.png", "auc_vs_k.png"):
     assert (out / png).stat().st_size > 1000, png
 
