@@ -21,18 +21,16 @@ Steps, all existing machinery:
 import json
 import os
 import shutil
-import sys
-import time
 import types
 from typing import Dict, List, Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # count_floor, machine
-
-import count_floor  # noqa: E402  (sets tf-keras before TF via eta_tf)
-from bench import machine  # noqa: E402
-from eta_tf import config as config_lib  # noqa: E402
-from eta_tf import features as F  # noqa: E402
+from bench import count_floor  # (sets tf-keras before TF via eta_tf)
+from bench import machine
+from eta_tf import baselines
+from eta_tf import config as config_lib
+from eta_tf import features as F
+from pipelines import build_dataset
+from pipelines import movielens
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Where the README tells users to unpack ml-latest-small (git-ignored: never committed).
@@ -51,7 +49,6 @@ BUDGETS = {
 
 def missing_reason(movielens_dir: str) -> Optional[str]:
   """Why the section cannot run (one line), or None when a MovieLens layout is there."""
-  from pipelines import movielens  # pylint: disable=g-import-not-at-top
   try:
     movielens.detect_format(movielens_dir)
   except movielens.ConversionError:
@@ -65,8 +62,6 @@ def missing_reason(movielens_dir: str) -> Optional[str]:
 def prepare(movielens_dir: str, work_dir: str, pipeline_args: Sequence[str],
             seed: int = 0) -> Dict[str, str]:
   """Converter + Beam job into a fresh work_dir; returns {"logs": dir, "data": data_dir}."""
-  from pipelines import build_dataset  # pylint: disable=g-import-not-at-top
-  from pipelines import movielens  # pylint: disable=g-import-not-at-top
   shutil.rmtree(work_dir, ignore_errors=True)  # never reuse another input's outputs
   logs = os.path.join(work_dir, "logs")
   data_dir = os.path.join(work_dir, "data")
@@ -110,7 +105,6 @@ def run(movielens_dir: str, work_dir: str, budget: dict, command: str,
         short_len: int = 16, batch_size: int = 256, val_every: int = 10,
         eval_steps=None) -> dict:
   """The whole section; returns what movielens.json holds (see the module docstring)."""
-  from eta_tf import baselines  # pylint: disable=g-import-not-at-top
   header = machine.start_run(command, [])
   header["command"] = command
   dirs = prepare(movielens_dir, os.path.join(work_dir, "movielens"), pipeline_args)
