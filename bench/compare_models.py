@@ -1,25 +1,24 @@
 r"""Accuracy of the six models under one harness: same data, features, tower, budget.
 
-  python bench/compare_models.py                      # synthetic default log
-  python bench/compare_models.py --data=/path/UserBehavior.csv --steps=2000
-  python bench/compare_models.py --data_dir=DIR       # an existing pipeline output
+  python -m bench.compare_models                      # synthetic default log
+  python -m bench.compare_models --data=/path/UserBehavior.csv --steps=2000
+  python -m bench.compare_models --data_dir=DIR       # an existing pipeline output
 
 Generates the synthetic log (pipelines.synthetic defaults unless --synthetic_args), runs the
-Beam pipeline, trains every model with the same steps/batch/seed via eta_tf.train.train,
+Beam pipeline (pipelines.prepare, in-process), trains every model with the same
+steps/batch/seed via eta_tf.training.train,
 evaluates on the eval split and prints a table of AUC, GAUC, logloss and train
 examples/s. Writes the rows to --output (JSON). Nothing about the ordering is assumed.
 """
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from eta_tf import config as config_lib  # noqa: E402  (sets tf-keras before TF)
-from eta_tf import features as F  # noqa: E402
+from eta_tf import config as config_lib
+from eta_tf import training
+from pipelines import prepare
+import tensorflow as tf  # after eta_tf: the tf-keras environment guard runs first
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,40 +28,28 @@ def prepare_data(work_dir: str, data: str = None, data_dir: str = None, seed: in
   """Pipeline output dir for a raw log (--data), an existing dir, or the synthetic log."""
   if data_dir:
     return data_dir
-  os.makedirs(work_dir, exist_ok=True)
   tag = "user" if data else "synthetic" + "".join(a.strip("-").replace("=", "")
                                                   for a in synthetic_args)
   out = os.path.join(work_dir, f"data_{tag}_s{seed}")
-  if os.path.exists(os.path.join(out, F.SCHEMA_FILE)):
-    return out
-  if not data:
-    data = os.path.join(work_dir, f"log_{tag}_s{seed}.csv.gz")
-    _run([sys.executable, "-m", "pipelines.synthetic", f"--output={data}",
-          f"--seed={seed}", *synthetic_args])
-  _run([sys.executable, "-m", "pipelines.build_dataset", f"--input={data}",
-        f"--output_dir={out}.partial", f"--seed={seed}", "--overwrite"])
-  os.replace(out + ".partial", out)
-  return out
-
-
-def _run(cmd):
-  print("+ " + " ".join(cmd), flush=True)
-  subprocess.run(cmd, check=True)
+  if data:
+    return prepare.build(data, out, seed)
+  return prepare.prepare_synthetic_data(
+      out, None, seed, log_path=os.path.join(work_dir, f"log_{tag}_s{seed}.csv.gz"),
+      synthetic_args=synthetic_args)
 
 
 def train_and_evaluate(data_dir, model, work_dir, steps, epochs, batch_size, seed,
                        eval_steps=None, **overrides) -> dict:
   """Trains one model in-process; returns its final eval metrics and timing."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from eta_tf import train  # pylint: disable=g-import-not-at-top
   tf.keras.backend.clear_session()
   config = config_lib.ModelConfig(model=model, **overrides)
   tag = "_".join([model] + [f"{k}{v}" for k, v in sorted(overrides.items())] + [f"s{seed}"])
   model_dir = os.path.join(work_dir, "models", tag)
   start = time.perf_counter()
-  metrics, _ = train.train(config, data_dir, model_dir, epochs, steps, batch_size,
-                           learning_rate=2e-3, seed=seed, eval_steps=eval_steps, verbose=0,
-                           checkpoint_every=10 ** 9)
+  train_config = config_lib.TrainConfig(epochs=epochs, steps=steps, batch_size=batch_size,
+                                        learning_rate=2e-3, seed=seed, eval_steps=eval_steps,
+                                        checkpoint_every_steps=10 ** 9)
+  metrics, _ = training.train(config, train_config, data_dir, model_dir, verbose=0)
   row = {k: metrics[k] for k in ("auc", "gauc", "logloss", "positive_rate",
                                  "train_examples_per_second", "train_steps",
                                  "eval_examples")}

@@ -1,6 +1,6 @@
 r"""Do the long-history models beat what a count knows? (issue 13)
 
-  python bench/count_floor.py --data_dir=DIR --setting=NAME --models=eta,din_long,sim_hard \
+  python -m bench.count_floor --data_dir=DIR --setting=NAME --models=eta,din_long,sim_hard \
       --seeds=0,1,2,3,4 --output=bench/results/count_floor_NAME.json
 
 For one pipeline output (pipelines.build_dataset), per model seed and model: trains with
@@ -18,10 +18,15 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-from eta_tf import config as config_lib  # noqa: E402  (sets tf-keras before TF)
-from eta_tf import features as F  # noqa: E402
+from eta_tf import baselines  # (eta_tf first: sets tf-keras before TF)
+from eta_tf import config as config_lib
+from eta_tf import data
+from eta_tf import features as F
+from eta_tf import training
+from eta_tf.models import CtrModel
+import tensorflow as tf  # after eta_tf: the tf-keras environment guard runs first
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIT, VAL = "fit", "val"
@@ -30,8 +35,6 @@ FIT, VAL = "fit", "val"
 def split_train_users(data_dir: str, out_dir: str, val_every: int) -> str:
   """Writes train records of users with user_id % val_every == 0 to <out>/val, the rest
   to <out>/fit; returns a make_dataset pattern with "{split}"."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from eta_tf import data  # pylint: disable=g-import-not-at-top
   pattern = os.path.join(out_dir, "{split}", "part-0.tfrecord.gz")
   if all(os.path.exists(pattern.format(split=s)) for s in (FIT, VAL)):
     return pattern
@@ -86,10 +89,6 @@ def merge(output: str, inputs) -> dict:
 
 def train_early_stopped(config, data_dir, split_pattern, seed, args, train_counts):
   """One model: fit epoch by epoch, keep the best validation AUC, evaluate on eval."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from eta_tf import data  # pylint: disable=g-import-not-at-top
-  from eta_tf import train  # pylint: disable=g-import-not-at-top
-  from eta_tf.models import CtrModel  # pylint: disable=g-import-not-at-top
   tf.keras.backend.clear_session()
   tf.keras.utils.set_random_seed(seed)
   fit_ds = data.make_dataset(split_pattern, FIT, config.max_len, args.batch_size,
@@ -101,13 +100,13 @@ def train_early_stopped(config, data_dir, split_pattern, seed, args, train_count
                               shuffle=False)
   model = CtrModel(config)
   model.build_weights()
-  model.compile(optimizer=train.make_optimizer(model, args.learning_rate,
+  model.compile(optimizer=training.make_optimizer(model, args.learning_rate,
                                                args.embedding_learning_rate))
   best, best_weights, history, bad = -1.0, None, [], 0
   start = time.perf_counter()
   for epoch in range(args.max_epochs):
     model.fit(fit_ds, epochs=1, steps_per_epoch=args.steps, verbose=0)
-    val = train.evaluate(model, val_ds, args.val_steps)["auc"]
+    val = training.evaluate(model, val_ds, args.val_steps)["auc"]
     history.append(val)
     if val > best:
       best, best_weights, bad = val, model.get_weights(), 0
@@ -117,7 +116,7 @@ def train_early_stopped(config, data_dir, split_pattern, seed, args, train_count
         break
   train_seconds = time.perf_counter() - start
   model.set_weights(best_weights)
-  result = train.evaluate(model, eval_ds, args.eval_steps, train_item_counts=train_counts)
+  result = training.evaluate(model, eval_ds, args.eval_steps, train_item_counts=train_counts)
   result.update({"val_auc_history": history, "best_epoch": history.index(best) + 1,
                  "train_seconds": train_seconds})
   return result
@@ -125,7 +124,6 @@ def train_early_stopped(config, data_dir, split_pattern, seed, args, train_count
 
 def paired(rows, a: str, b: str, key="auc"):
   """Mean and standard error over seeds of rows[a] - rows[b] (same seed); None if none."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   by = {(r["model"], r["seed"]): r[key] for r in rows}
   diffs = [by[(a, s)] - by[(b, s)] for (m, s) in by if m == a and (b, s) in by]
   if not diffs:
@@ -137,7 +135,6 @@ def paired(rows, a: str, b: str, key="auc"):
 
 def summarize(rows):
   """Per-model means, the best heuristic and eta's paired gaps."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   models = sorted({r["model"] for r in rows})
   means = {m: {k: float(np.mean([r[k] for r in rows if r["model"] == m]))
                for k in ("auc", "gauc")} for m in models}
@@ -225,7 +222,6 @@ def main(argv=None):
   parser.add_argument("--embedding_learning_rate", type=float, default=0.5)
   parser.add_argument("--target_stats", type=int, default=1, help="ModelConfig.target_stats")
   args = parser.parse_args(argv)
-  from eta_tf import baselines  # pylint: disable=g-import-not-at-top
 
   split_dir = os.path.join(args.work_dir, "val_split_" + args.setting.replace(" ", "_"))
   pattern = split_train_users(args.data_dir, split_dir, args.val_every)
@@ -236,7 +232,7 @@ def main(argv=None):
       previous = json.load(f)
     rows = previous["rows"]
     commands = previous.get("commands") or [previous["command"]]
-  command = "python bench/count_floor.py " + " ".join(sys.argv[1:] if argv is None else argv)
+  command = "python -m bench.count_floor " + " ".join(sys.argv[1:] if argv is None else argv)
   commands += [] if command in commands else [command]
   done = {(r["model"], r["seed"]) for r in rows}
   shapes = dict(max_len=args.max_len, short_len=args.short_len, top_k=args.top_k,

@@ -1,6 +1,6 @@
 """Hamming top-k kernel variants: ns per (candidate, behavior) pair, side by side.
 
-    python bench/hamming_kernels.py [--lengths 1024,4096,16384] [--n 1000] [--repeats 15]
+    python -m bench.hamming_kernels [--lengths 1024,4096,16384] [--n 1000] [--repeats 15]
 
 One process; every variant is a tf.function over the same inputs (one user, N candidates,
 W = 1 word = 64 bits, k = 48, 10% padding), variants interleaved round by round, median
@@ -8,7 +8,7 @@ over rounds. Prints a table and writes bench/results/hamming_kernels.json.
 
 Variants:
   naive          XOR of [B,N,L,W] int64, int32 keys, one TopKV2 over L (the starting point)
-  design_b8      DESIGN.md §5: int32 keys over N x L, block minimum over an inner axis,
+  design_b8      docs/DESIGN.md §5: int32 keys over N x L, block minimum over an inner axis,
                  TopKV2 of blocks, TopKV2 of the k*b
   keys_b{b}      select_nearest(hamming_distance()): as design_b8 but NthElement + Where
                  selections instead of TopKV2
@@ -26,7 +26,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import eta_tf  # noqa: E402,F401  (tf-keras env before TensorFlow)
 import numpy as np  # noqa: E402
@@ -62,7 +61,7 @@ def naive(query, keys, valid, k=K):
 
 
 def design_blockwise(query, keys, valid, k=K, b=8):
-  """DESIGN.md §5: block minima of int32 keys, TopKV2 of blocks, TopKV2 of the k*b."""
+  """docs/DESIGN.md §5: block minima of int32 keys, TopKV2 of blocks, TopKV2 of the k*b."""
   key, length = _topkv2_keys(query, keys, valid)
   shape = tf.shape(key)
   blocks = tf.reshape(key, [shape[0], shape[1], -1, b])

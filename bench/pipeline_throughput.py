@@ -1,6 +1,6 @@
 r"""Throughput of pipelines.build_dataset (events/s) at several log sizes.
 
-  python bench/pipeline_throughput.py [--events=50000,200000] [--seed=0] [beam options...]
+  python -m bench.pipeline_throughput [--events=50000,200000] [--seed=0] [beam options...]
 
 For each size it generates a synthetic log (~200 events per user, 1% noise), runs the job
 in-process on the local runner and records wall time, events/s and the stats.json summary.
@@ -16,9 +16,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipelines import build_dataset, synthetic  # noqa: E402  (sets the tf-keras env)
+from pipelines import build_dataset, synthetic  # (sets the tf-keras env)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                        "pipeline_throughput.json")

@@ -1,8 +1,8 @@
 """Serving and training cost of every model (issues 6, 16), side by side in one process.
 
-    python bench/serving_cost.py            # L in {256, 1024, 4096, 16384}, N in {1, 200, 1000}
+    python -m bench.serving_cost            # L in {256, 1024, 4096, 16384}, N in {1, 200, 1000}
                                             # (~25 min on 2 cores; writes after each L)
-    python bench/serving_cost.py --quick    # L in {1024, 4096}, N in {200, 1000}, < 5 min
+    python -m bench.serving_cost --quick    # L in {1024, 4096}, N in {200, 1000}, < 5 min
 
 For every L, the models are built from the default ModelConfig (only `model` and `max_len`
 differ), exported with tf.saved_model.save + the production signatures (eta_tf.signatures;
@@ -42,15 +42,13 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import eta_tf  # noqa: E402,F401  (tf-keras env before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import machine  # noqa: E402
-from compare_models import int_list  # noqa: E402
+from bench.compare_models import int_list  # noqa: E402
 from eta_tf import features as F  # noqa: E402
 from eta_tf.config import MODEL_NAMES, ModelConfig  # noqa: E402
 from eta_tf.savedmodel_session import SavedModelSession  # noqa: E402
@@ -155,7 +153,8 @@ def kernel_fn(length: int, n: int, use_xla: bool, naive: bool = False, sort: boo
   spec = [tf.TensorSpec([1, None, 1], tf.int64), tf.TensorSpec([1, length, 1], tf.int64),
           tf.TensorSpec([1, length], tf.bool)]
   if naive:
-    from hamming_kernels import naive as naive_kernel  # pylint: disable=g-import-not-at-top
+    # Only for the naive-kernel records: the other runs need none of hamming_kernels.
+    from bench.hamming_kernels import naive as naive_kernel  # pylint: disable=g-import-not-at-top
     fn = tf.function(naive_kernel, input_signature=spec)
   else:
     fn = tf.function(lambda q, k, v: hamming.hamming_top_k(q, k, v, 48, use_xla=use_xla,
@@ -362,6 +361,7 @@ def summarize(records):
 
 
 def plot(records, path):
+  # Plotting only: the measurements run without matplotlib loaded.
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -442,7 +442,7 @@ def main(argv=None):
   train_batch = args.train_batch or (64 if args.quick else 128)
 
   start = time.time()
-  run = machine.start_run("python bench/serving_cost.py", argv)
+  run = machine.start_run("python -m bench.serving_cost", argv)
   print(f"machine: {run['machine']['summary']}; load average {run['load_before']}",
         flush=True)
   # Training first, in a fresh process: measured after the serving section (20 loaded

@@ -4,10 +4,10 @@
                                               # serving_tradeoff.json and the README block
 
 Reads, never re-trains or re-times:
-* AUC: bench/results/report.json (`python bench/report.py`), its converged setting
+* AUC: bench/results/report.json (`python -m bench.report`), its converged setting
   ("synthetic default": the full budget, mean ± std over its seeds). eta_xla is eta's
   model with another distance kernel, so it has eta's AUC.
-* latency: bench/results/serving_cost.json (`python bench/serving_cost.py`),
+* latency: bench/results/serving_cost.json (`python -m bench.serving_cost`),
   score_candidates median and p99 at N = 200 and L in --lengths (default 1024, 4096);
 * if present: serving_memory.json (`python -m bench.serving_memory`) and
   serving_load.json (`python -m bench.serving_load`) for the memory and throughput lines.
@@ -148,7 +148,7 @@ def markdown(result: dict, serving: list, memory=None, load=None) -> str:
   run = next((r for r in serving if "machine" in r), None)
   lines = [f"AUC: `bench/results/report.json` ({result['setting']}, models trained at "
            f"L={result['rows'][0]['trained_max_len']}); latency: "
-           f"`{run['command'] if run else 'python bench/serving_cost.py'}` "
+           f"`{run['command'] if run else 'python -m bench.serving_cost'}` "
            f"(`bench/results/serving_cost.json`), {_machine_line(run)}. "
            f"score_candidates, one user, N={result['N']} candidates; ★ = on the Pareto "
            "front (no model is at least as accurate and at most as slow).", "",

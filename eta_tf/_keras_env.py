@@ -20,6 +20,7 @@ def ensure_legacy_keras():
   if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
   if "tensorflow" in sys.modules:
+    # Only when TensorFlow is already loaded: checking it must not import it.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if not tf.keras.__name__.startswith("tf_keras"):
       raise ImportError(_MESSAGE)

@@ -62,6 +62,7 @@ def train_item_counts(data_dir: str) -> Dict[int, int]:
   The train records hold each user's behaviors before the eval period, so this is the
   popularity a model could have learned from the train period.
   """
+  # TensorFlow only for this reader: the scores above are numpy and used without it.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from eta_tf import data  # pylint: disable=g-import-not-at-top
   spec = {F.HIST_ITEM_ID: tf.io.RaggedFeature(tf.int64)}

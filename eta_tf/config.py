@@ -1,81 +1,120 @@
-"""One config object for every model hyperparameter; saved beside checkpoints and exports."""
+"""The two configs of a run: `ModelConfig` (the graph) and `TrainConfig` (the fitting).
+
+Each hyperparameter is one dataclass field with its help text in the field's metadata
+(`option`); `eta_tf.config_flags` turns the fields into absl flags and back, so a new
+hyperparameter is one line here. Both are saved together into a model_dir (`save_configs`)
+and compared on restart (`config_differences`).
+"""
 import dataclasses
 import json
 import os
-from typing import Tuple
+from typing import Optional, Tuple
+
+from eta_tf import io_utils
 
 MODEL_NAMES = ("eta", "din", "din_long", "sim_hard", "avg", "sdim")
 SUPPORTED_HASH_BITS = (16, 32, 64, 128, 256)
 RETRIEVALS = ("hamming", "random", "oracle")  # eta's selection; the last two are controls
 SIGNATURE_FIELDS = ("item", "item_category")  # what eta's SimHash signature covers
+STRATEGIES = ("default", "mirrored", "multi_worker")
 CONFIG_FILE = "model_config.json"
+TRAIN_CONFIG_FILE = "train_config.json"
 
 
 class ConfigError(ValueError):
   """A hyperparameter is out of range; the message names the field and the value."""
 
 
-@dataclasses.dataclass
-class ModelConfig:
-  """Hyperparameters of the ETA-Net family (DESIGN.md §1).
+def option(default, help_text: str, **metadata):
+  """A dataclass field whose metadata carries its flag help (and `choices`, and the
+  `embedded` value used by `python -m eta_tf.train` without --data_dir). One line per
+  hyperparameter: eta_tf.config_flags makes the flag from it."""
+  return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
 
-  Attributes:
-    model: one of MODEL_NAMES; only the long-history block differs between them.
-    max_len: L, behaviors of long history kept per sample (most recent L).
-    short_len: S, the most recent behaviors that get short-term attention.
-    item_dim: d, item embedding size; SimHash hashes item embeddings.
-    category_dim / behavior_type_dim / time_dim: the other parts of a behavior embedding
-      (behavior = item ⊕ category ⊕ behavior type ⊕ time-gap bucket).
-    hash_bits: m, SimHash signature bits (16..256), packed into ceil(m/64) int64 words.
-    top_k: k, behaviors retrieved by Hamming top-k (eta) or by category (sim_hard).
-    num_heads / head_dim: multi-head target attention.
-    item_buckets / category_buckets: in-graph hashing of raw int64 ids (0 = padding).
-    time_buckets: log2 buckets of the behavior -> target time gap in minutes.
-    cross_layers / mlp_units / dropout: the DCN-v2 + MLP tower.
-    sdim_tau: bits per SDIM bucket signature group (m / tau groups).
-    hash_seed: seed of the fixed SimHash projection.
-    hamming_xla: jit-compile ETA's Hamming distance pass with XLA (eta only; same result).
-      Faster from L ~ 1024 up (bench/serving_cost.py: din_long/eta 2.0x instead of 1.5x at
-      L=4096, N=1000), but TF Serving must then run with
-      --xla_cpu_compilation_enabled=true (docker/ sets it); off by default so that a stock
-      TF Serving with default flags loads every export.
-    target_stats: give the tower target-aware statistics of the long history (matches of
-      the candidate's item and category, recency of the last match; for eta also counts
-      of the retrieved at Hamming distance 0 / near); eta_tf/models/target_stats.py. Every
-      model that reads the long history gets the same block (all but `din`), so the
-      comparison stays fair.
-    retrieval: eta's selection of the k behaviors: "hamming" (ETA), or the controls
-      "random" (the candidate's exact-item matches first, then a fixed pseudo-random k:
-      the floor of retrieval) and "oracle" (the top-k by the model's own full attention
-      scores over all L: the ceiling).
-    signature_fields: what eta's signature hashes: "item" (SimHash of the item
-      embedding, m bits) or "item_category" (SimHash(item) ‖ SimHash(category), m bits
-      each, distances add: same-category behaviors come closer); at export both are
-      frozen tables.
+
+class _Config:
+  """Shared dict/JSON round trip of the config dataclasses."""
+
+  def to_dict(self) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()}
+
+  @classmethod
+  def from_dict(cls, d: dict):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ConfigError(f"unknown config fields: {unknown}")
+    return cls(**d)
+
+  def replace(self, **changes):
+    return dataclasses.replace(self, **changes)
+
+  def save(self, directory: str) -> str:
+    path = os.path.join(directory, self.FILE_NAME)
+    io_utils.atomic_write_json(path, self.to_dict())
+    return path
+
+  @classmethod
+  def load(cls, directory: str):
+    with open(os.path.join(directory, cls.FILE_NAME)) as f:
+      return cls.from_dict(json.load(f))
+
+
+@dataclasses.dataclass
+class ModelConfig(_Config):
+  """Hyperparameters of the ETA-Net family (docs/DESIGN.md §1).
+
+  hamming_xla is faster from L ~ 1024 up (bench/serving_cost.py: din_long/eta 2.0x instead
+  of 1.5x at L=4096, N=1000), but TF Serving must then run with
+  --xla_cpu_compilation_enabled=true (docker/ sets it); off by default so that a stock TF
+  Serving with default flags loads every export.
   """
-  model: str = "eta"
-  max_len: int = 1024
-  short_len: int = 48
-  item_dim: int = 32
-  category_dim: int = 16
-  behavior_type_dim: int = 8
-  time_dim: int = 8
-  hash_bits: int = 64
-  top_k: int = 48
-  num_heads: int = 4
-  head_dim: int = 16
-  item_buckets: int = 1 << 18
-  category_buckets: int = 1 << 14
-  time_buckets: int = 24
-  cross_layers: int = 1
-  mlp_units: Tuple[int, ...] = (128, 64)
-  dropout: float = 0.0
-  sdim_tau: int = 4
-  hash_seed: int = 1234
-  hamming_xla: bool = False
-  target_stats: bool = True
-  retrieval: str = "hamming"
-  signature_fields: str = "item"
+  FILE_NAME = CONFIG_FILE
+
+  model: str = option("eta", "Which model to train; only the long-history block differs.",
+                      choices=MODEL_NAMES)
+  max_len: int = option(1024, "L: long history length (most recent L behaviors).",
+                        embedded=256)
+  short_len: int = option(48, "S: short history length (short-term attention).",
+                          embedded=16)
+  item_dim: int = option(32, "d: item embedding size; SimHash hashes item embeddings.")
+  category_dim: int = option(16, "Category embedding size.")
+  behavior_type_dim: int = option(8, "Behavior type embedding size.")
+  time_dim: int = option(8, "Time-gap bucket embedding size.")
+  hash_bits: int = option(64, "m: SimHash bits, one of "
+                          f"{SUPPORTED_HASH_BITS} (packed into ceil(m/64) int64 words).")
+  top_k: int = option(48, "k: behaviors retrieved per candidate (Hamming top-k for eta, "
+                      "by category for sim_hard).")
+  num_heads: int = option(4, "Attention heads.")
+  head_dim: int = option(16, "Size of each attention head.")
+  item_buckets: int = option(1 << 18, "Hash buckets for item ids (0 = padding).")
+  category_buckets: int = option(1 << 14, "Hash buckets for category ids (0 = padding).")
+  time_buckets: int = option(24, "Time-gap log2 buckets (minutes).")
+  cross_layers: int = option(1, "DCN-v2 cross layers.")
+  mlp_units: Tuple[int, ...] = option((128, 64), "MLP layer sizes.")
+  dropout: float = option(0.0, "MLP dropout rate.")
+  sdim_tau: int = option(4, "SDIM bits per bucket group (m / tau groups).")
+  hash_seed: int = option(1234, "Seed of the SimHash projection.")
+  hamming_xla: bool = option(False, "eta: jit-compile the Hamming distance pass (faster "
+                             "for long histories; TF Serving then needs "
+                             "--xla_cpu_compilation_enabled=true, which docker/ sets).")
+  target_stats: bool = option(True, "Give the tower target-aware statistics of the long "
+                              "history (matches of the candidate's item and category, "
+                              "recency of the last match; for eta also counts of the "
+                              "retrieved at Hamming distance 0 / near; "
+                              "eta_tf/models/target_stats.py). Every model that reads the "
+                              "long history gets the same block (all but din).")
+  retrieval: str = option("hamming", "eta's selection of the k behaviors: hamming (ETA), "
+                          "or the controls random (the candidate's exact-item matches "
+                          "first, then a fixed pseudo-random k: the floor of retrieval) "
+                          "and oracle (the top-k by the model's own full attention scores "
+                          "over all L: the ceiling).", choices=RETRIEVALS)
+  signature_fields: str = option("item", "What eta's signature hashes: item (SimHash of the "
+                                 "item embedding, m bits) or item_category (SimHash(item) "
+                                 "‖ SimHash(category), m bits each, distances add: "
+                                 "same-category behaviors come closer); at export both are "
+                                 "frozen tables.", choices=SIGNATURE_FIELDS)
 
   def __post_init__(self):
     self.mlp_units = tuple(int(u) for u in self.mlp_units)
@@ -125,30 +164,65 @@ class ModelConfig:
     if self.sdim_tau > 16:
       fail("sdim_tau", "must be <= 16 (bucket codes are compared as int32)")
 
-  def to_dict(self) -> dict:
-    d = dataclasses.asdict(self)
-    d["mlp_units"] = list(self.mlp_units)
-    return d
 
-  @classmethod
-  def from_dict(cls, d: dict) -> "ModelConfig":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise ConfigError(f"unknown config fields: {unknown}")
-    return cls(**d)
+@dataclasses.dataclass
+class TrainConfig(_Config):
+  """How a model is fitted: budget, optimiser, seeds, checkpoint cadence, distribution."""
+  FILE_NAME = TRAIN_CONFIG_FILE
 
-  def replace(self, **changes) -> "ModelConfig":
-    return dataclasses.replace(self, **changes)
+  epochs: int = option(3, "Epochs over the train split.", embedded=2)
+  steps: Optional[int] = option(None, "Steps per epoch (default: the whole train split).",
+                                embedded=200)
+  eval_steps: Optional[int] = option(None, "Eval batches (default: the whole eval split).",
+                                     embedded=60)
+  batch_size: int = option(256, "Global batch size.")
+  learning_rate: float = option(2e-3, "Adam learning rate (all dense weights).")
+  embedding_learning_rate: float = option(0.5, "Adagrad learning rate of the embedding "
+                                          "tables (sparse updates: only the rows a batch "
+                                          "touches).")
+  seed: int = option(0, "Seed for initialisation and shuffling.")
+  checkpoint_every_steps: int = option(100, "Checkpoint frequency (steps).")
+  strategy: str = option("default", "tf.distribute strategy; multi_worker reads TF_CONFIG.",
+                         choices=STRATEGIES)
+  num_threads: int = option(0, "Intra- and inter-op threads (0 = TF default). 1 gives "
+                            "bitwise-reproducible runs.")
 
-  def save(self, directory: str) -> str:
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, CONFIG_FILE)
-    with open(path, "w") as f:
-      json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-    return path
+  def __post_init__(self):
+    def fail(field, why):
+      raise ConfigError(f"{field}={getattr(self, field)!r}: {why}")
+    for field in ("epochs", "batch_size", "checkpoint_every_steps"):
+      if getattr(self, field) < 1:
+        fail(field, "must be >= 1")
+    for field in ("steps", "eval_steps"):
+      if getattr(self, field) is not None and getattr(self, field) < 1:
+        fail(field, "must be >= 1 (or unset: the whole split)")
+    if self.strategy not in STRATEGIES:
+      fail("strategy", f"choose one of {', '.join(STRATEGIES)}")
+    if self.num_threads < 0:
+      fail("num_threads", "must be >= 0")
 
-  @classmethod
-  def load(cls, directory: str) -> "ModelConfig":
-    with open(os.path.join(directory, CONFIG_FILE)) as f:
-      return cls.from_dict(json.load(f))
+
+def save_configs(directory: str, model_config: ModelConfig, train_config: TrainConfig):
+  """Writes model_config.json and train_config.json into `directory` (each atomically)."""
+  os.makedirs(directory, exist_ok=True)
+  model_config.save(directory)
+  train_config.save(directory)
+
+
+def config_differences(directory: str, model_config: ModelConfig,
+                       train_config: TrainConfig):
+  """[(field, saved value, requested value)] between the configs saved in `directory`
+  and these; [] when nothing was saved there yet."""
+  differences = []
+  for config in (model_config, train_config):
+    path = os.path.join(directory, config.FILE_NAME)
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      saved = json.load(f)
+    for key, value in config.to_dict().items():
+      if key in saved and saved[key] != value:
+        differences.append((key, saved[key], value))
+      elif key not in saved:
+        differences.append((key, "<missing>", value))
+  return differences

@@ -4,7 +4,7 @@ The Beam pipeline writes user-sequence records with `RECORD_*` names, the tf.dat
 expands them into samples with `SAMPLE_*` names, the model, the export signatures, the
 warmup writer and the gRPC client all read the names below. Nothing else spells them.
 
-Two record/sample levels (DESIGN.md §2):
+Two record/sample levels (docs/DESIGN.md §2):
 
 * **User-sequence record** (one tf.train.Example per user and split, GZIP TFRecord):
   the user's behaviors, oldest first, stored once, plus the user's labelled targets.
@@ -146,6 +146,7 @@ def score_candidates_features() -> List[Feature]:
 
 def record_parse_spec():
   """tf.io.parse_single_example spec of a user-sequence record."""
+  # TensorFlow only when asked: Beam workers import this module and must not load it.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   spec = {}
   for f in RECORD_FEATURES:

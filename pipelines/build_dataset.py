@@ -11,7 +11,7 @@ SparkRunner and their options work as documented by Beam. Outputs in --output_di
   stats.json           row/target/user counts, rejections by reason, length percentiles
   schema.json          features.schema_dict() + the pipeline parameters (eval_start ...)
 
-See pipelines/README_SECTION.md for the semantics (targets, negatives, split, bad input).
+See README.md, "Data pipeline", for the semantics (targets, negatives, split, bad input).
 """
 import argparse
 import json

@@ -1,4 +1,4 @@
-"""Pure, Beam-free parsing and validation of raw log lines (DESIGN.md §2).
+"""Pure, Beam-free parsing and validation of raw log lines (docs/DESIGN.md §2).
 
 Every raw line ends up either as a valid record or as a rejection reason; nothing raises and
 nothing is dropped silently. The functions here are plain Python so that they can be unit-
@@ -7,7 +7,7 @@ and property-tested directly, and so that the Beam DoFn wrapping them stays a on
 Lines are handled as *bytes* (the pipeline reads text files with a bytes coder): a file with
 invalid UTF-8 must not crash the job, and splitting bytes avoids a decode per line.
 
-Tolerated (documented in pipelines/README_SECTION.md):
+Tolerated (documented in README.md, "Data pipeline"):
   * a UTF-8 byte-order mark at the start of a line (first line of a file, or of each file
     when several files were concatenated) is stripped;
   * CRLF line endings: a trailing carriage return is stripped (Beam's text reader already

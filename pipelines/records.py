@@ -133,6 +133,7 @@ def encode_example(sequence: UserSequence) -> bytes:
 
 def encode_example_with_protobuf(sequence: UserSequence) -> bytes:
   """Reference encoder through TensorFlow's generated protobuf classes (tests only)."""
+  # TensorFlow's protos only here (tests): Beam workers encode without loading TensorFlow.
   from tensorflow.core.example import example_pb2  # pylint: disable=g-import-not-at-top
   example = example_pb2.Example()
   feature = example.features.feature
@@ -146,6 +147,7 @@ def encode_example_with_protobuf(sequence: UserSequence) -> bytes:
 
 def decode_example(serialized: bytes) -> UserSequence:
   """Inverse of encode_example (tests, debugging); checks every record feature is there."""
+  # TensorFlow's protos only here (tests): Beam workers encode without loading TensorFlow.
   from tensorflow.core.example import example_pb2  # pylint: disable=g-import-not-at-top
   example = example_pb2.Example.FromString(serialized)
   feature = example.features.feature

@@ -12,7 +12,7 @@ Model names, versions and labels are checked by serving.names (InvalidNameError 
 field and value): a name is one directory component, a version a positive integer, a label
 TF Serving's [a-zA-Z0-9_]+.
 
-A/B rollout with version labels (DESIGN.md §3):
+A/B rollout with version labels (docs/DESIGN.md §3):
 
     add_version(cfg, "eta", 3, export_base)          # v3 starts loading beside v2
     # wait until GetModelStatus shows version 3 AVAILABLE, then:

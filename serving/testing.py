@@ -1,7 +1,7 @@
 """A tiny stand-in SavedModel with the production signatures, for serving tests.
 
 Until the real exporter's models are at hand, tests serve this: a tf.Module with the two
-signatures of DESIGN.md §3 and the input names / dtypes of `eta_tf.features`:
+signatures of docs/DESIGN.md §3 and the input names / dtypes of `eta_tf.features`:
 
 * `serving_default`: the batched `sample_features(max_len)` inputs -> `ctr` [B]
 * `score_candidates`: `score_candidates_features()` -> `ctr` [N]

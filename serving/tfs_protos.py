@@ -15,6 +15,7 @@ Only the long-standing BatchingParameters fields (1-7) are declared.
 from google.protobuf import descriptor_pb2
 from google.protobuf import descriptor_pool
 from google.protobuf import message_factory
+from google.protobuf import text_format
 from google.protobuf import wrappers_pb2
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -71,6 +72,7 @@ def _build_pool():
 
 def _classes():
   try:  # pylint: disable=g-import-not-at-top
+    # The generated classes when tensorflow-serving-api ships them; else our descriptors.
     from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
     from tensorflow_serving.config import monitoring_config_pb2
     from tensorflow_serving.config import ssl_config_pb2
@@ -88,7 +90,6 @@ BatchingParameters, MonitoringConfig, SSLConfig = _classes()
 
 def parse_text(path: str, message_class):
   """Parses a text-format proto file the way TF Serving's ParseProtoTextFile does."""
-  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
   message = message_class()
   with open(path, encoding="utf-8") as f:
     text_format.Parse(f.read(), message)

@@ -10,9 +10,13 @@ import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
-SMALL_TRAIN_FLAGS = ["--max_len=64", "--short_len=8", "--top_k=8", "--item_buckets=4096",
-                     "--category_buckets=512", "--item_dim=16", "--category_dim=8",
-                     "--num_heads=2", "--head_dim=8", "--mlp_units=32", "--batch_size=64"]
+# The small configuration of every in-process and CLI test run, as config fields.
+SMALL_MODEL = dict(max_len=64, short_len=8, top_k=8, item_buckets=4096, category_buckets=512,
+                   item_dim=16, category_dim=8, num_heads=2, head_dim=8, mlp_units=(32,))
+SMALL_BATCH_SIZE = 64
+# The same configuration as `python -m eta_tf.train` flags (derived, never parsed back).
+SMALL_TRAIN_FLAGS = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                     for k, v in SMALL_MODEL.items()] + [f"--batch_size={SMALL_BATCH_SIZE}"]
 
 
 def run_module(module, *args, env=None, timeout=600, check=True):
@@ -37,19 +41,10 @@ def small_data_dir(tmp_path_factory):
   return str(out)
 
 
-def _small_flag_values():
-  """SMALL_TRAIN_FLAGS as {name: text value}."""
-  return dict(flag[2:].split("=", 1) for flag in SMALL_TRAIN_FLAGS)
-
-
 def small_model_config(model="eta"):
   """The ModelConfig that `SMALL_TRAIN_FLAGS` give `python -m eta_tf.train`."""
   from eta_tf import config as config_lib  # pylint: disable=g-import-not-at-top
-  values = _small_flag_values()
-  values.pop("batch_size")
-  mlp_units = tuple(int(u) for u in values.pop("mlp_units").split(","))
-  return config_lib.ModelConfig(model=model, mlp_units=mlp_units,
-                                **{k: int(v) for k, v in values.items()})
+  return config_lib.ModelConfig(model=model, **SMALL_MODEL)
 
 
 def train_small(model, data_dir, model_dir, seed=0, steps=5):
@@ -57,11 +52,12 @@ def train_small(model, data_dir, model_dir, seed=0, steps=5):
 
   Returns the training-time model object (what train.main hands to the exporter).
   """
-  from eta_tf import train as train_lib  # pylint: disable=g-import-not-at-top
-  batch_size = int(_small_flag_values()["batch_size"])
-  _, trained = train_lib.train(small_model_config(model), data_dir, str(model_dir),
-                               epochs=1, steps_per_epoch=steps, batch_size=batch_size,
-                               learning_rate=2e-3, seed=seed, eval_steps=2, verbose=0)
+  from eta_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from eta_tf import training  # pylint: disable=g-import-not-at-top
+  train_config = config_lib.TrainConfig(epochs=1, steps=steps, batch_size=SMALL_BATCH_SIZE,
+                                        learning_rate=2e-3, seed=seed, eval_steps=2)
+  _, trained = training.train(small_model_config(model), train_config, data_dir,
+                              str(model_dir), verbose=0)
   return trained
 
 

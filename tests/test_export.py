@@ -1,4 +1,4 @@
-"""The exporter's contract (DESIGN.md §3): layout, warmup, metadata, models.config labels,
+"""The exporter's contract (docs/DESIGN.md §3): layout, warmup, metadata, models.config labels,
 scores equal to the training-time model, versions never overwritten, the validation gate,
 saved_model_cli and the `python -m eta_tf.export` CLI."""
 import filecmp
@@ -14,7 +14,8 @@ import pytest
 
 from conftest import run_module
 from conftest import train_small
-from eta_tf import export
+from eta_tf import release
+from eta_tf import saved_model
 from eta_tf import features as F
 from eta_tf import savedmodel_session
 from eta_tf import signatures
@@ -25,7 +26,7 @@ from serving import warmup
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
 
-TOLERANCE = 1e-5  # DESIGN.md §3 / export.SCORE_TOLERANCE
+TOLERANCE = 1e-5  # docs/DESIGN.md §3 / saved_model.SCORE_TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +34,19 @@ def eta_export(trained_eta, small_data_dir, tmp_path_factory):
   """The in-process eta model exported as train.main does it: version 1 of a new base."""
   model_dir, model = trained_eta
   base = str(tmp_path_factory.mktemp("export_eta"))
-  version_dir = export.export_trained(model_dir, base, "eta", data_dir=small_data_dir,
+  version_dir = release.export_trained(model_dir, base, "eta", data_dir=small_data_dir,
                                       trained_model=model)
   return {"base": base, "model_base": os.path.join(base, "eta"), "model_dir": model_dir,
           "model": model, "version_dir": version_dir}
 
 
 def _eval_inputs(data_dir, max_len, n=256):
-  features, _ = export.eval_samples(data_dir, max_len, n)
+  features, _ = saved_model.eval_samples(data_dir, max_len, n)
   return {k: v for k, v in features.items() if k in F.MODEL_INPUTS}
 
 
 def _metadata(version_dir):
-  with open(os.path.join(version_dir, warmup.ASSETS_EXTRA_DIR, export.METADATA_FILE)) as f:
+  with open(os.path.join(version_dir, warmup.ASSETS_EXTRA_DIR, saved_model.METADATA_FILE)) as f:
     return json.load(f)
 
 
@@ -63,7 +64,7 @@ def _assert_session_matches_model(version_dir, model, eval_inputs):
     requests = warmup.read_warmup_requests(version_dir)
     for signature_name, inputs in requests:
       got = runner.run(signature_name, inputs)
-      want = export.reference_scores(model, signature_name, inputs)
+      want = saved_model.reference_scores(model, signature_name, inputs)
       assert got.shape == want.shape and np.isfinite(got).all()
       np.testing.assert_allclose(got, want, atol=TOLERANCE, err_msg=signature_name)
   finally:
@@ -93,7 +94,7 @@ def test_layout_warmup_metadata_and_labels(eta_export):
   assert version_dir == os.path.join(model_base, "1")
   for name in ("saved_model.pb", "variables/variables.index",
                f"{warmup.ASSETS_EXTRA_DIR}/{warmup.WARMUP_FILE_NAME}",
-               f"{warmup.ASSETS_EXTRA_DIR}/{export.METADATA_FILE}"):
+               f"{warmup.ASSETS_EXTRA_DIR}/{saved_model.METADATA_FILE}"):
     assert os.path.isfile(os.path.join(version_dir, name)), name
   # Only integer versions next to each other: the temporary directory is gone.
   assert all(publish.is_version_name(n) for n in _listing(model_base)), _listing(model_base)
@@ -123,7 +124,7 @@ def test_layout_warmup_metadata_and_labels(eta_export):
                                                           abs=1e-6)
   assert metadata["signature_table"] is True
 
-  config = model_config.read_config(os.path.join(base, export.MODELS_CONFIG_FILE))
+  config = model_config.read_config(os.path.join(base, release.MODELS_CONFIG_FILE))
   entry = model_config.get_model(config, "eta")
   assert entry.base_path == os.path.abspath(model_base)
   assert 1 in entry.model_version_policy.specific.versions
@@ -152,7 +153,7 @@ def test_eta_scores_equal_training_time_model(eta_export, small_data_dir):
 
 def test_din_long_scores_equal_training_time_model(small_data_dir, tmp_path):
   model = train_small("din_long", small_data_dir, tmp_path / "din_long")
-  version_dir = export.export_trained(str(tmp_path / "din_long"), str(tmp_path / "export"),
+  version_dir = release.export_trained(str(tmp_path / "din_long"), str(tmp_path / "export"),
                                       "din_long", trained_model=model)
   assert version_dir == str(tmp_path / "export" / "din_long" / "1")
   assert _metadata(version_dir)["signature_table"] is False  # no SimHash in din_long
@@ -193,7 +194,7 @@ def test_saved_model_cli_run_on_a_warmup_input(eta_export, tmp_path):
 
 def test_second_export_via_cli_is_version_2_and_never_overwrites(eta_export, tmp_path):
   base, model_base = eta_export["base"], eta_export["model_base"]
-  config_path = os.path.join(base, export.MODELS_CONFIG_FILE)
+  config_path = os.path.join(base, release.MODELS_CONFIG_FILE)
   v1 = eta_export["version_dir"]
   v1_files = {os.path.relpath(os.path.join(d, f), v1): os.stat(os.path.join(d, f))
               for d, _, files in os.walk(v1) for f in files}
@@ -266,17 +267,17 @@ def _shifted_reference(real):
 def test_validation_gate_refuses_and_publishes_nothing(eta_export, monkeypatch, breakage,
                                                         message):
   base, model_base = eta_export["base"], eta_export["model_base"]
-  config_path = os.path.join(base, export.MODELS_CONFIG_FILE)
+  config_path = os.path.join(base, release.MODELS_CONFIG_FILE)
   before = _listing(model_base)
   with open(config_path) as f:
     config_before = f.read()
   if breakage == "scores":
-    monkeypatch.setattr(export, "reference_scores",
-                        _shifted_reference(export.reference_scores))
+    monkeypatch.setattr(saved_model, "reference_scores",
+                        _shifted_reference(saved_model.reference_scores))
   else:
     monkeypatch.setattr(signatures, "serving_signatures", _py_function_signatures)
-  with pytest.raises(export.ExportValidationError, match=message):
-    export.export_trained(eta_export["model_dir"], base, "eta",
+  with pytest.raises(saved_model.ExportValidationError, match=message):
+    release.export_trained(eta_export["model_dir"], base, "eta",
                           trained_model=eta_export["model"], num_warmup_batches=2)
   assert _listing(model_base) == before  # no new version, no .tmp-* left behind
   with open(config_path) as f:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SMALL_TRAIN_FLAGS
 from conftest import run_module
-from eta_tf import export
+from eta_tf import saved_model
 from eta_tf import features as F
 from serving import model_config
 from serving.client import NotFoundError
@@ -36,14 +36,14 @@ def exported(tmp_path_factory, small_data_dir):
 
 
 def _eval_batch(data_dir, n=40):
-  features, _ = export.eval_samples(data_dir, 64, n)
+  features, _ = saved_model.eval_samples(data_dir, 64, n)
   return {k: v for k, v in features.items() if k in F.MODEL_INPUTS}
 
 
 def test_served_scores_by_version_label_and_after_promote(exported):
   base, config_path = exported["base"], os.path.join(exported["base"], "models.config")
-  v1_model = export.load_trained_model(exported["runs"][1])
-  v2_model = export.load_trained_model(exported["runs"][2])
+  v1_model = saved_model.load_trained_model(exported["runs"][1])
+  v2_model = saved_model.load_trained_model(exported["runs"][2])
   batch = _eval_batch(exported["data_dir"], 16)
   history = {k: batch[k][0][batch[F.HIST_ITEM_ID][0] > 0] for k in F.HISTORY_FEATURES}
   candidates = {F.CANDIDATE_ITEM_ID: batch[F.TARGET_ITEM_ID],

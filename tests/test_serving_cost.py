@@ -15,7 +15,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "bench", "serving_cost.py")
+SCRIPT = ["-m", "bench.serving_cost"]
 # The models with the ratio and training columns; every other model takes the same path
 # (export, TF1 session, interleaved rounds), and test_every_model_is_benchmarked_by_default
 # checks the default is all of them (exporting all seven here would double this file's time).
@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory):
   """One tiny serving_cost run; its exports (kept in out/exports) serve the other tests."""
   out = tmp_path_factory.mktemp("serving_cost")
   result = subprocess.run(
-      [sys.executable, SCRIPT, f"--lengths={L}", f"--ns={N}", "--repeats=3",
+      [sys.executable, *SCRIPT, f"--lengths={L}", f"--ns={N}", "--repeats=3",
        f"--models={','.join(TESTED_MODELS)}",
        "--component_repeats=1", f"--train_lengths={L}", "--train_batch=4",
        "--train_steps=1", f"--output_dir={out}", f"--export_dir={out / 'exports'}"],
@@ -68,7 +68,7 @@ def test_serving_cost_writes_every_record_kind(tiny_run):
   assert cpu["cpu_model"] and cpu["cores"] >= 1
   assert set(cpu["vector_extensions"]) == {"avx2", "avx512", "amx"}
   assert len(run[0]["load_before"]) == 3 and len(run[0]["load_after"]) == 3
-  assert run[0]["command"].startswith("python bench/serving_cost.py --lengths=300")
+  assert run[0]["command"].startswith("python -m bench.serving_cost --lengths=300")
 
   assert f"machine: {cpu['summary']}" in stdout
   assert "load average (1/5/15 min) before" in stdout
@@ -169,7 +169,7 @@ def _tradeoff_inputs(directory):
   ms = {"din": (2, 3), "eta": (9, 12), "eta_xla": (8, 9), "din_long": (7.5, 15),
         "sim_hard": (7, 10)}
   serving = [{"machine": {"summary": "a CPU"}, "load_before": [1, 1, 1],
-              "load_after": [2, 2, 2], "command": "python bench/serving_cost.py",
+              "load_after": [2, 2, 2], "command": "python -m bench.serving_cost",
               "date": "today"}] + [
       {"model": m, "L": length, "N": n, "median_ms": t * (1 + (n == 1000)), "p99_ms": 2 * t}
       for m, pair in ms.items() for length, t in zip((1024, 4096), pair)

@@ -57,6 +57,15 @@ def _check_flags(flags, where):
   assert float(flags["model_config_file_poll_wait_seconds"]) > 0
 
 
+def _server_flags(compose):
+  """The flags the compose service runs with: the image's CMD (compose must not repeat
+  them, so the list lives in one place)."""
+  assert "command" not in compose["services"]["serving"], \
+      "docker-compose.yml repeats the server flags; keep them in docker/Dockerfile's CMD"
+  cmd = next(l for l in _dockerfile("Dockerfile") if l.upper().startswith("CMD "))
+  return json.loads(cmd[4:])
+
+
 def _host_path(container_path):
   """/config/x in the container is docker/x in the repo (the compose volume)."""
   assert container_path.startswith(CONTAINER_CONFIG_DIR + "/")
@@ -103,14 +112,11 @@ def test_compose_ports_volumes_and_flags(compose):
   volumes = {v.split(":")[-2] if v.count(":") > 1 else v.split(":")[1]: v
              for v in serving["volumes"]}
   assert "/models" in volumes and CONTAINER_CONFIG_DIR in volumes
-  flags = _flags(serving["command"])
-  _check_flags(flags, "docker-compose.yml")
-  dockerfile_cmd = next(l for l in _dockerfile("Dockerfile") if l.upper().startswith("CMD "))
-  assert flags == _flags(json.loads(dockerfile_cmd[4:])), "compose and Dockerfile disagree"
+  _check_flags(_flags(_server_flags(compose)), "docker-compose.yml")
 
 
 def test_config_files_parse_with_tf_serving_protos(compose):
-  flags = _flags(compose["services"]["serving"]["command"])
+  flags = _flags(_server_flags(compose))
   config = mc.read_config(_host_path(flags["model_config_file"]))
   for model in config.model_config_list.config:
     assert os.path.isabs(model.base_path) and model.base_path.startswith("/models/")
@@ -128,7 +134,7 @@ def test_config_files_parse_with_tf_serving_protos(compose):
 
 def test_local_server_accepts_the_compose_command_line(compose):
   from serving import local_server
-  args = local_server.build_parser().parse_args(compose["services"]["serving"]["command"])
+  args = local_server.build_parser().parse_args(_server_flags(compose))
   assert args.port == 8500 and args.enable_batching and args.enable_per_model_batching_parameters
 
 

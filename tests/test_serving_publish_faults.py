@@ -128,21 +128,21 @@ def _count_writes(monkeypatch):
 
 
 def test_export_models_config_change_is_one_edit(tmp_path, monkeypatch):
-  from eta_tf import export  # pylint: disable=g-import-not-at-top  (no TensorFlow import)
+  from eta_tf import release  # pylint: disable=g-import-not-at-top  (loads TensorFlow)
   export_base = str(tmp_path / "export")
   base = os.path.join(export_base, "eta")
   for v in (1, 2, 3):
     _fake_version(os.path.join(base, str(v)))
-  path = os.path.join(export_base, export.MODELS_CONFIG_FILE)
+  path = os.path.join(export_base, release.MODELS_CONFIG_FILE)
   writes = _count_writes(monkeypatch)
 
-  export._update_models_config(export_base, "eta", base, 1, "canary")  # first: a new entry
+  release._update_models_config(export_base, "eta", base, 1, "canary")  # first: a new entry
   assert writes == [path]
   model = mc.get_model(mc.read_config(path), "eta")
   assert model.base_path == os.path.abspath(base)
   assert dict(model.version_labels) == {"stable": 1, "canary": 1}
 
-  export._update_models_config(export_base, "eta", base, 2, "shadow")  # a new label: set
+  release._update_models_config(export_base, "eta", base, 2, "shadow")  # a new label: set
   assert writes == [path] * 2
   model = mc.get_model(mc.read_config(path), "eta")
   assert list(model.model_version_policy.specific.versions) == [1, 2]
@@ -356,13 +356,13 @@ def test_cli_usage_errors_name_the_field_and_exit_2(tmp_path, capsys):
 
 
 def test_export_refuses_bad_names_before_any_work(tmp_path):
-  from eta_tf import export  # pylint: disable=g-import-not-at-top
+  from eta_tf import release  # pylint: disable=g-import-not-at-top
   export_base = str(tmp_path / "export")
   with pytest.raises(names.InvalidNameError) as e:
-    export.export_trained(str(tmp_path / "no_model"), export_base, "../etc")
+    release.export_trained(str(tmp_path / "no_model"), export_base, "../etc")
   assert str(e.value) == _name_message("../etc")
   with pytest.raises(names.InvalidNameError, match="label 'a\\\\nb' is not a valid"):
-    export.export_trained(str(tmp_path / "no_model"), export_base, "eta", label="a\nb")
+    release.export_trained(str(tmp_path / "no_model"), export_base, "eta", label="a\nb")
   assert not os.path.exists(export_base)
 
 

@@ -1,6 +1,6 @@
 """CtrModel: embeddings + long-history block + short-term attention + DCN-v2/MLP tower.
 
-One class for all six models (DESIGN.md §1); `ModelConfig.model` picks the long block.
+One class for all six models (docs/DESIGN.md §1); `ModelConfig.model` picks the long block.
 """
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -159,7 +159,7 @@ class CtrModel(tfrs.Model):
     """Precomputes every item bucket's SimHash signature into a table inside the model.
 
     At export the embeddings are frozen, so the signature of each item never changes
-    ("store the fingerprint with the embedding", DESIGN.md §1): serving then looks
+    ("store the fingerprint with the embedding", docs/DESIGN.md §1): serving then looks
     history signatures up instead of projecting L x d x m. Do not train after this.
     """
     if self.long_block is None or not self.long_block.uses_signatures:

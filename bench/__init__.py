@@ -1,0 +1,1 @@
+"""Benchmarks behind the README numbers; run from the repo root as `python -m bench.<name>`."""

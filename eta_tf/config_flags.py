@@ -1,0 +1,93 @@
+"""absl flags generated from config dataclass fields, and configs built back from them.
+
+    define_flags(config_lib.ModelConfig)      # one flag per field, help from its metadata
+    config = from_flags(config_lib.ModelConfig, embedded=False)
+
+A field's flag has the field's name, type and default; `choices` metadata makes it an enum,
+a tuple of ints a comma list, Optional[int] an integer flag defaulting to unset. A field
+with `embedded` metadata (the value `python -m eta_tf.train` uses for its embedded default)
+gets an unset flag default and help saying both values; `from_flags(..., embedded=...)`
+resolves it. Configs stay plain dataclasses: tests and benchmarks build them directly.
+"""
+import dataclasses
+import sys
+import typing
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def _flag_module_name(module_name: str) -> str:
+  # absl files a program's own flags under sys.argv[0]; `--help` lists the main module's.
+  return sys.argv[0] if module_name == "__main__" else module_name
+
+
+def _kind(field) -> str:
+  """absl flag kind of a field: its type, with Optional[X] treated as X."""
+  hint = field.type
+  args = [a for a in typing.get_args(hint) if a is not type(None)]
+  if typing.get_origin(hint) is typing.Union and len(args) == 1:
+    hint, args = args[0], []
+  if hint is bool:
+    return "bool"
+  if hint is int:
+    return "integer"
+  if hint is float:
+    return "float"
+  if hint is str:
+    return "enum" if "choices" in field.metadata else "string"
+  if args and args[0] is int:  # Tuple[int, ...]
+    return "list"
+  raise TypeError(f"{field.name}: no flag type for {hint!r}")
+
+
+def _help(field) -> str:
+  text = field.metadata["help"]
+  if "embedded" in field.metadata:
+    default = "unset" if field.default is None else field.default
+    text += f" (default {default}; {field.metadata['embedded']} in the embedded default)"
+  return text
+
+
+def define_flags(config_class, module_name: str, flag_values=FLAGS, skip=()):
+  """Defines one absl flag per field of `config_class` (except `skip`), filed under
+  `module_name` (pass the caller's __name__ so `--help` lists them)."""
+  module_name = _flag_module_name(module_name)
+  for field in dataclasses.fields(config_class):
+    if field.name in skip:
+      continue
+    kind = _kind(field)
+    default = None if "embedded" in field.metadata else field.default
+    common = dict(flag_values=flag_values, module_name=module_name)
+    if kind == "enum":
+      flags.DEFINE_enum(field.name, default, list(field.metadata["choices"]), _help(field),
+                        **common)
+    elif kind == "list":
+      flags.DEFINE_list(field.name, [str(v) for v in default], _help(field), **common)
+    else:
+      getattr(flags, f"DEFINE_{kind}")(field.name, default, _help(field), **common)
+
+
+def from_flags(config_class, embedded: bool = False, flag_values=FLAGS, **overrides):
+  """`config_class` from the parsed flags; unset flags take the field's default (its
+  `embedded` value when `embedded`). Raises ConfigError (from the dataclass) or ValueError
+  naming the flag when a value does not parse."""
+  values = {}
+  for field in dataclasses.fields(config_class):
+    if field.name in overrides:
+      values[field.name] = overrides[field.name]
+      continue
+    if field.name not in flag_values:
+      continue
+    value = flag_values[field.name].value
+    if value is None and "embedded" in field.metadata:
+      value = field.metadata["embedded"] if embedded else field.default
+    if _kind(field) == "list":
+      try:
+        value = tuple(int(v) for v in value)
+      except ValueError:
+        raise ValueError(f"{field.name}={','.join(value)}: expected comma-separated "
+                         "integers") from None
+    values[field.name] = value
+  return config_class(**values)

@@ -1,0 +1,71 @@
+"""`python -m eta_tf.train` under faults: SIGKILL during the final evaluation and during the
+export, then a restart with the same flags resumes after training (no step retrained) and
+ends with the same step count and one published version; a model_dir trained with other
+flags is refused, naming the field."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import SMALL_TRAIN_FLAGS
+
+STEPS = 6
+
+
+def _args(small_data_dir, model_dir, export_base):
+  return [sys.executable, "-m", "eta_tf.train", *SMALL_TRAIN_FLAGS,
+          f"--data_dir={small_data_dir}", f"--model_dir={model_dir}", "--epochs=1",
+          f"--steps={STEPS}", "--checkpoint_every_steps=3", "--verbose=0",
+          f"--export_base={export_base}", "--model_name=eta"]
+
+
+def _kill_when(args, ready, timeout=300):
+  """Starts the trainer, SIGKILLs it as soon as `ready()` is true; fails if it ended first."""
+  proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + timeout
+  try:
+    while not ready():
+      assert proc.poll() is None, "the run ended before the point to kill it at"
+      assert time.time() < deadline, "timed out waiting for the point to kill it at"
+      time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.wait()
+
+
+def test_sigkill_during_eval_and_during_export_then_resume(tmp_path, small_data_dir):
+  model_dir, export_base = tmp_path / "run", tmp_path / "export"
+  args = _args(small_data_dir, model_dir, export_base)
+
+  # 1. Killed during the final evaluation: final weights written, metrics not yet.
+  _kill_when(args, lambda: (model_dir / "final" / "train_state.json").exists())
+  assert not (model_dir / "eval_metrics.json").exists()
+  assert (model_dir / "backup").is_dir()
+
+  # 2. Restarted, killed during the export (its temporary version dir exists).
+  model_base = export_base / "eta"
+  _kill_when(args, lambda: model_base.is_dir() and any(
+      p.name.startswith(".tmp-") for p in model_base.iterdir()))
+  assert (model_dir / "eval_metrics.json").exists()
+  assert not (model_base / "1").exists() and (model_dir / "backup").is_dir()
+
+  # 3. Restarted again: nothing retrained, the same step count, version 1 published.
+  result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resuming after training" in result.stdout
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary["train_steps"] == STEPS
+  assert summary["export"] == str(model_base / "1")
+  assert (model_base / "1" / "saved_model.pb").exists()
+  assert not (model_dir / "backup").exists()  # the run is finished
+
+  # 4. Other flags on the finished run: refused, naming the field; nothing written.
+  before = (model_dir / "model_config.json").read_text()
+  refused = subprocess.run(args + ["--hash_bits=32"], capture_output=True, text=True,
+                           timeout=600)
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  assert "Traceback" not in refused.stderr
+  error = [l for l in refused.stderr.splitlines() if l.startswith("eta_tf.train: error:")]
+  assert len(error) == 1 and "hash_bits=64" in error[0] and "--hash_bits=32" in error[0]
+  assert (model_dir / "model_config.json").read_text() == before
