@@ -6,8 +6,11 @@ on a shared machine the load average says how busy it was while the numbers were
 Every bench/results/*.json written by the serving benchmarks carries `describe()` with
 `load_before` / `load_after` from `load_average()`.
 """
+import json
 import os
 import platform
+import sys
+import time
 from typing import Dict, List, Optional
 
 CPUINFO = "/proc/cpuinfo"
@@ -71,6 +74,7 @@ def describe(cpuinfo_path: str = CPUINFO) -> Dict[str, object]:
           "cores": cores, "vector_extensions": vector_extensions(flags),
           "platform": platform.platform(), "python": platform.python_version()}
   try:
+    # Optional: the TensorFlow version when it is installed (this module works without it).
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     info["tensorflow"] = tf.__version__
   except ImportError:
@@ -90,8 +94,6 @@ def start_run(command: str, argv) -> Dict[str, object]:
   `command` is how the benchmark is invoked (e.g. "python -m bench.serving_load");
   argv its arguments (None: sys.argv[1:]).
   """
-  import sys  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
   args = sys.argv[1:] if argv is None else list(argv)
   return {"machine": describe(), "load_before": load_average(),
           "command": " ".join([command] + args),
@@ -102,7 +104,6 @@ def start_run(command: str, argv) -> Dict[str, object]:
 def finish_run(run: Dict[str, object], complete: bool = True) -> Dict[str, object]:
   """A copy of start_run's header with load_after, the seconds since it started, and
   whether the run is complete (False: a partial result saved while it goes on)."""
-  import time  # pylint: disable=g-import-not-at-top
   done = {k: v for k, v in run.items() if k != "started"}
   done.update(load_after=load_average(), seconds=round(time.time() - run["started"], 1),
               complete=complete)
@@ -111,7 +112,6 @@ def finish_run(run: Dict[str, object], complete: bool = True) -> Dict[str, objec
 
 def write_json(result, output_dir: str, filename: str) -> str:
   """Writes result to output_dir/filename (creating the directory); returns the path."""
-  import json  # pylint: disable=g-import-not-at-top
   os.makedirs(output_dir, exist_ok=True)
   path = os.path.join(output_dir, filename)
   with open(path, "w") as f:

@@ -25,6 +25,7 @@ Writes bench/results/serving_load.json with the machine and the load average.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ import numpy as np
 from bench import machine
 from bench import serving_cost
 from eta_tf import features as F
+from eta_tf.savedmodel_session import SavedModelSession
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 
@@ -47,7 +49,6 @@ LOAD_FILE = "serving_load.json"
 
 def session_callable(saved_model_dir: str, inputs: dict, intra: int = 0, inter: int = 0):
   """(call, close): one TF1 session on the SavedModel; call() scores `inputs` once."""
-  from eta_tf.savedmodel_session import SavedModelSession  # pylint: disable=g-import-not-at-top
   config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra,
                                     inter_op_parallelism_threads=inter)
   model = SavedModelSession(saved_model_dir, session_config=config)
@@ -163,6 +164,7 @@ class ServerProcess:
 
 
 def bench_grpc(model_name, path, inputs, clients, seconds, threads=((0, 0),)) -> list:
+  # gRPC only for the served path: the in-process sweep runs without it.
   import grpc  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
   from serving import warmup  # pylint: disable=g-import-not-at-top
@@ -290,7 +292,6 @@ def main(argv=None):
   print(f"wrote {machine.write_json(result, args.output_dir, LOAD_FILE)} "
         f"({result['seconds']:.0f} s)")
   if not args.export_dir:
-    import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(work_dir, ignore_errors=True)
 
 

@@ -52,6 +52,7 @@ def _snapshot(stage: str) -> dict:
 
 def probe(saved_model_dir: str, length: int, n: int) -> list:
   """Runs in the subprocess: memory after each stage of a version swap (see module doc)."""
+  # Imported here, in the probe subprocess: its first stage is measured before TensorFlow.
   import gc  # pylint: disable=g-import-not-at-top
   import eta_tf  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import tensorflow as tf  # noqa: F401  pylint: disable=g-import-not-at-top
@@ -97,6 +98,7 @@ def dir_bytes(path: str) -> int:
 
 def saved_model_sizes(path: str) -> dict:
   """Bytes on disk of the SavedModel, its graph and variables, and the signature table."""
+  # TensorFlow only here: the parent process that launches the probes stays light.
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   total = dir_bytes(path)
@@ -114,6 +116,7 @@ def saved_model_sizes(path: str) -> dict:
 
 def request_bytes(lengths, ns) -> list:
   """Serialized score_candidates PredictRequest bytes for each (L, N)."""
+  # TensorFlow (via serving.warmup) only here: the parent that launches the probes stays light.
   from eta_tf import features as F  # pylint: disable=g-import-not-at-top
   from serving import warmup  # pylint: disable=g-import-not-at-top
   rows = []

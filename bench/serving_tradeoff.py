@@ -101,6 +101,7 @@ def tradeoff(report: dict, serving: list, lengths=(1024, 4096), n: int = 200) ->
 
 
 def plot(result: dict, path: str):
+  # Plotting only: the tables are written without matplotlib.
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
