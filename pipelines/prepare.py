@@ -44,13 +44,12 @@ def prepare_synthetic_data(data_dir: str, num_users: Optional[int], seed: int,
   args = [f"--output={log_path}", f"--seed={seed}", *synthetic_args]
   if num_users is not None:
     args.append(f"--num_users={num_users}")
-  params = vars(synthetic.make_parser().parse_args(args))
-  params.pop("output")
+  config, _ = synthetic.parse_args(args)
   if announce:
-    print(f"[1/4] Generating a synthetic Taobao-format log ({params['num_users']} users) "
+    print(f"[1/4] Generating a synthetic Taobao-format log ({config.num_users} users) "
           f"-> {log_path}", flush=True)
   os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-  synthetic.generate(output=log_path, **params)
+  synthetic.write_lines(log_path, synthetic.generate_log(config).lines)
   if announce:
     print(f"[2/4] Beam pipeline (DirectRunner) -> {data_dir}", flush=True)
   return build(log_path, data_dir, seed)

@@ -324,9 +324,9 @@ def make_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def main(argv=None):
-  logging.basicConfig(level=logging.INFO, force=True,
-                      format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def parse_args(argv=None):
+  """(SyntheticConfig, --output) from command-line flags, a --preset applied first (the
+  flags given still win). Also used by pipelines.prepare."""
   parser = make_parser()
   args = parser.parse_args(argv)
   if args.preset:
@@ -334,13 +334,20 @@ def main(argv=None):
     args = parser.parse_args(argv)
   cfg = SyntheticConfig(**{f.name: getattr(args, f.name)
                            for f in dataclasses.fields(SyntheticConfig)})
+  return cfg, args.output
+
+
+def main(argv=None):
+  logging.basicConfig(level=logging.INFO, force=True,
+                      format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  cfg, output = parse_args(argv)
   started = time.time()
   log = generate_log(cfg)
   _LOG.info("generated %d events (%d lines) for %d users in %.2f s; noise %s",
             len(log.events.user_id), len(log.lines), cfg.num_users, time.time() - started,
             log.noise_counts or "none")
-  write_lines(args.output, log.lines)
-  _LOG.info("wrote %s in %.2f s total", args.output, time.time() - started)
+  write_lines(output, log.lines)
+  _LOG.info("wrote %s in %.2f s total", output, time.time() - started)
 
 
 if __name__ == "__main__":
