@@ -159,7 +159,6 @@ DIAGNOSTICS = ("overlap_at_48", "attention_recall", "distance0_share",
 
 def render(paths) -> str:
   """Markdown tables of several count_floor outputs (one section per setting)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   lines = []
   for path in paths:
     with open(path) as f:
