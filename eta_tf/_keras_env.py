@@ -16,7 +16,10 @@ _MESSAGE = (
 
 def ensure_legacy_keras():
   # TensorFlow's C++ INFO/WARNING lines (CUDA probing on CPU machines) drown our output.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # Without an NVIDIA driver its CUDA probe also logs "failed call to cuInit" at ERROR
+  # level on every start; nothing at that level is actionable there (real failures raise).
+  no_gpu_driver = not os.path.exists("/proc/driver/nvidia")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if no_gpu_driver else "2")
   if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
   if "tensorflow" in sys.modules:

@@ -7,6 +7,7 @@ steps and the validation gate are in eta_tf/release.py and eta_tf/saved_model.py
 `python -m eta_tf.train` runs the same workflow at the end of training.
 """
 import dataclasses
+import logging as std_logging
 import sys
 from typing import Optional
 
@@ -39,6 +40,7 @@ def _fail(message: str):
 
 def main(argv):
   del argv
+  std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)  # no INFO from saving
   cli = config_flags.from_flags(ExportOptions)
   if not cli.model_dir:
     _fail("--model_dir is required")

@@ -71,10 +71,22 @@ def export_trained(model_dir: str, export_base: str, model_name: str, data_dir=N
     shutil.rmtree(tmp_dir, ignore_errors=True)
     raise
   _update_models_config(export_base, model_name, base, version, label)
-  print(f"exported {version_dir} (validated: max |score diff| "
-        f"{validation['max_abs_score_diff']:.2e}, eval AUC {validation['eval_auc_exported']:.4f})",
+  print(f"exported {version_dir} ({_validation_summary(validation, model_dir)})",
         flush=True)
   return version_dir
+
+
+def _validation_summary(validation: dict, model_dir: str) -> str:
+  """What the validation compared, saying which samples each AUC is measured on."""
+  text = (f"validated: max |score diff| {validation['max_abs_score_diff']:.2e}; eval AUC "
+          f"{validation['eval_auc_exported']:.4f} on the first "
+          f"{validation['validation_samples']} eval samples, equal to the trained model's "
+          "on the same samples")
+  trained = _read_json(os.path.join(model_dir, training.EVAL_METRICS_FILE))
+  if "auc" in trained and "eval_examples" in trained:
+    text += (f"; training's eval: AUC {trained['auc']:.4f} on {trained['eval_examples']} "
+             "samples, a different sample")
+  return text
 
 
 def _update_models_config(export_base, model_name, base, version, label):

@@ -85,6 +85,8 @@ def main(argv):
   del argv
   std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
   model_config, train_config, run = configs_from_flags()
+  if not FLAGS["verbose"].present and not sys.stdout.isatty():
+    run.verbose = 2  # a log file gets one line per epoch, not thousands of \r updates
   if run.export:  # refuse a bad export name now, not after training
     try:
       names.check_model_name(run.model_name or model_config.model, "--model_name")

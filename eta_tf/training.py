@@ -159,7 +159,10 @@ class EvalEachEpoch(tf.keras.callbacks.Callback):
     self.history.append(result)
     print("eval " + json.dumps(result, sort_keys=True), flush=True)
     if logs is not None:
-      logs.update({f"eval_{k}": v for k, v in result.items() if k != "epoch"})
+      # Keras shows these in the progress bar: "eval_auc", and "eval_examples" not
+      # "eval_eval_examples".
+      logs.update({k if k.startswith("eval_") else f"eval_{k}": v
+                   for k, v in result.items() if k != "epoch"})
 
 
 class StopOnNaN(tf.keras.callbacks.Callback):
