@@ -166,6 +166,32 @@ def linear_fit(x, y) -> dict:
   return {"intercept": float(intercept), "slope": float(slope), "r2": float(r2)}
 
 
+def fit_runs(runs) -> dict:
+  """Linear fits of pipeline seconds, peak RSS and output bytes over the runs' sizes,
+  extrapolated to the full UserBehavior file ({} with fewer than 2 runs)."""
+  if len(runs) < 2:
+    return {}
+  events = [r["events"] for r in runs]
+  seconds = linear_fit(events, [r["pipeline"]["seconds"] for r in runs])
+  rss = linear_fit(events, [r["pipeline"]["peak_rss_bytes"] for r in runs])
+  out_bytes = linear_fit(events, [r["pipeline"]["bytes_written"] for r in runs])
+  return {
+      "pipeline_seconds": seconds,
+      "marginal_events_per_second": round(1 / seconds["slope"]) if seconds["slope"] > 0
+      else None,
+      "pipeline_peak_rss_bytes": rss,
+      "bytes_written": out_bytes,
+      "full_userbehavior_extrapolation": {
+          "events": FULL_TAOBAO_EVENTS,
+          "pipeline_hours": round((seconds["intercept"] + seconds["slope"] *
+                                   FULL_TAOBAO_EVENTS) / 3600, 2),
+          "pipeline_peak_rss_gib_linear": round((rss["intercept"] + rss["slope"] *
+                                                 FULL_TAOBAO_EVENTS) / 2 ** 30, 2),
+          "bytes_written_gib": round((out_bytes["intercept"] + out_bytes["slope"] *
+                                      FULL_TAOBAO_EVENTS) / 2 ** 30, 2)},
+  }
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,11 +206,23 @@ def main(argv=None):
                       help=f"Beam options of the pipeline runs (default {DEFAULT_BEAM_ARGS!r})")
   parser.add_argument("--work_dir", default=None, help="keep logs/outputs here (default tmp)")
   parser.add_argument("--output_dir", default=RESULTS_DIR)
+  parser.add_argument("--output_name", default=RESULTS_FILE,
+                      help=f"results file name in --output_dir (default {RESULTS_FILE})")
+  parser.add_argument("--refit", default=None,
+                      help="only recompute the fit of a saved (e.g. partial) results file")
   parser.add_argument("--measure_input", default=None, help=argparse.SUPPRESS)  # child mode
   args = parser.parse_args(argv)
   if args.measure_input:
     print(json.dumps(measure_input(args.measure_input, args.max_len, args.batch_size,
                                    args.input_batches)))
+    return
+  if args.refit:
+    with open(args.refit) as f:
+      result = json.load(f)
+    result["fit"] = fit_runs(result["runs"])
+    with open(args.refit, "w") as f:
+      json.dump(result, f, indent=1)
+    print(json.dumps(result["fit"], indent=1))
     return
   run = machine.start_run("python -m bench.scale", argv)
   sizes = [int(s) for s in args.events.split(",")]
@@ -223,31 +261,11 @@ def main(argv=None):
       runs.append(record)
       result = dict(machine.finish_run(run, complete=False), beam_args=args.beam_args,
                     runs=runs)
-      machine.write_json(result, args.output_dir, RESULTS_FILE)  # partial, after each size
-  events = [r["events"] for r in runs]
-  fit = {}
-  if len(runs) >= 2:
-    seconds = linear_fit(events, [r["pipeline"]["seconds"] for r in runs])
-    rss = linear_fit(events, [r["pipeline"]["peak_rss_bytes"] for r in runs])
-    out_bytes = linear_fit(events, [r["pipeline"]["bytes_written"] for r in runs])
-    fit = {
-        "pipeline_seconds": seconds,
-        "marginal_events_per_second": round(1 / seconds["slope"]) if seconds["slope"] > 0
-        else None,
-        "pipeline_peak_rss_bytes": rss,
-        "bytes_written": out_bytes,
-        "full_userbehavior_extrapolation": {
-            "events": FULL_TAOBAO_EVENTS,
-            "pipeline_hours": round((seconds["intercept"] + seconds["slope"] *
-                                     FULL_TAOBAO_EVENTS) / 3600, 2),
-            "pipeline_peak_rss_gib_linear": round((rss["intercept"] + rss["slope"] *
-                                                   FULL_TAOBAO_EVENTS) / 2 ** 30, 2),
-            "bytes_written_gib": round((out_bytes["intercept"] + out_bytes["slope"] *
-                                        FULL_TAOBAO_EVENTS) / 2 ** 30, 2)},
-    }
+      machine.write_json(result, args.output_dir, args.output_name)  # partial, after each size
+  fit = fit_runs(runs)
   result = dict(machine.finish_run(run), beam_args=args.beam_args, runs=runs, fit=fit)
   print(json.dumps(fit, indent=1))
-  print("wrote", machine.write_json(result, args.output_dir, RESULTS_FILE))
+  print("wrote", machine.write_json(result, args.output_dir, args.output_name))
 
 
 if __name__ == "__main__":
