@@ -18,7 +18,7 @@ import numpy as np
 from pipelines.negatives import window_of, window_start
 from pipelines.parsing import ITEM_ID, KIND, TIMESTAMP
 from pipelines.records import UserSequence
-from pipelines.transforms import SumCounts
+from pipelines.transforms import CompactingCombineFn, SumCounts
 
 SCORES = ("popularity", "seen_before_window")
 # Equal-count windows of target time for "seen before the window" (fixed, independent of
@@ -53,38 +53,22 @@ def _item_rows(sequence: UserSequence) -> np.ndarray:
   return np.stack([distinct, counts, times[starts]], axis=1)
 
 
-class _ItemFactsFn(beam.CombineFn):
+class _ItemFactsFn(CompactingCombineFn):
   """Per-user (item, count, first time) rows -> ItemFacts over all users."""
-  _COMPACT_AT = 1 << 20
 
-  def create_accumulator(self):
-    return []
+  def block(self, sequence):
+    return _item_rows(sequence)
 
-  @staticmethod
-  def _compact(parts):
-    if not parts:
-      return []
-    rows = np.concatenate(parts)
+  def merge_blocks(self, blocks):
+    rows = np.concatenate(blocks)
     items, inverse = np.unique(rows[:, 0], return_inverse=True)
     counts = np.bincount(inverse, weights=rows[:, 1]).astype(np.int64)
     first = np.full(len(items), np.iinfo(np.int64).max)
     np.minimum.at(first, inverse, rows[:, 2])
-    return [np.stack([items, counts, first], axis=1)]
+    return np.stack([items, counts, first], axis=1)
 
-  def add_input(self, acc, sequence):
-    rows = _item_rows(sequence)
-    if len(rows):
-      acc.append(rows)
-      if sum(len(p) for p in acc) > self._COMPACT_AT:
-        acc = self._compact(acc)
-    return acc
-
-  def merge_accumulators(self, accumulators):
-    return self._compact([p for acc in accumulators for p in acc])
-
-  def extract_output(self, acc):
-    acc = self._compact(acc)
-    rows = acc[0] if acc else np.zeros((0, 3), np.int64)
+  def finish(self, block):
+    rows = np.zeros((0, 3), np.int64) if block is None else block
     return ItemFacts(rows[:, 0], rows[:, 1], rows[:, 2])
 
 

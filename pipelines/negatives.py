@@ -24,7 +24,8 @@ import apache_beam as beam
 import numpy as np
 
 from pipelines.parsing import CATEGORY_ID, ITEM_ID, KIND, TIMESTAMP
-from pipelines.records import UserSequence
+from pipelines.records import UserSequence, aggregate_rows
+from pipelines.transforms import CompactingCombineFn
 
 DEFAULT_TIME_WINDOWS = 100
 # stats.json counters: draws that left their (category, window) cell, by how far.
@@ -113,14 +114,14 @@ class MatchedCatalog:
     cat_index = np.searchsorted(self.category_ids, counts[:, 0])
     self.levels = []
     for shift in range(int(np.ceil(np.log2(self.num_windows))) + 1):
-      cells = _aggregate(np.stack([cat_index * self.num_windows + (counts[:, 1] >> shift),
+      cells = aggregate_rows(np.stack([cat_index * self.num_windows + (counts[:, 1] >> shift),
                                    counts[:, 2], counts[:, 0]], axis=1), counts[:, 3])
       self.levels.append(_WeightedBlocks(cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]))
     # First window in which each item is a target (freshness of fallback draws).
     order = np.lexsort((counts[:, 1], counts[:, 2]))
     self._items, first = np.unique(counts[order, 2], return_index=True)
     self._first_windows = counts[order, 1][first]
-    by_item = _aggregate(counts[:, [2, 0]], counts[:, 3])  # (item, cat, n)
+    by_item = aggregate_rows(counts[:, [2, 0]], counts[:, 3])  # (item, cat, n)
     self.everything = _WeightedBlocks(np.zeros(len(by_item), np.int64), by_item[:, 0],
                                       by_item[:, 1], by_item[:, 2])
 
@@ -133,15 +134,6 @@ class MatchedCatalog:
       return np.full(len(items), self.num_windows)
     slot = np.minimum(np.searchsorted(self._items, items), len(self._items) - 1)
     return np.where(self._items[slot] == items, self._first_windows[slot], self.num_windows)
-
-
-def _aggregate(keys: np.ndarray, weights: np.ndarray) -> np.ndarray:
-  """Rows of distinct keys [K, k] with summed weights appended [K, k + 1], sorted."""
-  if not len(keys):
-    return np.zeros((0, keys.shape[1] + 1), np.int64)
-  distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
-  summed = np.bincount(inverse.reshape(-1), weights=weights).astype(np.int64)
-  return np.concatenate([distinct, summed[:, None]], axis=1)
 
 
 def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
@@ -219,36 +211,21 @@ def _cell_counts(sequence: UserSequence, edges: np.ndarray) -> np.ndarray:
     return np.zeros((0, 4), np.int64)
   keys = np.stack([targets[:, CATEGORY_ID], window_of(targets[:, TIMESTAMP], edges),
                    targets[:, ITEM_ID]], axis=1)
-  return _aggregate(keys, np.ones(len(keys)))
+  return aggregate_rows(keys, np.ones(len(keys)))
 
 
-class _CellCountsFn(beam.CombineFn):
-  """Sum of per-user (category, window, item, count) tables, compacted as it grows."""
-  _COMPACT_AT = 1 << 20
+class _CellCountsFn(CompactingCombineFn):
+  """Sum of per-user (category, window, item, count) tables."""
 
-  def create_accumulator(self):
-    return []
+  def block(self, rows):
+    return rows
 
-  @staticmethod
-  def _compact(parts):
-    if not parts:
-      return []
-    rows = np.concatenate(parts)
-    return [_aggregate(rows[:, :3], rows[:, 3])]
+  def merge_blocks(self, blocks):
+    rows = np.concatenate(blocks)
+    return aggregate_rows(rows[:, :3], rows[:, 3])
 
-  def add_input(self, acc, rows):
-    if len(rows):
-      acc.append(rows)
-      if sum(len(p) for p in acc) > self._COMPACT_AT:
-        acc = self._compact(acc)
-    return acc
-
-  def merge_accumulators(self, accumulators):
-    return self._compact([p for acc in accumulators for p in acc])
-
-  def extract_output(self, acc):
-    acc = self._compact(acc)
-    return acc[0] if acc else np.zeros((0, 4), np.int64)
+  def finish(self, block):
+    return np.zeros((0, 4), np.int64) if block is None else block
 
 
 class BuildMatchedCatalog(beam.PTransform):

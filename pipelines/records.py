@@ -62,6 +62,15 @@ def sort_unique(events) -> (np.ndarray, int):
   return rows[keep], int(len(rows) - keep.sum())
 
 
+def aggregate_rows(keys: np.ndarray, weights: np.ndarray) -> np.ndarray:
+  """Distinct key rows [K, k] with their summed weights appended [K, k + 1], sorted."""
+  if not len(keys):
+    return np.zeros((0, keys.shape[1] + 1), np.int64)
+  distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+  summed = np.bincount(inverse.reshape(-1), weights=weights).astype(np.int64)
+  return np.concatenate([distinct, summed[:, None]], axis=1)
+
+
 def prior_counts(sequence: UserSequence) -> np.ndarray:
   """For each target, how many behaviors happened strictly before its timestamp."""
   return np.searchsorted(sequence.history[:, TIMESTAMP], sequence.targets[:, TIMESTAMP],

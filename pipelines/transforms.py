@@ -27,8 +27,8 @@ import numpy as np
 from eta_tf import features
 from pipelines import parsing
 from pipelines.parsing import CATEGORY_ID, ITEM_ID, KIND, TIMESTAMP
-from pipelines.records import UserSequence, empty_events, encode_example, prior_counts
-from pipelines.records import sort_unique
+from pipelines.records import UserSequence, aggregate_rows, empty_events, encode_example
+from pipelines.records import prior_counts, sort_unique
 
 VALID = "valid"
 REJECTED = "rejected"
@@ -279,39 +279,68 @@ class FilterShortHistory(beam.PTransform):
 # ---------------------------------------------------------------------------------------
 # Global facts: time range / eval_start and the item catalog
 # ---------------------------------------------------------------------------------------
-class _TargetTimesFn(beam.CombineFn):
-  """Exact histogram of target timestamps: (sorted distinct seconds [D], counts [D]).
+class CompactingCombineFn(beam.CombineFn):
+  """Global combine of per-element numpy row blocks, merged in amortised O(n log n).
 
-  Accumulators are lists of per-user histograms, compacted once they hold more than
-  _COMPACT_AT entries; memory is O(distinct target seconds) (≤ 777,600 for Taobao's 9 days).
+  Subclasses give `block(element)` (int64 rows or None), `merge_blocks(blocks)` (one merged
+  block) and `finish(block or None)`. Blocks are merged once the pending rows outnumber
+  the merged ones (and _MIN_PENDING): each row is re-merged O(log n) times, never once
+  per element (checking a running total, not re-summing the pending list). (Not named
+  `compact`: that is Beam's own CombineFn hook for accumulators.)
   """
-  _COMPACT_AT = 1 << 20
+  _MIN_PENDING = 1 << 20
+
+  def block(self, element):
+    raise NotImplementedError
+
+  def merge_blocks(self, blocks):
+    raise NotImplementedError
+
+  def finish(self, block):
+    raise NotImplementedError
 
   def create_accumulator(self):
-    return []
+    return [None, [], 0]  # merged block, pending blocks, pending rows
 
-  @staticmethod
-  def _compact(parts):
-    if not parts:
-      return []
-    times = np.concatenate([t for t, _ in parts])
-    counts = np.concatenate([c for _, c in parts])
-    distinct, inverse = np.unique(times, return_inverse=True)
-    return [(distinct, np.bincount(inverse, weights=counts).astype(np.int64))]
+  def _merge(self, blocks):
+    blocks = [b for b in blocks if b is not None]
+    return [self.merge_blocks(blocks) if blocks else None, [], 0]
 
-  def add_input(self, acc, sequence):
-    if len(sequence.targets):
-      acc.append(np.unique(sequence.targets[:, TIMESTAMP], return_counts=True))
-      if sum(len(t) for t, _ in acc) > self._COMPACT_AT:
-        acc = self._compact(acc)
+  def add_input(self, acc, element):
+    block = self.block(element)
+    if block is not None and len(block):
+      acc[1].append(block)
+      acc[2] += len(block)
+      if acc[2] > max(self._MIN_PENDING, 0 if acc[0] is None else len(acc[0])):
+        acc = self._merge([acc[0]] + acc[1])
     return acc
 
   def merge_accumulators(self, accumulators):
-    return self._compact([part for acc in accumulators for part in acc])
+    return self._merge([b for acc in accumulators for b in [acc[0]] + acc[1]])
 
   def extract_output(self, acc):
-    acc = self._compact(acc)
-    return acc[0] if acc else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return self.finish(self._merge([acc[0]] + acc[1])[0])
+
+
+class _TargetTimesFn(CompactingCombineFn):
+  """Exact histogram of target timestamps: (sorted distinct seconds [D], counts [D]).
+
+  Memory is O(distinct target seconds) (≤ 777,600 for Taobao's 9 days).
+  """
+
+  def block(self, sequence):
+    if not len(sequence.targets):
+      return None
+    return np.stack(np.unique(sequence.targets[:, TIMESTAMP], return_counts=True), axis=1)
+
+  def merge_blocks(self, blocks):
+    rows = np.concatenate(blocks)
+    return aggregate_rows(rows[:, :1], rows[:, 1])
+
+  def finish(self, block):
+    if block is None:
+      return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return block[:, 0], block[:, 1]
 
 
 def quantile_eval_start(times: np.ndarray, counts: np.ndarray, eval_fraction: float):

@@ -221,3 +221,34 @@ def test_percentiles_nearest_rank():
     assert out[name] == s[int(np.ceil(q / 100 * len(s))) - 1]
   assert out["max"] == s[-1] and out["count"] == 1001
   assert T.percentiles({})["p50"] is None
+
+
+def test_compacting_combine_merges_often_and_exactly():
+  class KeyCounts(T.CompactingCombineFn):
+    _MIN_PENDING = 3  # merge every few elements
+
+    def block(self, keys):
+      return np.stack(np.unique(np.asarray(keys, np.int64), return_counts=True), axis=1)
+
+    def merge_blocks(self, blocks):
+      rows = np.concatenate(blocks)
+      return R.aggregate_rows(rows[:, :1], rows[:, 1])
+
+    def finish(self, block):
+      return {} if block is None else dict(block.tolist())
+
+  fn = KeyCounts()
+  rng = np.random.default_rng(0)
+  elements = [rng.integers(0, 9, rng.integers(0, 5)).tolist() for _ in range(60)]
+  halves = []
+  for part in (elements[:30], elements[30:]):
+    acc = fn.create_accumulator()
+    for element in part:
+      acc = fn.add_input(acc, element)
+    assert len(acc[1]) <= 4  # pending blocks are merged, not piled up
+    halves.append(acc)
+  got = fn.extract_output(fn.merge_accumulators(halves))
+  keys, counts = np.unique(np.concatenate([np.asarray(e, np.int64) for e in elements]),
+                           return_counts=True)
+  assert got == dict(zip(keys.tolist(), counts.tolist()))
+  assert fn.extract_output(fn.create_accumulator()) == {}
