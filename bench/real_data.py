@@ -1,7 +1,7 @@
 r"""The report's real-data section: MovieLens through the converter, the pipeline and all
-six models (run by bench/report.py; rendered into REPORT.md from movielens.json).
+six models (run by `python -m bench.report`; rendered into REPORT.md from movielens.json).
 
-  python bench/report.py --movielens_only            # this section alone, REPORT.md and
+  python -m bench.report --movielens_only            # this section alone, REPORT.md and
                                                      # README re-rendered around it
 
 Steps, all existing machinery:
