@@ -5,6 +5,10 @@ r"""Export a trained model for TF Serving: versioned, validated, warmed up, labe
 Writes `<export_base>/<model_name>/<version>/` and `<export_base>/models.config`; the
 steps and the validation gate are in eta_tf/release.py and eta_tf/saved_model.py.
 `python -m eta_tf.train` runs the same workflow at the end of training.
+
+This module is only the command line: its flags (generated from ExportOptions) are defined
+when it is imported, as eta_tf.train's are, and some share names with those, so the two
+CLIs are never imported into one process; code both need lives in eta_tf.release.
 """
 import dataclasses
 import logging as std_logging
