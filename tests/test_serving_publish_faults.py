@@ -14,6 +14,7 @@ import time
 import pytest
 
 from serving import model_config as mc
+from serving import model_config_file
 from serving import names
 from serving import publish
 
@@ -65,8 +66,9 @@ def test_twenty_concurrent_editors_keep_every_change(tmp_path, monkeypatch):
       [sys.executable, "-c", _EDITOR, path, export_base, str(v), str(tmp_path / f"ready{v}"),
        go], env=ENV, cwd=REPO, stderr=subprocess.PIPE, text=True) for v in range(11, 21)]
 
-  slow = mc.format_config
-  monkeypatch.setattr(mc, "format_config", lambda config: (time.sleep(0.02), slow(config))[1])
+  # Slows every write (serving.model_config_file, where the locked edit lives) to widen races.
+  slow = model_config_file.format_config
+  monkeypatch.setattr(model_config_file, "format_config", lambda config: (time.sleep(0.02), slow(config))[1])
   errors = []
 
   def thread_editor(version):
@@ -121,8 +123,9 @@ def test_a_refused_edit_writes_nothing_and_releases_the_lock(tmp_path):
 # --- the exporter's change: one edit ------------------------------------------------------------
 def _count_writes(monkeypatch):
   writes = []
-  real = mc.write_config
-  monkeypatch.setattr(mc, "write_config",
+  # The locked edit (serving.model_config_file.edit_config) writes through its own module.
+  real = model_config_file.write_config
+  monkeypatch.setattr(model_config_file, "write_config",
                       lambda *a, **k: (writes.append(a[1]), real(*a, **k))[1])
   return writes
 
