@@ -27,6 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from eta_tf import features
 from pipelines import leakage as L
+from pipelines import metadata_files
 from pipelines import negatives as N
 from pipelines import parsing
 from pipelines import transforms as T
@@ -428,8 +429,7 @@ def schema_with_params(params: dict, time_split: dict) -> dict:
 
 
 def _write_json(path: str, content: dict):
-  with FileSystems.create(path) as f:
-    f.write(json.dumps(content, indent=2, sort_keys=True).encode("utf-8"))
+  metadata_files.write_json(path, content)  # atomic: a crash never leaves half a file
 
 
 class UnbalancedStatsError(RuntimeError):
