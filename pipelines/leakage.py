@@ -15,10 +15,11 @@ from typing import Dict, Optional
 import apache_beam as beam
 import numpy as np
 
+from pipelines.global_facts import CompactingCombineFn
 from pipelines.negatives import window_of, window_start
 from pipelines.parsing import ITEM_ID, KIND, TIMESTAMP
 from pipelines.records import UserSequence
-from pipelines.transforms import CompactingCombineFn, SumCounts
+from pipelines.split_stats import SumCounts
 
 SCORES = ("popularity", "seen_before_window")
 # Equal-count windows of target time for "seen before the window" (fixed, independent of

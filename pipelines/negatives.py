@@ -23,9 +23,9 @@ from typing import Dict, Tuple
 import apache_beam as beam
 import numpy as np
 
+from pipelines.global_facts import CompactingCombineFn
 from pipelines.parsing import CATEGORY_ID, ITEM_ID, KIND, TIMESTAMP
 from pipelines.records import UserSequence, aggregate_rows
-from pipelines.transforms import CompactingCombineFn
 
 DEFAULT_TIME_WINDOWS = 100
 # stats.json counters: draws that left their (category, window) cell, by how far.

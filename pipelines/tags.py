@@ -1,0 +1,5 @@
+"""Names of the Beam output tags the pipeline's transforms tag their outputs with."""
+VALID = "valid"
+REJECTED = "rejected"
+COUNTS = "counts"
+FILTERED = "filtered"
