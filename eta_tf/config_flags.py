@@ -10,12 +10,27 @@ gets an unset flag default and help saying both values; `from_flags(..., embedde
 resolves it. Configs stay plain dataclasses: tests and benchmarks build them directly.
 """
 import dataclasses
+import logging as std_logging
 import sys
 import typing
 
 from absl import flags
+from absl import logging as absl_logging
 
 FLAGS = flags.FLAGS
+
+
+def quiet_library_logs():
+  """Shows a CLI's own output, not the INFO lines of the libraries under it.
+
+  TensorFlow's saver and SavedModel writer log through absl (`I1129 ... functional_saver.py`)
+  and through the "tensorflow" logger, Beam's DirectRunner through the root logger: dozens
+  of lines a user can do nothing with. Warnings and errors still show; absl's own
+  `--verbosity=0` brings the INFO lines back.
+  """
+  std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
+  if not FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def _flag_module_name(module_name: str) -> str:

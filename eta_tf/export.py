@@ -11,7 +11,6 @@ when it is imported, as eta_tf.train's are, and some share names with those, so 
 CLIs are never imported into one process; code both need lives in eta_tf.release.
 """
 import dataclasses
-import logging as std_logging
 import sys
 from typing import Optional
 
@@ -44,7 +43,7 @@ def _fail(message: str):
 
 def main(argv):
   del argv
-  std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)  # no INFO from saving
+  config_flags.quiet_library_logs()
   cli = config_flags.from_flags(ExportOptions)
   if not cli.model_dir:
     _fail("--model_dir is required")

@@ -17,7 +17,6 @@ in model_dir) and RunOptions below (where this run reads and writes).
 """
 import dataclasses
 import json
-import logging as std_logging
 import os
 import sys
 from typing import Optional
@@ -83,7 +82,7 @@ def configs_from_flags():
 
 def main(argv):
   del argv
-  std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
+  config_flags.quiet_library_logs()
   model_config, train_config, run = configs_from_flags()
   if not FLAGS["verbose"].present and not sys.stdout.isatty():
     run.verbose = 2  # a log file gets one line per epoch, not thousands of \r updates

@@ -4,6 +4,7 @@ ends with the same step count and one published version; a model_dir trained wit
 flags is refused, naming the field."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +75,11 @@ def test_sigkill_during_eval_and_during_export_then_resume(tmp_path, small_data_
   if not os.path.exists("/proc/driver/nvidia"):
     assert "failed call to cuInit" not in result.stderr
   assert "INFO:tensorflow" not in result.stderr + result.stdout
+  # absl-format INFO lines logged from Python (saver, SavedModel writer, Beam); TensorFlow's
+  # C++ banner before absl::InitializeLog (".cc:" lines) cannot be silenced.
+  python_info = [l for l in (result.stderr + result.stdout).splitlines()
+                 if re.match(r"I\d{4} [\d:.]+ +\d+ \S+\.py:\d+\]", l)]
+  assert not python_info, python_info[:5]
   export_line = next(l for l in result.stdout.splitlines() if l.startswith("exported "))
   assert "on the first" in export_line and "training's eval: AUC" in export_line
 
