@@ -2,6 +2,9 @@ r"""Do the long-history models beat what a count knows? (issue 13)
 
   python -m bench.count_floor --data_dir=DIR --setting=NAME --models=eta,din_long,sim_hard \
       --seeds=0,1,2,3,4 --output=bench/results/count_floor_NAME.json
+  python -m bench.count_floor --merge OUT.json OUT.json SIDE.json   # fold in a side run
+  python -m bench.count_floor --render            # bench/results/COUNT_FLOOR.md
+  python -m bench.count_floor --render A.json     # A's tables on stdout
 
 For one pipeline output (pipelines.build_dataset), per model seed and model: trains with
 early stopping on a validation slice of the train split (the train records of 1 in
@@ -9,7 +12,8 @@ early stopping on a validation slice of the train split (the train records of 1 
 the best validation AUC, then evaluates on the eval split: AUC, GAUC, logloss, the
 training-free baselines of eta_tf.baselines on the same eval samples, and for eta the
 retrieval diagnostics. Model names may carry a retrieval control: eta_random, eta_oracle
-(ModelConfig.retrieval). Writes every row and the paired differences (mean ± standard
+(ModelConfig.retrieval), or name eta's signature (ETA_SIGNATURES: eta, eta_fields,
+eta_category_first; pinned, so a row's name keeps its meaning when defaults change). Writes every row and the paired differences (mean ± standard
 error over seeds) of eta against each other model and against the best heuristic.
 """
 import argparse
@@ -53,14 +57,25 @@ def split_train_users(data_dir: str, out_dir: str, val_every: int) -> str:
   return pattern
 
 
+# eta variants by the signature they rank with, pinned here so that a row's name means the
+# same retrieval whatever ModelConfig's defaults become: name -> ModelConfig fields.
+ETA_SIGNATURES = {
+    "eta": dict(signature_fields="item", signature_distance="sum"),
+    "eta_fields": dict(signature_fields="item_category", signature_distance="sum"),
+    "eta_category_first": dict(signature_fields="item_category",
+                               signature_distance="category_first"),
+}
+
+
 def model_config(name: str, **shapes) -> config_lib.ModelConfig:
-  """"eta_random" / "eta_oracle" -> ModelConfig(model="eta", retrieval=...);
-  "eta_fields" -> eta with signature_fields="item_category"; else the model."""
+  """"eta_random" / "eta_oracle" -> ModelConfig(model="eta", retrieval=...) (item
+  signatures); ETA_SIGNATURES names -> eta with those signature fields; else the model."""
   base, _, variant = name.partition("_")
   if base == "eta" and variant in config_lib.RETRIEVALS:
-    return config_lib.ModelConfig(model="eta", retrieval=variant, **shapes)
-  if name == "eta_fields":
-    return config_lib.ModelConfig(model="eta", signature_fields="item_category", **shapes)
+    return config_lib.ModelConfig(model="eta", retrieval=variant, **ETA_SIGNATURES["eta"],
+                                  **shapes)
+  if name in ETA_SIGNATURES:
+    return config_lib.ModelConfig(model="eta", **ETA_SIGNATURES[name], **shapes)
   return config_lib.ModelConfig(model=name, **shapes)
 
 
@@ -133,8 +148,19 @@ def paired(rows, a: str, b: str, key="auc"):
   return {"mean": float(diffs.mean()), "se": se, "seeds": len(diffs)}
 
 
+def _heuristic_gap(rows, model: str):
+  """Mean and standard error of a model's AUC minus the best heuristic's (None if no row)."""
+  diffs = np.asarray([r["auc"] - r["best_heuristic_auc"] for r in rows
+                      if r["model"] == model])
+  if not diffs.size:
+    return None
+  return {"mean": float(diffs.mean()), "seeds": len(diffs),
+          "se": float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else None}
+
+
 def summarize(rows):
-  """Per-model means, the best heuristic and eta's paired gaps."""
+  """Per-model means, the best heuristic, eta's paired gaps against every other model and
+  each other eta signature variant's (ETA_SIGNATURES) against the targets' references."""
   models = sorted({r["model"] for r in rows})
   means = {m: {k: float(np.mean([r[k] for r in rows if r["model"] == m]))
                for k in ("auc", "gauc")} for m in models}
@@ -143,14 +169,41 @@ def summarize(rows):
   for r in rows:  # the heuristic as a pseudo-model with the same value for every seed
     r["best_heuristic_auc"] = heuristics[best_name]["auc"]
   gaps = {f"eta - {m}": paired(rows, "eta", m) for m in models if m != "eta"}
-  eta_rows = [r for r in rows if r["model"] == "eta"]
-  if eta_rows:
-    diffs = np.asarray([r["auc"] - r["best_heuristic_auc"] for r in eta_rows])
-    gaps["eta - best heuristic"] = {
-        "mean": float(diffs.mean()), "seeds": len(diffs),
-        "se": float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else None}
+  gaps["eta - best heuristic"] = _heuristic_gap(rows, "eta")
+  for variant in ETA_SIGNATURES:
+    if variant == "eta" or variant not in models:
+      continue
+    for reference in TARGET_REFERENCES:
+      if reference in models:
+        gaps[f"{variant} - {reference}"] = paired(rows, variant, reference)
+    gaps[f"{variant} - best heuristic"] = _heuristic_gap(rows, variant)
   return {"means": means, "heuristics": heuristics, "best_heuristic": best_name,
-          "paired_auc_gaps": gaps}
+          "paired_auc_gaps": {k: v for k, v in gaps.items() if v}}
+
+
+# Issue 13's targets on paired means: (reference, least gap): eta - din_long >= -0.002,
+# eta - sim_hard >= 0, eta - best heuristic >= +0.02.
+TARGETS = (("din_long", -0.002), ("sim_hard", 0.0), ("best heuristic", 0.02))
+TARGET_REFERENCES = ("din_long", "sim_hard")
+MIN_TARGET_SEEDS = 5
+
+
+def target_lines(summary) -> list:
+  """One line per eta variant: each target met / not met from the paired means (fewer
+  than MIN_TARGET_SEEDS seeds is reported as such, never as met)."""
+  lines = []
+  for variant in ETA_SIGNATURES:
+    checks = []
+    for reference, least in TARGETS:
+      gap = summary["paired_auc_gaps"].get(f"{variant} - {reference}")
+      if gap is None:
+        continue
+      verdict = ("met" if gap["mean"] >= least else "not met") if (
+          gap["seeds"] >= MIN_TARGET_SEEDS) else f"{gap['seeds']} seeds < {MIN_TARGET_SEEDS}"
+      checks.append(f"− {reference} {gap['mean']:+.4f} (≥ {least:+.3f}: {verdict})")
+    if checks:
+      lines.append(f"* {variant}: " + "; ".join(checks))
+  return lines
 
 
 DIAGNOSTICS = ("overlap_at_48", "attention_recall", "distance0_share",
@@ -186,14 +239,51 @@ def render(paths) -> str:
                    "| - | - | - | - |")
     lines += ["", "Paired AUC differences (mean ± standard error over seeds): " + "; ".join(
         f"{name} {g['mean']:+.4f}" + (f" ± {g['se']:.4f}" if g.get("se") else "") +
-        f" ({g['seeds']})" for name, g in summary["paired_auc_gaps"].items() if g), ""]
+        f" ({g['seeds']})" for name, g in summary["paired_auc_gaps"].items() if g), "",
+        "Targets (paired means over seeds):", "", *target_lines(summary), ""]
   return "\n".join(lines)
+
+
+RESULTS = os.path.join(HERE, "results")
+# The settings of COUNT_FLOOR.md, in order (files under bench/results/).
+RENDERED = ("count_floor_synthetic_default.json", "count_floor_synthetic_harder.json",
+            "count_floor_taobao_calibrated.json", "count_floor_movielens.json",
+            "count_floor_taobao_calibrated_uniform.json")
+RENDER_HEADER = """# Learned models vs what a count knows (issue 13)
+
+Generated by `python -m bench.count_floor --render` from bench/results/count_floor_*.json
+(each section lists the commands that produced its rows). Rows: eval AUC / GAUC mean ±
+standard deviation over seeds, training with early stopping on a validation slice of the
+train split; heuristic rows are training-free scores on the same eval samples. Model
+names: `eta` = item signatures; `eta_fields` = SimHash(item) ‖ SimHash(category), distances
+added; `eta_category_first` = the same signatures ranked category distance first
+(ModelConfig.signature_distance); `eta_random` / `eta_oracle` = retrieval controls
+(exact-item matches then pseudo-random / the top-k of the block's own full attention: the
+floor and ceiling of retrieval). Diagnostics of the retrieved k: overlap with the exact
+inner-product top-k, attention recall (share of the model's full attention mass on the
+k), share at distance 0, share of the candidate's category.
+"""
+
+
+def write_rendered(output: str, paths=None) -> str:
+  """COUNT_FLOOR.md from the committed results (RENDERED that exist, or `paths`)."""
+  if paths is None:
+    paths = [os.path.join(RESULTS, name) for name in RENDERED
+             if os.path.exists(os.path.join(RESULTS, name))]
+  text = RENDER_HEADER + "\n" + render(paths)
+  with open(output, "w") as f:
+    f.write(text)
+  return text
 
 
 def main(argv=None):
   if (argv if argv is not None else sys.argv[1:])[:1] == ["--render"]:
     paths = (argv if argv is not None else sys.argv[1:])[1:]
-    print(render(paths))
+    if paths:  # the given files' tables on stdout
+      print(render(paths))
+    else:
+      write_rendered(os.path.join(RESULTS, "COUNT_FLOOR.md"))
+      print(f"wrote {os.path.join(RESULTS, 'COUNT_FLOOR.md')}")
     return
   if (argv if argv is not None else sys.argv[1:])[:1] == ["--merge"]:
     output, *inputs = (argv if argv is not None else sys.argv[1:])[1:]

@@ -16,6 +16,7 @@ MODEL_NAMES = ("eta", "din", "din_long", "sim_hard", "avg", "sdim")
 SUPPORTED_HASH_BITS = (16, 32, 64, 128, 256)
 RETRIEVALS = ("hamming", "random", "oracle")  # eta's selection; the last two are controls
 SIGNATURE_FIELDS = ("item", "item_category")  # what eta's SimHash signature covers
+SIGNATURE_DISTANCES = ("sum", "category_first")  # how item_category's field distances combine
 STRATEGIES = ("default", "mirrored", "multi_worker")
 CONFIG_FILE = "model_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -115,6 +116,13 @@ class ModelConfig(_Config):
                                  "‖ SimHash(category), m bits each, distances add: "
                                  "same-category behaviors come closer); at export both are "
                                  "frozen tables.", choices=SIGNATURE_FIELDS)
+  signature_distance: str = option("sum", "How eta ranks by an item_category signature: "
+                                   "sum (item + category Hamming distance) or "
+                                   "category_first (category distance x (m + 1) + item "
+                                   "distance: behaviors whose category signature is "
+                                   "nearest come first, by item nearness among them; "
+                                   "SIM(hard)'s key with ETA's order inside it).",
+                                   choices=SIGNATURE_DISTANCES)
 
   def __post_init__(self):
     self.mlp_units = tuple(int(u) for u in self.mlp_units)
@@ -139,6 +147,11 @@ class ModelConfig(_Config):
       fail("retrieval", f"unknown retrieval; choose one of {', '.join(RETRIEVALS)}")
     if self.signature_fields not in SIGNATURE_FIELDS:
       fail("signature_fields", f"choose one of {', '.join(SIGNATURE_FIELDS)}")
+    if self.signature_distance not in SIGNATURE_DISTANCES:
+      fail("signature_distance", f"choose one of {', '.join(SIGNATURE_DISTANCES)}")
+    if self.signature_distance != "sum" and self.signature_fields != "item_category":
+      fail("signature_distance", "needs signature_fields='item_category' (a category "
+           f"signature to rank by), not {self.signature_fields!r}")
     if self.hash_bits not in SUPPORTED_HASH_BITS:
       fail("hash_bits", f"must be one of {SUPPORTED_HASH_BITS}")
     for field in ("max_len", "short_len", "item_dim", "category_dim", "behavior_type_dim",

@@ -24,6 +24,12 @@ def test_model_names_carry_the_retrieval_control(count_floor):
   assert count_floor.model_config("din_long", max_len=64).model == "din_long"
   fields = count_floor.model_config("eta_fields", max_len=64)
   assert (fields.model, fields.signature_fields) == ("eta", "item_category")
+  first = count_floor.model_config("eta_category_first", max_len=64)
+  assert (first.signature_fields, first.signature_distance) == ("item_category",
+                                                                "category_first")
+  # Row names keep their meaning whatever ModelConfig's default signature becomes.
+  for name in ("eta", "eta_random", "eta_oracle"):
+    assert count_floor.model_config(name, max_len=64).signature_fields == "item"
 
 
 def test_merge_keeps_each_model_seed_once(count_floor, tmp_path):

@@ -120,7 +120,8 @@ def _graph_op_types(meta_graph):
 
 @pytest.mark.parametrize("model_name,overrides", [(m, {}) for m in MODEL_NAMES] + [
     ("eta", {"retrieval": "random"}), ("eta", {"retrieval": "oracle"}),
-    ("eta", {"target_stats": False}), ("eta", {"signature_fields": "item_category"})])
+    ("eta", {"target_stats": False}), ("eta", {"signature_fields": "item_category"}),
+    ("eta", {"signature_fields": "item_category", "signature_distance": "category_first"})])
 def test_saved_model_runs_in_tf1_session_loader(model_name, overrides, tmp_path):
   """What TF Serving does: the C++ loader via a TF1 session, feeding signature tensors."""
   tf.keras.utils.set_random_seed(5)

@@ -189,3 +189,76 @@ def test_item_category_signature_equals_numpy_reference_and_frozen_tables():
   frozen_history, _ = model.long_block._signatures(frozen)  # pylint: disable=protected-access
   np.testing.assert_array_equal(frozen_history.numpy(), history.numpy())
   np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, atol=1e-6)
+
+
+def _popcount_distance(query_bits, key_bits):
+  """Numpy Hamming distances of unpacked bits: [B, N, m] x [B, L, m] -> [B, N, L]."""
+  return (query_bits[:, :, None, :] != key_bits[:, None, :, :]).sum(-1)
+
+
+def test_category_first_distances_equal_numpy_reference():
+  """category distance · (m + 1) + item distance, from XOR + popcount per field."""
+  from eta_tf.ops import bits as bits_ops  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(7)
+  m = 64
+  # Few distinct rows so that equal and near signatures both occur.
+  pool = rng.integers(-2 ** 63, 2 ** 63 - 1, (5, 2), dtype=np.int64)
+  history = pool[rng.integers(0, 5, (3, 10))]  # [B, L, 2W] item word ‖ category word
+  candidate = pool[rng.integers(0, 5, (3, 2))]
+  got = long_history.category_first_distances(tf.constant(candidate), tf.constant(history),
+                                              m).numpy()
+  bits = lambda s: bits_ops.unpack_bits(tf.constant(s), 2 * m).numpy()  # noqa: E731
+  hb, cb = bits(history), bits(candidate)
+  item = _popcount_distance(cb[..., :m], hb[..., :m])
+  category = _popcount_distance(cb[..., m:], hb[..., m:])
+  np.testing.assert_array_equal(got, category * (m + 1) + item)
+  assert (category == 0).any() and (category > 0).any() and (item == 0).any()
+
+
+def test_category_first_retrieval_equals_numpy_reference():
+  """Top-k = the k smallest (category distance, item distance, more recent first) among
+  the real behaviors; the returned distances are the summed ones, as with "sum"."""
+  from eta_tf.ops import bits as bits_ops  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(8)
+  feats = _samples(seed=8)
+  config = ModelConfig(model="eta", signature_fields="item_category",
+                       signature_distance="category_first", **SMALL)
+  model = build_model(config)
+  context = _context(model, feats)
+  history, candidate = model.long_block._signatures(context)  # pylint: disable=protected-access
+  indices, distances, mask = (t.numpy()[:, 0] for t in model.long_block.retrieve(context))
+  m, k = config.hash_bits, config.top_k
+  hb = bits_ops.unpack_bits(history, 2 * m).numpy()
+  cb = bits_ops.unpack_bits(candidate, 2 * m).numpy()
+  item = _popcount_distance(cb[..., :m], hb[..., :m])[:, 0]
+  category = _popcount_distance(cb[..., m:], hb[..., m:])[:, 0]
+  valid = context["valid"].numpy()
+  buckets = context["history_category_bucket"].numpy()
+  target_bucket = context["candidate_category_bucket"].numpy()[:, 0]
+  checked_mixed = False
+  for b in range(len(valid)):
+    real = np.flatnonzero(valid[b])
+    # lexsort: last key is primary; -position puts the more recent first among ties.
+    order = real[np.lexsort((-real, item[b, real], category[b, real]))][:k]
+    chosen = indices[b][mask[b]]
+    assert set(chosen.tolist()) == set(order.tolist())
+    np.testing.assert_array_equal(np.sort(distances[b][mask[b]]),
+                                  np.sort(item[b, order] + category[b, order]))
+    same = real[buckets[b, real] == target_bucket[b]]
+    if 0 < same.size < real.size:  # the candidate's category is retrieved first
+      if same.size <= k:
+        assert set(same.tolist()) <= set(chosen.tolist())
+      else:
+        assert set(chosen.tolist()) <= set(same.tolist())
+      checked_mixed = True
+  assert checked_mixed
+  before = model.predict_ctr(feats).numpy()  # training-time signatures
+  model.freeze_signatures()  # export: frozen per-bucket tables
+  np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, rtol=1e-5, atol=1e-6)
+
+
+def test_category_first_needs_a_category_signature():
+  with pytest.raises(ConfigError, match="signature_distance='category_first'"):
+    ModelConfig(signature_distance="category_first")
+  with pytest.raises(ConfigError, match="signature_distance='nearest'"):
+    ModelConfig(signature_fields="item_category", signature_distance="nearest")

@@ -97,13 +97,33 @@ def distance_stats(distances, mask, k: int, num_bits: int):
                    tf.cast(nearest, tf.float32) / num_bits], axis=-1)
 
 
+def category_first_distances(candidate_signatures, history_signatures, num_bits: int):
+  """Lexicographic (category, item) distance of item ‖ category signatures, int32 [B, N, L].
+
+  candidate_signatures int64 [B, N, 2W], history_signatures int64 [B, L, 2W] (W words of
+  item bits, then W of category bits, m = num_bits per field):
+  category distance · (m + 1) + item distance, so any behavior whose category signature is
+  nearer comes first and item distance orders the rest. XOR + popcount like the sum;
+  at most m·(m + 2), which select_nearest's int32 keys hold for L < 2^31 / (m·(m + 2) + 2)
+  (500k behaviors at m = 64).
+  """
+  words = candidate_signatures.shape[-1] // 2
+  item = hamming_ops.hamming_distance(candidate_signatures[..., :words],
+                                      history_signatures[..., :words])
+  category = hamming_ops.hamming_distance(candidate_signatures[..., words:],
+                                          history_signatures[..., words:])
+  return category * (num_bits + 1) + item
+
+
 class EtaBlock(LongHistoryBlock):
   """ETA: SimHash + Hamming top-k retrieval, then multi-head target attention on the k.
 
   `config.retrieval` swaps the selection for a control ("random": exact-item matches, then
   pseudo-random; "oracle": the top-k by this block's own full attention scores); the
   rest of the block is the same. With `config.target_stats` the output also carries
-  distance_stats of the retrieved.
+  distance_stats of the retrieved. With signature_fields=item_category,
+  `config.signature_distance` ranks by the sum of the field distances or category first
+  (category_first_distances).
   """
   uses_signatures = True
 
@@ -153,8 +173,16 @@ class EtaBlock(LongHistoryBlock):
     """Indices int32 [B, N, k], Hamming distances int32 [B, N, k] and mask [B, N, k]."""
     history_signatures, candidate_signatures = self._signatures(context)
     k, valid = self.config.top_k, context["valid"]
-    if self.config.retrieval == "hamming":
+    if self.config.retrieval == "hamming" and self.config.signature_distance == "sum":
       return self.top_k(candidate_signatures, history_signatures, mask=valid)
+    if self.config.retrieval == "hamming":  # category_first
+      m = self.config.hash_bits
+      keys = category_first_distances(candidate_signatures, history_signatures, m)
+      # select_nearest over N x L int32 keys: hamming_top_k's fused pass keeps uint8
+      # distances, and these exceed 255.
+      indices, keys, mask = hamming_ops.select_nearest(keys, valid, k, sort=False)
+      # Statistics and diagnostics read the summed distance, as with "sum".
+      return indices, keys // (m + 1) + keys % (m + 1), mask
     if self.config.retrieval == "random":
       same_item = tf.equal(context["candidate_item_id"][:, :, None],
                            context["history_item_id"][:, None, :])
