@@ -64,6 +64,8 @@ ETA_SIGNATURES = {
     "eta_fields": dict(signature_fields="item_category", signature_distance="sum"),
     "eta_category_first": dict(signature_fields="item_category",
                                signature_distance="category_first"),
+    "eta_category_only": dict(signature_fields="item_category",
+                              signature_distance="category_only"),
 }
 
 

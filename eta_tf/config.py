@@ -16,7 +16,8 @@ MODEL_NAMES = ("eta", "din", "din_long", "sim_hard", "avg", "sdim")
 SUPPORTED_HASH_BITS = (16, 32, 64, 128, 256)
 RETRIEVALS = ("hamming", "random", "oracle")  # eta's selection; the last two are controls
 SIGNATURE_FIELDS = ("item", "item_category")  # what eta's SimHash signature covers
-SIGNATURE_DISTANCES = ("sum", "category_first")  # how item_category's field distances combine
+# How item_category's field distances rank behaviors (category_only: a control).
+SIGNATURE_DISTANCES = ("sum", "category_first", "category_only")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 CONFIG_FILE = "model_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -121,7 +122,10 @@ class ModelConfig(_Config):
                                    "category_first (category distance x (m + 1) + item "
                                    "distance: behaviors whose category signature is "
                                    "nearest come first, by item nearness among them; "
-                                   "SIM(hard)'s key with ETA's order inside it).",
+                                   "SIM(hard)'s key with ETA's order inside it), "
+                                   "or the control category_only (category_first, "
+                                   "keeping only behaviors at category distance 0, as "
+                                   "SIM(hard) masks other categories).",
                                    choices=SIGNATURE_DISTANCES)
 
   def __post_init__(self):

@@ -215,14 +215,16 @@ def test_category_first_distances_equal_numpy_reference():
   assert (category == 0).any() and (category > 0).any() and (item == 0).any()
 
 
-def test_category_first_retrieval_equals_numpy_reference():
+@pytest.mark.parametrize("signature_distance", ["category_first", "category_only"])
+def test_category_first_retrieval_equals_numpy_reference(signature_distance):
   """Top-k = the k smallest (category distance, item distance, more recent first) among
-  the real behaviors; the returned distances are the summed ones, as with "sum"."""
+  the real behaviors (category_only: of those, the ones at category distance 0); the
+  returned distances are the summed ones, as with "sum"."""
   from eta_tf.ops import bits as bits_ops  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(8)
   feats = _samples(seed=8)
   config = ModelConfig(model="eta", signature_fields="item_category",
-                       signature_distance="category_first", **SMALL)
+                       signature_distance=signature_distance, **SMALL)
   model = build_model(config)
   context = _context(model, feats)
   history, candidate = model.long_block._signatures(context)  # pylint: disable=protected-access
@@ -240,6 +242,8 @@ def test_category_first_retrieval_equals_numpy_reference():
     real = np.flatnonzero(valid[b])
     # lexsort: last key is primary; -position puts the more recent first among ties.
     order = real[np.lexsort((-real, item[b, real], category[b, real]))][:k]
+    if signature_distance == "category_only":
+      order = order[category[b, order] == 0]
     chosen = indices[b][mask[b]]
     assert set(chosen.tolist()) == set(order.tolist())
     np.testing.assert_array_equal(np.sort(distances[b][mask[b]]),
@@ -248,6 +252,8 @@ def test_category_first_retrieval_equals_numpy_reference():
     if 0 < same.size < real.size:  # the candidate's category is retrieved first
       if same.size <= k:
         assert set(same.tolist()) <= set(chosen.tolist())
+        if signature_distance == "category_only":  # SIM(hard)'s set, up to collisions
+          assert set(chosen.tolist()) == set(same.tolist())
       else:
         assert set(chosen.tolist()) <= set(same.tolist())
       checked_mixed = True

@@ -175,14 +175,16 @@ class EtaBlock(LongHistoryBlock):
     k, valid = self.config.top_k, context["valid"]
     if self.config.retrieval == "hamming" and self.config.signature_distance == "sum":
       return self.top_k(candidate_signatures, history_signatures, mask=valid)
-    if self.config.retrieval == "hamming":  # category_first
+    if self.config.retrieval == "hamming":  # category_first / category_only
       m = self.config.hash_bits
       keys = category_first_distances(candidate_signatures, history_signatures, m)
       # select_nearest over N x L int32 keys: hamming_top_k's fused pass keeps uint8
       # distances, and these exceed 255.
       indices, keys, mask = hamming_ops.select_nearest(keys, valid, k, sort=False)
+      if self.config.signature_distance == "category_only":  # category distance 0 only
+        mask = tf.logical_and(mask, keys <= m)
       # Statistics and diagnostics read the summed distance, as with "sum".
-      return indices, keys // (m + 1) + keys % (m + 1), mask
+      return indices, tf.where(mask, keys // (m + 1) + keys % (m + 1), 0), mask
     if self.config.retrieval == "random":
       same_item = tf.equal(context["candidate_item_id"][:, :, None],
                            context["history_item_id"][:, None, :])
