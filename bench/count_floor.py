@@ -259,9 +259,11 @@ standard deviation over seeds, training with early stopping on a validation slic
 train split; heuristic rows are training-free scores on the same eval samples. Model
 names: `eta` = item signatures; `eta_fields` = SimHash(item) ‖ SimHash(category), distances
 added; `eta_category_first` = the same signatures ranked category distance first
-(ModelConfig.signature_distance); `eta_random` / `eta_oracle` = retrieval controls
-(exact-item matches then pseudo-random / the top-k of the block's own full attention: the
-floor and ceiling of retrieval). Diagnostics of the retrieved k: overlap with the exact
+(ModelConfig.signature_distance); `eta_category_only` = category_first keeping only the
+behaviors at category distance 0 (SIM(hard)'s masking, ETA's order inside the category);
+`eta_random` / `eta_oracle` = retrieval controls of item-signature eta (exact-item
+matches then pseudo-random / the top-k of the block's own full attention: the floor and
+ceiling of a k-behavior retrieval). Diagnostics of the retrieved k: overlap with the exact
 inner-product top-k, attention recall (share of the model's full attention mass on the
 k), share at distance 0, share of the candidate's category.
 """

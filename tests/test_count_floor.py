@@ -64,3 +64,30 @@ def test_paired_gaps_and_best_heuristic(count_floor):
   assert gap["mean"] == pytest.approx(0.0) and gap["se"] == pytest.approx(0.01)
   best = summary["paired_auc_gaps"]["eta - best heuristic"]
   assert best["mean"] == pytest.approx(0.11) and best["seeds"] == 2
+
+
+def test_target_lines_and_rendered_file(count_floor, tmp_path):
+  """Each eta variant's targets from its paired gaps; fewer than 5 seeds never 'met'."""
+  import json  # pylint: disable=g-import-not-at-top
+  heuristics = {"item_count": {"auc": 0.7, "gauc": 0.7, "direction": 1}}
+  aucs = {"eta": 0.80, "eta_category_first": 0.83, "din_long": 0.82, "sim_hard": 0.825}
+  rows = [{"model": m, "seed": s, "auc": a + 0.001 * s, "gauc": a, "best_epoch": 1,
+           "heuristics": heuristics} for m, a in aucs.items() for s in range(5)]
+  rows += [{"model": "eta_fields", "seed": s, "auc": 0.9, "gauc": 0.9, "best_epoch": 1,
+            "heuristics": heuristics} for s in range(2)]
+  summary = count_floor.summarize(rows)
+  lines = count_floor.target_lines(summary)
+  eta = next(line for line in lines if line.startswith("* eta:"))
+  assert "din_long -0.0200 (≥ -0.002: not met)" in eta
+  assert "best heuristic +0.1020 (≥ +0.020: met)" in eta
+  first = next(line for line in lines if line.startswith("* eta_category_first:"))
+  assert "din_long +0.0100 (≥ -0.002: met)" in first
+  assert "sim_hard +0.0050 (≥ +0.000: met)" in first
+  fields = next(line for line in lines if line.startswith("* eta_fields:"))
+  assert "met" not in fields.replace("2 seeds < 5", "")
+  path = tmp_path / "count_floor_x.json"
+  path.write_text(json.dumps({"setting": "x", "data_dir": "d", "commands": ["c"],
+                              "rows": rows, "summary": summary}))
+  text = count_floor.write_rendered(str(tmp_path / "COUNT_FLOOR.md"), [str(path)])
+  assert (tmp_path / "COUNT_FLOOR.md").read_text() == text
+  assert "| heuristic: item_count | 0.7000" in text and first in text
