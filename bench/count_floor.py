@@ -191,8 +191,8 @@ MIN_TARGET_SEEDS = 5
 
 
 def target_lines(summary) -> list:
-  """One line per eta variant: each target met / not met from the paired means (fewer
-  than MIN_TARGET_SEEDS seeds is reported as such, never as met)."""
+  """One line per eta variant: each target met / not met from the paired mean (± its
+  standard error; fewer than MIN_TARGET_SEEDS seeds is reported as such, never as met)."""
   lines = []
   for variant in ETA_SIGNATURES:
     checks = []
@@ -202,7 +202,8 @@ def target_lines(summary) -> list:
         continue
       verdict = ("met" if gap["mean"] >= least else "not met") if (
           gap["seeds"] >= MIN_TARGET_SEEDS) else f"{gap['seeds']} seeds < {MIN_TARGET_SEEDS}"
-      checks.append(f"− {reference} {gap['mean']:+.4f} (≥ {least:+.3f}: {verdict})")
+      se = f" ± {gap['se']:.4f}" if gap.get("se") is not None else ""
+      checks.append(f"− {reference} {gap['mean']:+.4f}{se} (≥ {least:+.3f}: {verdict})")
     if checks:
       lines.append(f"* {variant}: " + "; ".join(checks))
   return lines

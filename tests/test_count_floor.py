@@ -78,11 +78,11 @@ def test_target_lines_and_rendered_file(count_floor, tmp_path):
   summary = count_floor.summarize(rows)
   lines = count_floor.target_lines(summary)
   eta = next(line for line in lines if line.startswith("* eta:"))
-  assert "din_long -0.0200 (≥ -0.002: not met)" in eta
-  assert "best heuristic +0.1020 (≥ +0.020: met)" in eta
+  assert "din_long -0.0200 ± 0.0000 (≥ -0.002: not met)" in eta
+  assert "best heuristic +0.1020 ± 0.0007 (≥ +0.020: met)" in eta
   first = next(line for line in lines if line.startswith("* eta_category_first:"))
-  assert "din_long +0.0100 (≥ -0.002: met)" in first
-  assert "sim_hard +0.0050 (≥ +0.000: met)" in first
+  assert "din_long +0.0100 ± 0.0000 (≥ -0.002: met)" in first
+  assert "sim_hard +0.0050 ± 0.0000 (≥ +0.000: met)" in first
   fields = next(line for line in lines if line.startswith("* eta_fields:"))
   assert "met" not in fields.replace("2 seeds < 5", "")
   path = tmp_path / "count_floor_x.json"
