@@ -156,11 +156,6 @@ class ModelConfig(_Config):
     if self.signature_distance != "sum" and self.signature_fields != "item_category":
       fail("signature_distance", "needs signature_fields='item_category' (a category "
            f"signature to rank by), not {self.signature_fields!r}")
-    if self.hamming_xla and self.signature_distance != "sum":
-      # The XLA pass is hamming_top_k's fused distance + block-minimum kernel (uint8
-      # distances); the category-first keys go through select_nearest instead.
-      fail("hamming_xla", "the XLA distance pass serves signature_distance='sum' only, "
-           f"not {self.signature_distance!r}")
     if self.hash_bits not in SUPPORTED_HASH_BITS:
       fail("hash_bits", f"must be one of {SUPPORTED_HASH_BITS}")
     for field in ("max_len", "short_len", "item_dim", "category_dim", "behavior_type_dim",

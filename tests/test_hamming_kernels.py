@@ -192,7 +192,7 @@ def test_block_sizes_by_length():
 
 def test_bucket_sizes_bound_padding_and_shape_count():
   n = np.arange(1, 5000)
-  buckets = hamming._bucket_size(tf.constant(n, tf.int32)).numpy()
+  buckets = hamming.bucket_size(tf.constant(n, tf.int32)).numpy()
   assert (buckets >= n).all() and (buckets <= np.maximum(n * 1.25, 8)).all()
   assert len(np.unique(buckets[n <= 1000])) <= 40
 

@@ -73,17 +73,21 @@ def test_score_candidates_equals_per_sample_scores():
   np.testing.assert_allclose(scores, model.predict_ctr(batch).numpy(), atol=1e-6)
 
 
-def test_hamming_xla_config_scores_like_the_stock_graph(tmp_path):
+@pytest.mark.parametrize("signatures", [
+    {"signature_fields": "item"},
+    {"signature_fields": "item_category", "signature_distance": "category_first"}])
+def test_hamming_xla_config_scores_like_the_stock_graph(signatures, tmp_path):
   """hamming_xla=True changes how the distance pass runs, not what it computes."""
   tf.keras.utils.set_random_seed(4)
-  config = small_config("eta", max_len=300, top_k=8)  # >= 256: the blockwise kernel
+  config = small_config("eta", max_len=300, top_k=8,  # >= 256: the blockwise kernel
+                        **signatures)
   stock = build_model(config)
   xla = build_model(ModelConfig.from_dict({**config.to_dict(), "hamming_xla": True}))
   assert xla.long_block.top_k.use_xla and not stock.long_block.top_k.use_xla
   xla.set_weights(stock.get_weights())
   feats, _ = random_samples(2, 300, seed=4, min_history=250)
   history = {name: feats[name][0] for name in F.HISTORY_FEATURES}
-  candidates = np.arange(1, 65, dtype=np.int64)  # N >= 32: the blockwise path
+  candidates = np.arange(1, 62, dtype=np.int64)  # N >= 32: blockwise; 61 pads to 64
   ts = int(feats[F.TARGET_TIMESTAMP][0])
   scores = [m.score_candidates(history, ts, candidates, candidates % 7 + 1).numpy()
             for m in (stock, xla)]

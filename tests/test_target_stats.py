@@ -266,8 +266,5 @@ def test_category_first_retrieval_equals_numpy_reference(signature_distance):
 def test_category_first_needs_a_category_signature():
   with pytest.raises(ConfigError, match="signature_distance='category_first'"):
     ModelConfig(signature_distance="category_first")
-  with pytest.raises(ConfigError, match="hamming_xla=True: .* not 'category_first'"):
-    ModelConfig(signature_fields="item_category", signature_distance="category_first",
-                hamming_xla=True)
   with pytest.raises(ConfigError, match="signature_distance='nearest'"):
     ModelConfig(signature_fields="item_category", signature_distance="nearest")

@@ -115,6 +115,22 @@ def category_first_distances(candidate_signatures, history_signatures, num_bits:
   return category * (num_bits + 1) + item
 
 
+_category_first_distances_xla = tf.function(category_first_distances, jit_compile=True,
+                                            autograph=False)
+
+
+def category_first_keys(candidate_signatures, history_signatures, num_bits: int,
+                        use_xla: bool):
+  """category_first_distances, under XLA if `use_xla` (the hamming_xla distance pass:
+  XOR, popcount and the weighted sum fused, no per-field [B, N, L] buffers); N is padded
+  to a bucket size, as in hamming_top_k, so serving compiles a bounded set of shapes."""
+  if not use_xla:
+    return category_first_distances(candidate_signatures, history_signatures, num_bits)
+  n = tf.shape(candidate_signatures)[1]
+  padded = tf.pad(candidate_signatures, [[0, 0], [0, hamming_ops.bucket_size(n) - n], [0, 0]])
+  return _category_first_distances_xla(padded, history_signatures, num_bits)[:, :n]
+
+
 class EtaBlock(LongHistoryBlock):
   """ETA: SimHash + Hamming top-k retrieval, then multi-head target attention on the k.
 
@@ -177,7 +193,8 @@ class EtaBlock(LongHistoryBlock):
       return self.top_k(candidate_signatures, history_signatures, mask=valid)
     if self.config.retrieval == "hamming":  # category_first / category_only
       m = self.config.hash_bits
-      keys = category_first_distances(candidate_signatures, history_signatures, m)
+      keys = category_first_keys(candidate_signatures, history_signatures, m,
+                                 self.config.hamming_xla)
       # select_nearest over N x L int32 keys: hamming_top_k's fused pass keeps uint8
       # distances, and these exceed 255.
       indices, keys, mask = hamming_ops.select_nearest(keys, valid, k, sort=False)

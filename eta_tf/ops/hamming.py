@@ -250,7 +250,7 @@ _block_keys_xla = tf.function(_block_keys, jit_compile=True, autograph=False)
 _rescore_xla = tf.function(_rescore, jit_compile=True, autograph=False)
 
 
-def _bucket_size(n: tf.Tensor) -> tf.Tensor:
+def bucket_size(n: tf.Tensor) -> tf.Tensor:
   """Smallest size >= n of the form m * 2^e with m in 4..8 (at most 25% padding)."""
   n = tf.maximum(n, 1)
   exponent = tf.maximum(
@@ -328,7 +328,7 @@ def _blockwise_top_k(query, keys, valid, k: int, b: int, use_xla: bool, sort: bo
   if use_xla:
     # Bounded set of compiled shapes: N padded to a bucket size.
     n = tf.shape(query)[1]
-    bucket_pad = _bucket_size(n) - n
+    bucket_pad = bucket_size(n) - n
     padded_query = tf.pad(query, [[0, 0], [0, bucket_pad], [0, 0]])
     block_keys = _block_keys_xla(padded_query, filled, block_valid)[:, :n]
     best_blocks = _k_smallest_positions(block_keys, k)
