@@ -1,23 +1,31 @@
 r"""Scale of the data path on Taobao-shaped logs: pipeline and trainer input vs log size.
 
-  python -m bench.scale [--events=250000,1000000,4000000] [--max_len=1024]
-                        [--beam_args="--direct_running_mode=multi_processing --direct_num_workers=2"]
+  python -m bench.scale [--events=1000000,4000000,16000000] [--events_per_shard=500000]
+                        [--max_len=1024] [--beam_args=...]
 
 For each size: a Taobao-shaped log (generate_log: per-user lengths log-normal with mean
 ~101 and a long tail to thousands, as UserBehavior's 100,150,807 events of 987,994 users;
 ~27% of events revisit an item of the user's past; distinct items ~0.65 x events; Taobao's
 behavior mix over 9 days), then pipelines.build_dataset in a child process on the local
-Beam runner (multi-process by default) -- wall seconds, events/s, peak RSS of the whole
+Beam runner, in user shards of ~--events_per_shard events (--user_shards, the memory-
+bounded local path; 0 = one pipeline) -- wall seconds, events/s, peak RSS of the whole
 process tree (polled from /proc), output bytes -- then the trainer's input pipeline
 (eta_tf.data.make_dataset at L=--max_len) in another child: training examples/s over
 --input_batches batches and its peak RSS. A least-squares line over the sizes gives
-seconds = fixed + events / rate and RSS vs events, extrapolated to the full UserBehavior
-file. Results: bench/results/scale.json.
+seconds = fixed + events / rate and RSS vs events and vs distinct items, extrapolated to the
+full UserBehavior file. Results: bench/results/scale.json.
+
+What grows with the log: with user shards the per-user work holds one shard at a time;
+the global tables (matched-negative cells, item facts, item catalog) grow with distinct
+items, which this generator makes ~0.65 x events (the issue's 927-user sample) -- the full
+file has 4,162,024 items for 100M events, so RSS is also fitted against distinct items and
+extrapolated at the full file's item count.
 """
 import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +39,7 @@ from bench import machine
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 RESULTS_FILE = "scale.json"
 FULL_TAOBAO_EVENTS = 100_150_807
+FULL_TAOBAO_ITEMS = 4_162_024
 TAOBAO_START = 1511539200
 DAYS = 9
 MEAN_EVENTS_PER_USER = 101.4  # 100,150,807 / 987,994
@@ -38,7 +47,8 @@ LENGTH_SIGMA = 1.0  # log-normal spread: median ~61, p99 ~620, max in the thousa
 REVISIT_RATE = 0.27
 BEHAVIORS = ("pv", "cart", "fav", "buy")
 BEHAVIOR_PROBS = (0.895, 0.055, 0.03, 0.02)
-DEFAULT_BEAM_ARGS = "--direct_running_mode=multi_processing --direct_num_workers=2"
+DEFAULT_BEAM_ARGS = ""  # build_dataset's default local runner: in-memory, one process
+DEFAULT_EVENTS_PER_SHARD = 500_000
 
 
 def user_lengths(num_events: int, rng: np.random.Generator) -> np.ndarray:
@@ -118,8 +128,10 @@ def _tree_rss_bytes(root: int) -> int:
   return total
 
 
-def run_measured(cmd) -> dict:
-  """Runs cmd; wall seconds, peak process-tree RSS (polled every 0.2 s), stdout tail."""
+def run_measured(cmd, progress: str = "") -> dict:
+  """Runs cmd; wall seconds, peak process-tree RSS (polled every 0.2 s), its output.
+
+  Output lines containing `progress` are echoed as they come (a long job's progress)."""
   started = time.time()
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   peak = [0]
@@ -132,13 +144,37 @@ def run_measured(cmd) -> dict:
 
   poller = threading.Thread(target=poll, daemon=True)
   poller.start()
-  output = proc.communicate()[0]
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if progress and progress in line:
+      print("  " + line.rstrip()[-110:], flush=True)
+  proc.wait()
+  output = "".join(lines)
   done.set()
   poller.join()
   if proc.returncode:
     raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
   return {"seconds": round(time.time() - started, 2), "peak_rss_bytes": peak[0],
           "output": output}
+
+
+def run_pipeline(log: str, out: str, shards: int, beam_args: str) -> dict:
+  """pipelines.build_dataset on `log` in a child: time, peak RSS, what it wrote."""
+  measured = run_measured([sys.executable, "-m", "pipelines.build_dataset",
+                           f"--input={log}", f"--output_dir={out}", f"--user_shards={shards}",
+                           *shlex.split(beam_args)], progress="user shards:")
+  with open(os.path.join(out, "stats.json")) as f:
+    stats = json.load(f)
+  events = stats["rows"]["behaviors"]["input"]
+  return {"seconds": measured["seconds"],
+          "events_per_second": round(events / measured["seconds"]),
+          "peak_rss_bytes": measured["peak_rss_bytes"],
+          "user_shards": shards,
+          "items": stats["items"],
+          "bytes_written": stats["bytes_written"],
+          "targets": {s: stats["splits"][s]["targets"] for s in stats["splits"]},
+          "balanced": stats["rows"]["behaviors"]["balanced"]}
 
 
 def measure_input(data_dir: str, max_len: int, batch_size: int, batches: int) -> dict:
@@ -174,12 +210,15 @@ def fit_runs(runs) -> dict:
   events = [r["events"] for r in runs]
   seconds = linear_fit(events, [r["pipeline"]["seconds"] for r in runs])
   rss = linear_fit(events, [r["pipeline"]["peak_rss_bytes"] for r in runs])
+  rss_items = linear_fit([r["pipeline"]["items"] for r in runs],
+                         [r["pipeline"]["peak_rss_bytes"] for r in runs])
   out_bytes = linear_fit(events, [r["pipeline"]["bytes_written"] for r in runs])
   return {
       "pipeline_seconds": seconds,
       "marginal_events_per_second": round(1 / seconds["slope"]) if seconds["slope"] > 0
       else None,
       "pipeline_peak_rss_bytes": rss,
+      "pipeline_peak_rss_bytes_vs_items": rss_items,
       "bytes_written": out_bytes,
       "full_userbehavior_extrapolation": {
           "events": FULL_TAOBAO_EVENTS,
@@ -187,6 +226,9 @@ def fit_runs(runs) -> dict:
                                    FULL_TAOBAO_EVENTS) / 3600, 2),
           "pipeline_peak_rss_gib_linear": round((rss["intercept"] + rss["slope"] *
                                                  FULL_TAOBAO_EVENTS) / 2 ** 30, 2),
+          "items": FULL_TAOBAO_ITEMS,
+          "pipeline_peak_rss_gib_at_full_items": round(
+              (rss_items["intercept"] + rss_items["slope"] * FULL_TAOBAO_ITEMS) / 2 ** 30, 2),
           "bytes_written_gib": round((out_bytes["intercept"] + out_bytes["slope"] *
                                       FULL_TAOBAO_EVENTS) / 2 ** 30, 2)},
   }
@@ -195,8 +237,14 @@ def fit_runs(runs) -> dict:
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--events", default="250000,1000000,4000000",
-                      help="comma-separated log sizes")
+  parser.add_argument("--events", default="1000000,4000000,16000000",
+                      help="comma-separated log sizes (default 1M,4M,16M: ~1 h on 2 cores)")
+  parser.add_argument("--events_per_shard", type=int, default=DEFAULT_EVENTS_PER_SHARD,
+                      help="build_dataset --user_shards = ceil(events / this) (default "
+                           f"{DEFAULT_EVENTS_PER_SHARD}); 0 = one pipeline")
+  parser.add_argument("--one_pipeline_events", default=None,
+                      help="sizes also run as one pipeline (--user_shards=1), side by side "
+                           "(default: the smallest size; '' = none)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--max_len", type=int, default=1024, help="trainer L (default 1024)")
   parser.add_argument("--batch_size", type=int, default=256)
@@ -226,7 +274,9 @@ def main(argv=None):
     return
   run = machine.start_run("python -m bench.scale", argv)
   sizes = [int(s) for s in args.events.split(",")]
-  runs = []
+  one_pipeline_sizes = ([int(s) for s in args.one_pipeline_events.split(",") if s]
+                        if args.one_pipeline_events is not None else sizes[:1])
+  runs, one_pipeline_runs = [], []
   with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
     for size in sizes:
       log = os.path.join(work, f"log_{size}.csv")
@@ -234,11 +284,15 @@ def main(argv=None):
       shape = generate_log(size, args.seed, log)
       generate_seconds = time.time() - started
       out = os.path.join(work, f"data_{size}")
-      pipeline = run_measured([sys.executable, "-m", "pipelines.build_dataset",
-                               f"--input={log}", f"--output_dir={out}",
-                               *shlex.split(args.beam_args)])
-      with open(os.path.join(out, "stats.json")) as f:
-        stats = json.load(f)
+      shards = max(1, -(-size // args.events_per_shard)) if args.events_per_shard else 1
+      if size in one_pipeline_sizes and shards > 1:  # side by side: the one-pipeline job
+        print(f"== {size} events: one pipeline (--user_shards=1) ...", flush=True)
+        single = run_pipeline(log, out + "_one_pipeline", 1, args.beam_args)
+        one_pipeline_runs.append({"events": shape["events"], "pipeline": single})
+        print(json.dumps(one_pipeline_runs[-1]), flush=True)
+      print(f"== {size} events (log written in {generate_seconds:.0f} s): pipeline with "
+            f"--user_shards={shards} ...", flush=True)
+      pipeline = run_pipeline(log, out, shards, args.beam_args)
       reader = run_measured([sys.executable, "-m", "bench.scale", f"--measure_input={out}",
                              f"--max_len={args.max_len}", f"--batch_size={args.batch_size}",
                              f"--input_batches={args.input_batches}"])
@@ -246,12 +300,7 @@ def main(argv=None):
       record = {
           "events": shape["events"], "log": shape,
           "generate_seconds": round(generate_seconds, 1),
-          "pipeline": {"seconds": pipeline["seconds"],
-                       "events_per_second": round(shape["events"] / pipeline["seconds"]),
-                       "peak_rss_bytes": pipeline["peak_rss_bytes"],
-                       "bytes_written": stats["bytes_written"],
-                       "targets": {s: stats["splits"][s]["targets"] for s in stats["splits"]},
-                       "balanced": stats["rows"]["behaviors"]["balanced"]},
+          "pipeline": pipeline,
           "trainer_input": dict(input_result, max_len=args.max_len,
                                 batch_size=args.batch_size,
                                 peak_rss_bytes=reader["peak_rss_bytes"]),
@@ -259,11 +308,16 @@ def main(argv=None):
       print(json.dumps({k: record[k] for k in ("events", "pipeline", "trainer_input")}),
             flush=True)
       runs.append(record)
+      os.remove(log)  # disk: a 16M-event log is ~0.5 GB, its output as much
+      shutil.rmtree(out)
       result = dict(machine.finish_run(run, complete=False), beam_args=args.beam_args,
-                    runs=runs)
+                    events_per_shard=args.events_per_shard, runs=runs,
+                    one_pipeline_runs=one_pipeline_runs)
       machine.write_json(result, args.output_dir, args.output_name)  # partial, after each size
   fit = fit_runs(runs)
-  result = dict(machine.finish_run(run), beam_args=args.beam_args, runs=runs, fit=fit)
+  result = dict(machine.finish_run(run), beam_args=args.beam_args,
+                events_per_shard=args.events_per_shard, runs=runs,
+                one_pipeline_runs=one_pipeline_runs, fit=fit)
   print(json.dumps(fit, indent=1))
   print("wrote", machine.write_json(result, args.output_dir, args.output_name))
 

@@ -13,12 +13,11 @@ SparkRunner and their options work as documented by Beam. Outputs in --output_di
 
 See README.md, "Data pipeline", for the semantics (targets, negatives, split, bad input).
 """
-import argparse
 import json
 import logging
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -29,131 +28,19 @@ from eta_tf import features
 from pipelines import leakage as L
 from pipelines import negatives as N
 from pipelines import parsing
+from pipelines import sharded
 from pipelines import transforms as T
+from pipelines.build_dataset_flags import SAMPLER_MATCHED, make_parser, pipeline_params
 # Stats/metadata assembly lives in dataset_stats; re-exported here for callers and tests.
 from pipelines.dataset_stats import (  # noqa: F401
     MAX_SHARE_DEVIATION, SPLIT_METHODS, SPLIT_TIME, SPLIT_USER_LAST, UnbalancedStatsError,
     _write_json, add_split_shares, assemble_stats, check_balanced, schema_with_params,
     split_check, summarize, write_metadata)
 
-DEFAULT_POSITIVE_BEHAVIORS = "pv"
-SAMPLER_MATCHED = "matched"
-SAMPLER_UNIFORM = "uniform"
 TFRECORD_SUFFIX = ".tfrecord.gz"
 DEAD_LETTER_SUFFIX = ".txt"
 
 _LOG = logging.getLogger("pipelines.build_dataset")
-
-
-def _behavior_codes(names: str) -> List[int]:
-  codes = []
-  for name in filter(None, (n.strip() for n in names.split(","))):
-    if name not in features.BEHAVIOR_TYPES:
-      raise argparse.ArgumentTypeError(
-          f"unknown behavior type {name!r}; choose from {sorted(features.BEHAVIOR_TYPES)}")
-    codes.append(features.BEHAVIOR_TYPES[name])
-  if not codes:
-    raise argparse.ArgumentTypeError("at least one positive behavior type is needed")
-  return codes
-
-
-def _fraction(value: str) -> float:
-  f = float(value)
-  if not 0.0 < f < 1.0:
-    raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
-  return f
-
-
-def _positive(value: str) -> int:
-  n = int(value)
-  if n < 1:
-    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-  return n
-
-
-def _non_negative(value: str) -> int:
-  n = int(value)
-  if n < 0:
-    raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-  return n
-
-
-def make_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="python -m pipelines.build_dataset",
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog="Other flags (e.g. --runner, --direct_num_workers, --project, --region, "
-             "--temp_location) are Beam pipeline options and are passed through.")
-  parser.add_argument("--input", required=True,
-                      help="glob of behavior logs user_id,item_id,category_id,"
-                           "behavior_type,timestamp (plain or .gz, no header)")
-  parser.add_argument("--output_dir", required=True, help="directory to write (local/GCS)")
-  parser.add_argument("--impressions", default=None,
-                      help="optional glob of impression logs user_id,item_id,category_id,"
-                           "timestamp,label; when given, targets are these impressions and "
-                           "no negatives are sampled")
-  parser.add_argument("--split", choices=SPLIT_METHODS, default=SPLIT_TIME,
-                      help="'time' (default): eval = the latest --eval_fraction of all "
-                           "targets (a quantile of target timestamps; targets of one second "
-                           "stay on one side) or those at/after --eval_start; 'user_last': "
-                           "each user's last --eval_targets_per_user targets are eval, the "
-                           "rest train (leave-last-out). Either way a train sample never "
-                           "sees a behavior at/after its user's eval start")
-  parser.add_argument("--eval_fraction", type=_fraction, default=0.1,
-                      help="--split=time: share of targets (the latest) that form eval "
-                           "(default 0.1)")
-  parser.add_argument("--eval_start", type=int, default=None,
-                      help="--split=time: explicit eval split start (unix s); overrides "
-                           "--eval_fraction")
-  parser.add_argument("--eval_targets_per_user", type=_positive, default=1,
-                      help="--split=user_last: eval targets per user (default 1; ties in "
-                           "time with the first of them go to eval too)")
-  parser.add_argument("--allow_skewed_split", action="store_true",
-                      help="keep a split that is empty or whose eval share of targets is "
-                           "off --eval_fraction by more than "
-                           f"{MAX_SHARE_DEVIATION * 100:.0f} points (otherwise the job exits with code 2 after writing "
-                           "stats.json)")
-  parser.add_argument("--positive_behaviors", type=_behavior_codes,
-                      default=_behavior_codes(DEFAULT_POSITIVE_BEHAVIORS),
-                      help="comma-separated behavior types that make a positive target "
-                           "when there is no impression log (default 'pv': a pv is the "
-                           "Taobao click; cart/fav/buy almost always follow a pv of the "
-                           "same item, so counting them too mostly duplicates positives)")
-  parser.add_argument("--negatives_per_positive", type=_non_negative, default=1,
-                      help="seeded negatives per positive, same category where possible "
-                           "(default 1; ignored with --impressions)")
-  parser.add_argument("--negative_sampler", choices=(SAMPLER_MATCHED, SAMPLER_UNIFORM),
-                      default=SAMPLER_MATCHED,
-                      help="'matched' (default): a negative is an item of the positive's "
-                           "category that is a positive target in the same time window, "
-                           "drawn in proportion to its frequency there (falls back to "
-                           "wider windows, the category, then all items, counted in "
-                           "stats); 'uniform': a uniform distinct item of the category "
-                           "over the whole log (what papers usually do; leaks "
-                           "popularity/freshness on real logs)")
-  parser.add_argument("--negative_time_windows", type=_positive,
-                      default=N.DEFAULT_TIME_WINDOWS,
-                      help="number of equal-target-count time windows of the matched "
-                           "sampler (default %(default)s; the leakage check always uses "
-                           f"{L.CHECK_WINDOWS})")
-  parser.add_argument("--seed", type=int, default=0, help="negative sampling seed")
-  parser.add_argument("--min_history", type=_non_negative, default=1,
-                      help="drop (and count in stats) targets with fewer prior behaviors "
-                           "than this (default 1: every sample has some history)")
-  parser.add_argument("--min_timestamp", type=int, default=parsing.DEFAULT_MIN_TIMESTAMP,
-                      help="rows before this unix time are dead-lettered "
-                           "(timestamp_out_of_range); default 1 = any plausible Unix time. "
-                           "Narrow it to your log's collection window, e.g. Taobao "
-                           "UserBehavior: --min_timestamp=1511539200 "
-                           "--max_timestamp=1512316800")
-  parser.add_argument("--max_timestamp", type=int, default=parsing.DEFAULT_MAX_TIMESTAMP,
-                      help="rows at/after this unix time are dead-lettered "
-                           "(default 4102444800 = 2100-01-01)")
-  parser.add_argument("--num_shards", type=_non_negative, default=0,
-                      help="TFRecord shards per split (default 0 = runner decides)")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="delete previous outputs of this job in --output_dir first")
-  return parser
 
 
 def _output_paths(output_dir: str) -> Dict[str, str]:
@@ -185,33 +72,6 @@ def prepare_output_dir(output_dir: str, overwrite: bool):
     FileSystems.delete(existing)
 
 
-def pipeline_params(args) -> dict:
-  """The job parameters recorded in schema.json and stats.json."""
-  names = {v: k for k, v in features.BEHAVIOR_TYPES.items()}
-  return {
-      "input": args.input,
-      "impressions": args.impressions,
-      "sources": [parsing.SOURCE_BEHAVIORS] + (
-          [parsing.SOURCE_IMPRESSIONS] if args.impressions else []),
-      "target_source": (parsing.SOURCE_IMPRESSIONS if args.impressions
-                        else parsing.SOURCE_BEHAVIORS),
-      "positive_behaviors": None if args.impressions else sorted(
-          names[c] for c in args.positive_behaviors),
-      "negatives_per_positive": 0 if args.impressions else args.negatives_per_positive,
-      "negative_sampler": None if args.impressions else args.negative_sampler,
-      "negative_time_windows": args.negative_time_windows,
-      "seed": args.seed,
-      "min_history": args.min_history,
-      "split": args.split,
-      "eval_fraction": args.eval_fraction,
-      "eval_start_flag": args.eval_start,
-      "eval_targets_per_user": args.eval_targets_per_user,
-      "allow_skewed_split": args.allow_skewed_split,
-      "min_timestamp": args.min_timestamp,
-      "max_timestamp": args.max_timestamp,
-  }
-
-
 def _entries(pcoll, *path):
   """Singleton PCollection -> ((path...), value) stat entry."""
   return pcoll | f"Entry_{'_'.join(path)}" >> beam.Map(lambda value: (path, value))
@@ -221,19 +81,31 @@ def _file_bytes(paths: Sequence[str]) -> int:
   return sum(m.size_in_bytes for r in FileSystems.match(list(paths)) for m in r.metadata_list)
 
 
-def build_pipeline(pipeline: beam.Pipeline, args) -> None:
-  """Adds the whole job to `pipeline` (reads, transforms, writes, stats + schema)."""
-  paths = _output_paths(args.output_dir)
+def _sources(args) -> Dict[str, str]:
+  """{source name: input glob} of the job."""
   sources = {parsing.SOURCE_BEHAVIORS: args.input}
   if args.impressions:
     sources[parsing.SOURCE_IMPRESSIONS] = args.impressions
+  return sources
 
-  valid, rejected, counts, stat_entries = {}, [], [], []
+
+def read_text_lines(source: str, pattern: str):  # pylint: disable=unused-argument
+  # Bytes, not str: invalid UTF-8 must reach the dead letter instead of failing decode.
+  return beam.io.ReadFromText(pattern, coder=beam.coders.BytesCoder(), validate=False)
+
+
+def read_and_validate(pipeline: beam.Pipeline, sources: Dict[str, str], args,
+                      dead_letter_prefix: str, read=read_text_lines):
+  """Reads (`read(source, pattern)`: a PTransform) and parses every source; rejected rows
+  to the dead letter.
+
+  Returns ({source: PCollection[(user, event)]}, [count-dict PCollections],
+  [stat-entry PCollections]).
+  """
+  valid, rejected, counts = {}, [], []
   for source, pattern in sources.items():
     label = source.capitalize()
-    # Bytes, not str: invalid UTF-8 must reach the dead letter instead of failing decode.
-    lines = pipeline | f"Read{label}" >> beam.io.ReadFromText(
-        pattern, coder=beam.coders.BytesCoder(), validate=False)
+    lines = pipeline | f"Read{label}" >> read(source, pattern)
     parsed = lines | f"ParseAndValidate{label}" >> T.ParseAndValidate(
         source, args.min_timestamp, args.max_timestamp)
     valid[source] = parsed[T.VALID]
@@ -244,29 +116,45 @@ def build_pipeline(pipeline: beam.Pipeline, args) -> None:
   (rejected
    | "FormatDeadLetter" >> T.FormatDeadLetter()
    | "WriteDeadLetter" >> beam.io.WriteToText(
-       paths["dead_letter_prefix"], file_name_suffix=DEAD_LETTER_SUFFIX))
-  stat_entries.append(
+       dead_letter_prefix, file_name_suffix=DEAD_LETTER_SUFFIX))
+  reasons = (
       rejected
       | "ReasonOf" >> beam.Map(lambda r: (r[0], r[1]))
       | "CountReasons" >> beam.combiners.Count.PerElement()
       | "ReasonEntry" >> beam.MapTuple(
           lambda key, n: (("rows", key[0], "rejected_by_reason", key[1]), n)))
+  return valid, counts, [reasons]
 
-  sequences = valid | "GroupByUser" >> T.GroupByUser()
-  built = sequences | "BuildSequences" >> T.BuildSequences()
+
+def group_into_sequences(valid, args):
+  """{source: (user, event)} -> (UserSequence PCollection with candidate targets and, for
+  --split=user_last, each user's eval_start; count-dict PCollection)."""
+  built = valid | "GroupByUser" >> T.GroupByUser() | "BuildSequences" >> T.BuildSequences()
   sequences = built[T.VALID]
-  counts.append(built[T.COUNTS])
   if not args.impressions:
     sequences = sequences | "SelectPositiveTargets" >> T.SelectPositiveTargets(
         args.positive_behaviors)
-
-  user_last = args.split == SPLIT_USER_LAST
-  if user_last:
+  if args.split == SPLIT_USER_LAST:
     sequences = sequences | "AssignUserLastSplit" >> T.AssignUserLastSplit(
         args.eval_targets_per_user)
-  histogram = sequences | "TargetTimeHistogram" >> T.TargetTimeHistogram()
+  return sequences, built[T.COUNTS]
+
+
+def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Callable,
+                    counts: list, stat_entries: list) -> None:
+  """Global facts, filter, negatives, split, encode, write, then stats + schema.
+
+  `sequences` feed the per-user chain; `fact_sequences(label)` gives the same users for a
+  global fact. The one-pipeline job returns `sequences` itself; the sharded job a fresh
+  read of its files per fact: the local runner buffers in memory every PCollection whose
+  consumer waits for a side input computed from that PCollection's own stage (the window
+  edges of the matched catalog, the time split of the chain), so separate reads are what
+  lets each stage stream.
+  """
+  paths = _output_paths(args.output_dir)
+  histogram = fact_sequences("Histogram") | "TargetTimeHistogram" >> T.TargetTimeHistogram()
   time_split = histogram | "ComputeTimeSplit" >> T.DescribeTimeSplit(
-      args.eval_fraction, args.eval_start, user_last)
+      args.eval_fraction, args.eval_start, args.split == SPLIT_USER_LAST)
   time_split_side = beam.pvalue.AsSingleton(time_split)
   # Equal-count windows of target time: matched negatives and the leakage check.
   num_windows = args.negative_time_windows
@@ -275,15 +163,16 @@ def build_pipeline(pipeline: beam.Pipeline, args) -> None:
   # The check's own fixed resolution: a coarser sampler cannot make itself look good.
   check_edges = beam.pvalue.AsSingleton(histogram | "CheckWindows" >> beam.MapTuple(
       lambda times, counts: N.window_edges(times, counts, L.CHECK_WINDOWS)))
-  item_facts = beam.pvalue.AsSingleton(sequences | "BuildItemFacts" >> L.BuildItemFacts())
+  item_facts = beam.pvalue.AsSingleton(
+      fact_sequences("Histogram") | "BuildItemFacts" >> L.BuildItemFacts())
   if args.negative_sampler == SAMPLER_MATCHED:
     sampler_catalog = beam.pvalue.AsSingleton(
-        sequences | "BuildMatchedCatalog" >> N.BuildMatchedCatalog(edges))
+        fact_sequences("Cells") | "BuildMatchedCatalog" >> N.BuildMatchedCatalog(edges))
     sampler = N.sample_matched_negatives
   else:
     sampler_catalog, sampler = None, T.sample_uniform_negatives
   stat_entries.append(_entries(time_split, "time"))
-  catalog = sequences | "BuildCatalog" >> T.BuildCatalog()
+  catalog = fact_sequences("Histogram") | "BuildCatalog" >> T.BuildCatalog()
   stat_entries.append(catalog | "CatalogSizes" >> beam.FlatMap(
       lambda c: [(("items",), c.num_items), (("categories",), c.num_categories)]))
 
@@ -335,6 +224,15 @@ def build_pipeline(pipeline: beam.Pipeline, args) -> None:
            entries=beam.pvalue.AsList(entries)))
 
 
+def build_pipeline(pipeline: beam.Pipeline, args) -> None:
+  """Adds the whole job to `pipeline` (reads, transforms, writes, stats + schema)."""
+  valid, counts, stat_entries = read_and_validate(
+      pipeline, _sources(args), args, _output_paths(args.output_dir)["dead_letter_prefix"])
+  sequences, sequence_counts = group_into_sequences(valid, args)
+  finish_pipeline(pipeline, args, sequences, lambda _: sequences,
+                  counts + [sequence_counts], stat_entries)
+
+
 # Beam's DirectRunner first probes the Prism runner, which downloads a Go binary from the
 # internet at run time (impossible offline, slow otherwise), and then falls back to the
 # in-process FnApiRunner for batch jobs like this one. We go to the FnApiRunner directly.
@@ -358,14 +256,20 @@ def pipeline_options(beam_args: List[str]) -> PipelineOptions:
 
 def run(argv: Optional[Sequence[str]] = None) -> dict:
   """Runs the job to completion and returns the stats dict (also in stats.json)."""
-  args, beam_args = make_parser().parse_known_args(argv)
+  args, beam_args = make_parser(__doc__).parse_known_args(argv)
   _LOG.info("build_dataset: input=%s impressions=%s output_dir=%s beam=%s", args.input,
             args.impressions, args.output_dir, beam_args)
   prepare_output_dir(args.output_dir, args.overwrite)
   started = time.time()
-  options = pipeline_options(beam_args)
-  with beam.Pipeline(options=options) as pipeline:
-    build_pipeline(pipeline, args)
+  if args.user_shards > 1:
+    sharded.run_sharded(args, lambda: pipeline_options(beam_args), sharded.JobStages(
+        sources=_sources(args), read_text=read_text_lines,
+        read_and_validate=read_and_validate, group_into_sequences=group_into_sequences,
+        finish_pipeline=finish_pipeline,
+        dead_letter_prefix=_output_paths(args.output_dir)["dead_letter_prefix"]))
+  else:
+    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
+      build_pipeline(pipeline, args)
   _LOG.info("pipeline finished in %.1f s", time.time() - started)
   with FileSystems.open(_output_paths(args.output_dir)["stats"]) as f:
     stats = json.loads(f.read().decode("utf-8"))

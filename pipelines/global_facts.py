@@ -174,25 +174,20 @@ class Catalog:
     return len(self.category_ids)
 
 
-class _CatalogFn(beam.CombineFn):
-  """Distinct (category, item) pairs of all histories -> Catalog."""
+class _CatalogFn(CompactingCombineFn):
+  """Distinct (category, item) pairs of all histories -> Catalog (int64 rows, not a Python
+  set of tuples: ~16 bytes per pair instead of ~150)."""
 
-  def create_accumulator(self):
-    return set()
+  def block(self, sequence):
+    if not len(sequence.history):
+      return None
+    return np.unique(sequence.history[:, [CATEGORY_ID, ITEM_ID]], axis=0)
 
-  def add_input(self, acc, sequence):
-    acc.update(zip(sequence.history[:, CATEGORY_ID].tolist(),
-                   sequence.history[:, ITEM_ID].tolist()))
-    return acc
+  def merge_blocks(self, blocks):
+    return np.unique(np.concatenate(blocks), axis=0)
 
-  def merge_accumulators(self, accumulators):
-    merged = set()
-    for acc in accumulators:
-      merged |= acc
-    return merged
-
-  def extract_output(self, acc):
-    return Catalog(np.asarray(sorted(acc), np.int64))
+  def finish(self, block):
+    return Catalog(np.zeros((0, 2), np.int64) if block is None else block)
 
 
 class BuildCatalog(beam.PTransform):

@@ -16,7 +16,7 @@ wider windows (pairs of adjacent windows, then fours, ... up to the whole log), 
 items (all frequency-weighted), and is counted by how far it went.
 
 Memory: the cell table is O(distinct (category, window, item) triples) -- at most the number
-of positive targets; it is a side input, broadcast to every worker.
+of positive targets, ~24 bytes each; it is a side input, broadcast to every worker.
 """
 from typing import Dict, Tuple
 
@@ -31,7 +31,8 @@ DEFAULT_TIME_WINDOWS = 100
 # stats.json counters: draws that left their (category, window) cell, by how far.
 FALLBACK_COUNTS = ("negatives_fallback_wider_window", "negatives_fallback_category",
                    "negatives_fallback_any")
-# Rejection rounds before a draw that keeps hitting the positive item falls back.
+# Candidates per draw (rejection sampling) before a draw that keeps hitting the positive
+# item, or the wrong freshness, falls back to the next level.
 _MAX_ROUNDS = 16
 
 
@@ -64,69 +65,80 @@ def window_start(windows: np.ndarray, edges: np.ndarray) -> np.ndarray:
   return padded[windows]
 
 
-class _WeightedBlocks:
-  """Items in keyed blocks with cumulative weights, for vectorised weighted draws.
+class _WeightedRows:
+  """Rows sorted by an int64 key, with cumulative weights, for vectorised weighted draws
+  inside key ranges: a draw in rows [start, end) picks row i with probability
+  weight_i / sum of the range's weights.
 
-  keys [K] sorted int64; block k = rows starts[k] .. starts[k+1]-1 of items/categories;
-  cumulative [N] = running sum of the row weights (exclusive base per block = cum before).
+  keys [N] sorted; items [N]; categories [N], or None when the key encodes it (category
+  of a row = category_ids[key // keys_per_category]); base [N + 1] = weight before each
+  row (base[N] = the total).
   """
 
-  def __init__(self, keys: np.ndarray, items: np.ndarray, categories: np.ndarray,
-               weights: np.ndarray):
-    # keys per row, already sorted by key.
-    self.keys, self.starts = np.unique(keys, return_index=True)
-    self.ends = np.append(self.starts[1:], len(keys))
-    self.items, self.categories = items, categories
-    self.cumulative = np.cumsum(weights).astype(np.float64)
-    self.base = np.concatenate([[0.0], self.cumulative])  # base[i] = weight before row i
+  def __init__(self, keys, items, weights, categories=None, category_ids=None,
+               keys_per_category=1):
+    self.keys, self.items, self.categories = keys, items, categories
+    self._category_ids, self._keys_per_category = category_ids, keys_per_category
+    self.base = np.concatenate([[0.0], np.cumsum(weights, dtype=np.float64)])
 
-  def block_of(self, keys: np.ndarray):
-    """(block index, found mask) of each key."""
-    if not len(self.keys):
-      return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
-    slot = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-    return slot, self.keys[slot] == keys
+  def ranges(self, low: np.ndarray, high: np.ndarray):
+    """(starts, ends) of the rows with low <= key < high, per query."""
+    return (np.searchsorted(self.keys, low, side="left"),
+            np.searchsorted(self.keys, high, side="left"))
 
-  def draw(self, blocks: np.ndarray, rng: np.random.Generator):
-    """One weighted row per block index: (items, categories)."""
-    low = self.base[self.starts[blocks]]
-    high = self.base[self.ends[blocks]]
-    u = low + rng.random(len(blocks)) * (high - low)
-    rows = np.minimum(np.searchsorted(self.cumulative, u, side="right"),
-                      self.ends[blocks] - 1)
-    return self.items[rows], self.categories[rows]
+  def draw(self, starts: np.ndarray, ends: np.ndarray, rng: np.random.Generator):
+    """One weighted row per non-empty range: (items, categories)."""
+    low, high = self.base[starts], self.base[ends]
+    u = low + rng.random(len(starts)) * (high - low)
+    rows = np.clip(np.searchsorted(self.base, u, side="right") - 1, starts, ends - 1)
+    categories = (self.categories[rows] if self.categories is not None else
+                  self._category_ids[self.keys[rows] // self._keys_per_category])
+    return self.items[rows], categories
 
 
 class MatchedCatalog:
   """Positive-target item frequencies by (category, window) at every window resolution.
 
   Built from `counts`: int64 [M, 4] rows (category, window, item, count), any order.
-  levels[k] holds the cells (category, window >> k): level 0 the finest windows, each next
-  level pairs of adjacent windows (equal-count windows, so still equal-count), the last
-  level one window per category. `everything` is all items, frequency-weighted.
+  One table serves every resolution: the rows, sorted by (category, window, item), are
+  keyed by category_index * num_windows + window, so the cell (category, windows
+  [w << k, (w + 1) << k)) of level k -- level 0 the finest windows, each next level pairs
+  of adjacent windows (equal-count windows, so still equal-count), the last one window per
+  category -- is one contiguous key range, and a weighted draw in that range picks an item
+  in proportion to its count over the whole cell. `everything` is all items,
+  frequency-weighted. Memory: ~24 bytes per (category, window, item) row + ~32 per
+  distinct (item, category); a table per level would cost ~8x the first (issue 12 scale).
   """
 
   def __init__(self, counts: np.ndarray, edges: np.ndarray):
     counts = np.asarray(counts, np.int64).reshape(-1, 4)
     self.edges = np.asarray(edges, np.int64)
     self.num_windows = len(self.edges) + 1
+    self.num_levels = int(np.ceil(np.log2(self.num_windows))) + 1
     self.category_ids = np.unique(counts[:, 0])
-    cat_index = np.searchsorted(self.category_ids, counts[:, 0])
-    self.levels = []
-    for shift in range(int(np.ceil(np.log2(self.num_windows))) + 1):
-      cells = aggregate_rows(np.stack([cat_index * self.num_windows + (counts[:, 1] >> shift),
-                                   counts[:, 2], counts[:, 0]], axis=1), counts[:, 3])
-      self.levels.append(_WeightedBlocks(cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]))
+    cells = aggregate_rows(np.stack([
+        np.searchsorted(self.category_ids, counts[:, 0]) * self.num_windows + counts[:, 1],
+        counts[:, 2]], axis=1), counts[:, 3])  # sorted (cell key, item), count
+    self.cells = _WeightedRows(cells[:, 0], cells[:, 1], cells[:, 2],
+                               category_ids=self.category_ids,
+                               keys_per_category=self.num_windows)
+    by_item = aggregate_rows(counts[:, [2, 0]], counts[:, 3])  # (item, cat, n), sorted
+    self.everything = _WeightedRows(np.zeros(len(by_item), np.int64), by_item[:, 0],
+                                    by_item[:, 2], categories=by_item[:, 1])
     # First window in which each item is a target (freshness of fallback draws).
     order = np.lexsort((counts[:, 1], counts[:, 2]))
     self._items, first = np.unique(counts[order, 2], return_index=True)
     self._first_windows = counts[order, 1][first]
-    by_item = aggregate_rows(counts[:, [2, 0]], counts[:, 3])  # (item, cat, n)
-    self.everything = _WeightedBlocks(np.zeros(len(by_item), np.int64), by_item[:, 0],
-                                      by_item[:, 1], by_item[:, 2])
 
   def __len__(self):
     return len(self.everything.items)
+
+  def level_ranges(self, category_slots: np.ndarray, windows: np.ndarray, level: int):
+    """(starts, ends) of each query's level-`level` cell in `cells`."""
+    low_window = (windows >> level) << level
+    high_window = np.minimum(low_window + (1 << level), self.num_windows)
+    base = category_slots * self.num_windows
+    return self.cells.ranges(base + low_window, base + high_window)
 
   def first_window(self, items: np.ndarray) -> np.ndarray:
     """First window in which each item is a positive target (num_windows if never)."""
@@ -166,35 +178,48 @@ def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
   cat_known = catalog.category_ids[cat_slot] == pos_cats
   windows = window_of(out[:, TIMESTAMP], catalog.edges)
   pos_seen = catalog.first_window(pos_items) < windows
-  last = len(catalog.levels) - 1
-  levels = [(blocks, cat_slot * catalog.num_windows + (windows >> shift), cat_known,
-             shift > 0, None if shift == 0 else "negatives_fallback_category"
-             if shift == last else "negatives_fallback_wider_window")
-            for shift, blocks in enumerate(catalog.levels)]
+  last = catalog.num_levels - 1
+
+  def cell_ranges(level):  # computed only for the draws still pending at that level
+    return lambda idx: catalog.level_ranges(cat_slot[idx], windows[idx], level)
+
+  def whole(idx):
+    return np.zeros(len(idx), np.int64), np.full(len(idx), len(catalog.everything.items))
+
+  # (table, ranges of draws, usable, match freshness, counter) in the order tried.
+  levels = [(catalog.cells, cell_ranges(level), cat_known, level > 0,
+             None if level == 0 else "negatives_fallback_category" if level == last
+             else "negatives_fallback_wider_window") for level in range(last + 1)]
   # Freshness gives way before the category does: the whole category, any item.
   levels.append(levels[-1][:3] + (False, "negatives_fallback_category"))
-  everything = (catalog.everything, np.zeros(n, np.int64), np.ones(n, bool))
+  everything = (catalog.everything, whole, np.ones(n, bool))
   levels += [everything + (True, "negatives_fallback_any"),
              everything + (False, "negatives_fallback_any")]  # last resort: any other item
   pending = np.arange(n)
-  for blocks, keys, usable, match_freshness, counter in levels:
+  for table, ranges_of, usable, match_freshness, counter in levels:
     if not len(pending):
       break
-    block, found = blocks.block_of(keys[pending])
-    todo = pending[found & usable[pending]]
-    todo_block = block[found & usable[pending]]
-    for _ in range(_MAX_ROUNDS):  # redraw only the rejected draws
-      if not len(todo):
-        break
-      items, cats = blocks.draw(todo_block, rng)
-      reject = items == pos_items[todo]
+    pending = pending[usable[pending]]
+    starts, ends = ranges_of(pending)
+    nonempty = ends > starts
+    todo, starts, ends = pending[nonempty], starts[nonempty], ends[nonempty]
+    if len(todo):
+      # Rejection sampling, all _MAX_ROUNDS candidates of a draw at once: the first
+      # acceptable one is taken (the same law as redrawing one at a time, in one numpy
+      # pass instead of a Python loop per round).
+      rows = np.repeat(todo, _MAX_ROUNDS)
+      items, cats = table.draw(np.repeat(starts, _MAX_ROUNDS), np.repeat(ends, _MAX_ROUNDS),
+                               rng)
+      accept = items != pos_items[rows]
       if match_freshness:
-        reject |= (catalog.first_window(items) < windows[todo]) != pos_seen[todo]
-      done = todo[~reject]
-      out[done, ITEM_ID], out[done, CATEGORY_ID] = items[~reject], cats[~reject]
+        accept &= (catalog.first_window(items) < windows[rows]) == pos_seen[rows]
+      accept = accept.reshape(-1, _MAX_ROUNDS)
+      found = accept.any(axis=1)
+      pick = np.flatnonzero(found) * _MAX_ROUNDS + accept[found].argmax(axis=1)
+      done = todo[found]
+      out[done, ITEM_ID], out[done, CATEGORY_ID] = items[pick], cats[pick]
       if counter:
         counts[counter] += len(done)
-      todo, todo_block = todo[reject], todo_block[reject]
     pending = np.flatnonzero(out[:, ITEM_ID] == 0)
   out[:, KIND] = 0
   out[pending, CATEGORY_ID] = 0

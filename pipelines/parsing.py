@@ -113,6 +113,20 @@ def _split_fields(line: Union[bytes, str], num_columns: int):
   return [f.strip(_FIELD_WHITESPACE) for f in fields], None
 
 
+def user_field_id(line: Union[bytes, str]) -> Optional[int]:
+  """The user id the parsers would read from a line's first field, or None if unreadable.
+
+  For every accepted row it equals the parsed user_id (same BOM/whitespace/CR handling
+  and _to_int); used to route lines to user shards before parsing (pipelines.sharded).
+  """
+  if isinstance(line, str):
+    line = line.encode("utf-8", "surrogatepass")
+  if line.startswith(_BOM):
+    line = line[len(_BOM):]
+  field = line.split(b",", 1)[0].rstrip(b"\r\n").strip(_FIELD_WHITESPACE)
+  return _to_int(field)
+
+
 def _parse_ids_and_time(fields, min_timestamp: int, max_timestamp: int):
   """Validates (user, item, category, timestamp) fields; returns (ints, None) or (None, reason)."""
   values = [_to_int(f) for f in fields]

@@ -1,0 +1,177 @@
+"""The dataset job in user shards, for memory bounded by the shard: --user_shards=N.
+
+The local runner (FnApiRunner) keeps every PCollection that crosses a shuffle in memory:
+the one-pipeline job's peak RSS grows ~2 KiB per event (bench/results/scale*.json), ~200
+GiB for the full Taobao UserBehavior file. Distributed runners spill and spread that; on
+one machine, --user_shards=N runs the same transforms in three steps whose memory is set
+by the largest shard and by the global tables, not by the log:
+
+  1. PartitionLinesByUser: one streaming pass copies each raw input line, byte for byte,
+     into the shard of its user (TFRecords under --shard_work_dir);
+  2. per shard, one pipeline: parse and validate (rejected rows to the dead letter, as
+     always), group by user, build sequences and candidate targets -> pickled
+     UserSequence records + the shard's row counts (a JSON file);
+  3. one pipeline over all shards' sequences, read three times so that every stage
+     streams instead of buffering every sequence until its side inputs exist: the target
+     time histogram, item facts and catalog; the matched-negative cells (which need the
+     window edges from the histogram); the per-user chain (filter, negatives, split,
+     encode, write).
+
+Records and stats.json equal the one-pipeline job's (tests/test_pipeline_sharded.py):
+users are independent once grouped, negatives are seeded by (seed, user_id), and the
+global facts are sums over the same sequences. Memory is not flat in everything: the
+global tables (matched-negative cells, item facts, catalog) grow with distinct items.
+"""
+import json
+import logging
+import pickle
+import time
+import zlib
+from typing import Callable, Dict, NamedTuple
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import parsing
+from pipelines.split_stats import SumCounts
+
+_LOG = logging.getLogger("pipelines.sharded")
+SEQUENCES = "sequences"
+
+
+def user_shard(line: bytes, num_shards: int) -> int:
+  """Shard of a raw line: a hash of its user id as the parser reads it.
+
+  Every accepted row of one user has the same user_field_id, so one user never spans two
+  shards; a line without a readable user id is rejected wherever it goes and is placed
+  by a hash of its bytes.
+  """
+  user_id = parsing.user_field_id(line)
+  key = str(user_id).encode() if user_id is not None else bytes(line)
+  return zlib.crc32(key) % num_shards
+
+
+def _shard_name(work_dir: str, kind: str, shard: int) -> str:
+  return FileSystems.join(work_dir, f"{kind}-s{shard:05d}")
+
+
+class PartitionLinesByUser(beam.PTransform):
+  """Raw lines -> num_shards TFRecord files of the same lines (bytes kept exactly), by user."""
+
+  def __init__(self, work_dir: str, source: str, num_shards: int):
+    super().__init__()
+    self._work_dir, self._source, self._num_shards = work_dir, source, num_shards
+
+  def expand(self, lines):
+    parts = lines | "ByUser" >> beam.Partition(
+        lambda line, n: user_shard(line, n), self._num_shards)
+    for shard in range(self._num_shards):
+      _ = parts[shard] | f"Write{shard}" >> beam.io.WriteToTFRecord(
+          _shard_name(self._work_dir, self._source, shard), file_name_suffix=".tfrecord")
+    return lines.pipeline
+
+
+def _read_shard(work_dir: str, shard: int):
+  """read(source, pattern) for read_and_validate: the shard's copy of the source's lines."""
+  def read(source, _):
+    return beam.io.ReadFromTFRecord(_shard_name(work_dir, source, shard) + "-*",
+                                    coder=beam.coders.BytesCoder(), validate=False)
+  return read
+
+
+def _stats_path(work_dir: str, shard: int) -> str:
+  return _shard_name(work_dir, "stats", shard) + ".json"
+
+
+def _write_shard_stats(_, path, counts, reasons):
+  with FileSystems.create(path) as f:
+    f.write(json.dumps({"counts": counts, "rejected": [[list(p), n] for p, n in reasons]}
+                       ).encode("utf-8"))
+
+
+def _has_files(pattern: str) -> bool:
+  return any(r.metadata_list for r in FileSystems.match([pattern]))
+
+
+class JobStages(NamedTuple):
+  """The pieces of pipelines.build_dataset's job that each step reuses."""
+  sources: Dict[str, str]  # {source name: input glob}
+  read_text: Callable  # (source, glob) -> PTransform reading raw lines as bytes
+  read_and_validate: Callable
+  group_into_sequences: Callable
+  finish_pipeline: Callable
+  dead_letter_prefix: str
+
+
+def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
+  """Runs the three steps; options_for() gives each pipeline fresh PipelineOptions."""
+  work_dir = args.shard_work_dir or FileSystems.join(args.output_dir, "_user_shards")
+  if FileSystems.exists(work_dir):  # our own leftovers of an interrupted run
+    FileSystems.delete([work_dir])
+  FileSystems.mkdirs(work_dir)
+  sources = stages.sources
+  num_shards = args.user_shards
+  started = time.time()
+
+  with beam.Pipeline(options=options_for()) as pipeline:
+    for source, pattern in sources.items():
+      label = source.capitalize()
+      _ = (pipeline
+           | f"Read{label}" >> stages.read_text(source, pattern)
+           | f"Partition{label}" >> PartitionLinesByUser(work_dir, source, num_shards))
+  _LOG.info("user shards: partitioned the input into %d shards in %.0f s", num_shards,
+            time.time() - started)
+
+  for shard in range(num_shards):
+    shard_sources = {s: p for s, p in sources.items()
+                     if _has_files(_shard_name(work_dir, s, shard) + "-*")}
+    if not shard_sources:  # no line hashed here
+      _write_shard_stats(None, _stats_path(work_dir, shard), {}, [])
+      continue
+    with beam.Pipeline(options=options_for()) as pipeline:
+      valid, counts, reasons = stages.read_and_validate(
+          pipeline, shard_sources, args, f"{stages.dead_letter_prefix}-s{shard:05d}",
+          read=_read_shard(work_dir, shard))
+      sequences, sequence_counts = stages.group_into_sequences(valid, args)
+      _ = (sequences
+           | "Pickle" >> beam.Map(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
+           | "WriteSequences" >> beam.io.WriteToTFRecord(
+               _shard_name(work_dir, SEQUENCES, shard), file_name_suffix=".tfrecord"))
+      summed = ((counts + [sequence_counts]) | "FlattenCounts" >> beam.Flatten()
+                | "SumCounts" >> SumCounts())
+      _ = (pipeline | "Once" >> beam.Create([None])
+           | "WriteShardStats" >> beam.Map(
+               _write_shard_stats, path=_stats_path(work_dir, shard),
+               counts=beam.pvalue.AsSingleton(summed),
+               reasons=beam.pvalue.AsList(reasons[0])))
+    elapsed = time.time() - started
+    _LOG.info("user shards: %d/%d grouped, %.0f s elapsed, ~%.0f s to go", shard + 1,
+              num_shards, elapsed, elapsed / (shard + 1) * (num_shards - shard - 1))
+
+  shard_counts, reason_totals = [], {}
+  for shard in range(num_shards):
+    with FileSystems.open(_stats_path(work_dir, shard)) as f:
+      stats = json.loads(f.read().decode("utf-8"))
+    shard_counts.append(stats["counts"])
+    for path, n in stats["rejected"]:
+      reason_totals[tuple(path)] = reason_totals.get(tuple(path), 0) + n
+
+  with beam.Pipeline(options=options_for()) as pipeline:
+    pattern = _shard_name(work_dir, SEQUENCES, 0)[:-len("00000")] + "*"
+
+    reads = {}
+
+    def read_sequences(label):
+      if label not in reads:
+        reads[label] = (pipeline
+                        | f"Read{label}" >> beam.io.ReadFromTFRecord(
+                            pattern, coder=beam.coders.BytesCoder())
+                        | f"Unpickle{label}" >> beam.Map(pickle.loads))
+      return reads[label]
+
+    counts = [pipeline | "ShardCounts" >> beam.Create(shard_counts)]
+    entries = [pipeline | "ShardRejections" >> beam.Create(sorted(reason_totals.items()))]
+    stages.finish_pipeline(pipeline, args, read_sequences("Sequences"), read_sequences,
+                           counts, entries)
+  _LOG.info("user shards: done in %.0f s", time.time() - started)
+  FileSystems.delete([work_dir])
+
