@@ -57,6 +57,26 @@ def update_readme(readme_path: str, report_text: str, results_dir: str):
   print(f"updated the Results block of {readme_path}")
 
 
+def split_sentence(data_dir: str) -> str:
+  """' Split: ...' from the data dir's stats.json (method, eval share of targets), or ''
+  when it is gone (a re-render on another machine)."""
+  path = os.path.join(data_dir, "stats.json")
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    stats = json.load(f)
+  method = stats.get("time", {}).get("method")
+  share = stats.get("splits", {}).get("eval", {}).get("target_share")
+  described = {"target_quantile": "the latest targets by time (a quantile of target "
+                                  "timestamps)",
+               "explicit": f"targets at/after eval_start={stats['time'].get('eval_start')}",
+               "user_last": "each user's last targets (leave-last-out)"}.get(method)
+  if described is None:  # a stats.json from before split methods were recorded
+    return " Split: see its stats.json."
+  return f" Split: {described}" + (f", eval {share:.1%} of targets." if share is not None
+                                   else ".")
+
+
 def write_report(args, budget, results, seconds):
   out = args.output_dir
   command = getattr(args, "command", None) or (
@@ -81,8 +101,8 @@ def write_report(args, budget, results, seconds):
     lines += [
         f"Budget per model: {budget['epochs']} epoch(s) x {budget['steps']} steps x batch "
         f"{args.batch_size}, L={args.max_len}, S={args.short_len}, default ModelConfig "
-        "otherwise; eval on the pipeline's eval split (latest 10% of the time range, "
-        f"first {args.eval_steps} batches).", ""]
+        "otherwise; eval on the pipeline's eval split (first "
+        f"{args.eval_steps} batches; each setting names its split below).", ""]
   for name, setting in results["settings"].items():
     agg = aggregate(setting["rows"])
     slug = name.replace(" ", "_")
@@ -90,7 +110,8 @@ def write_report(args, budget, results, seconds):
     lines += [f"## Accuracy: {name}", "",
               f"Data: `{_shown_path(setting['data_dir'])}`"
               + (f" (pipelines.synthetic {' '.join(setting['synthetic_args'])})"
-                 if setting["synthetic_args"] else ""), "",
+                 if setting["synthetic_args"] else "") + split_sentence(setting["data_dir"]),
+              "",
               accuracy_table(agg, heuristic_rows(setting["rows"])), "", gap_summary(agg),
               "",
               f"![AUC per model](auc_{slug}.png)", ""]

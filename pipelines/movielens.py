@@ -28,13 +28,13 @@ ml-100k genre flags, a repeated movie id (its first row is kept).
 import argparse
 import collections
 import csv
-import json
 import logging
 import os
 import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from eta_tf import io_utils
 from pipelines import parsing
 
 _LOG = logging.getLogger("pipelines.movielens")
@@ -264,8 +264,9 @@ def convert(input_dir: str, output_dir: str, fmt: str = "auto", positive_rating:
   finally:
     dead.close()
   used = sorted({g for g in movie_genre.values()}, key=ids.__getitem__)
-  with open(os.path.join(output_dir, CATEGORIES_FILE), "w") as f:
-    json.dump({g: ids[g] for g in used}, f, indent=2)
+  # Atomic (temp + fsync + rename): a killed run never leaves half a JSON file.
+  io_utils.atomic_write_json(os.path.join(output_dir, CATEGORIES_FILE),
+                             {g: ids[g] for g in used}, sort_keys=False)
   ratings_rejected = dict(sorted(dead.counts["ratings"].items()))
   stats = {
       "format": fmt,
@@ -281,8 +282,7 @@ def convert(input_dir: str, output_dir: str, fmt: str = "auto", positive_rating:
       "categories": len(used),
       "seconds": round(time.time() - started, 2),
   }
-  with open(os.path.join(output_dir, STATS_FILE), "w") as f:
-    json.dump(stats, f, indent=2)
+  io_utils.atomic_write_json(os.path.join(output_dir, STATS_FILE), stats, sort_keys=False)
   return stats
 
 

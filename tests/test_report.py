@@ -120,3 +120,18 @@ def test_serving_table_reads_kernel_variants_and_components():
        "median_ms": 6.0}]
   old_table = report.serving_table(old)
   assert "| 1024 | 200 | 30.00 |" in old_table and "unsorted" not in old_table
+
+
+@pytest.mark.parametrize("time_split, share, expected", [
+    ({"method": "target_quantile", "eval_start": 5}, 0.1003,
+     " Split: the latest targets by time (a quantile of target timestamps), eval 10.0% of"
+     " targets."),
+    ({"method": "user_last", "eval_start": None}, 0.25,
+     " Split: each user's last targets (leave-last-out), eval 25.0% of targets."),
+    ({}, None, " Split: see its stats.json.")])
+def test_split_sentence_reads_the_data_dir_stats(tmp_path, time_split, share, expected):
+  from bench import report_render  # pylint: disable=g-import-not-at-top  (loads TF)
+  assert report_render.split_sentence(str(tmp_path)) == ""  # no stats.json: nothing claimed
+  (tmp_path / "stats.json").write_text(json.dumps(
+      {"time": time_split, "splits": {"eval": {"target_share": share}}}))
+  assert report_render.split_sentence(str(tmp_path)) == expected
