@@ -29,6 +29,7 @@ from pipelines import leakage as L
 from pipelines import negatives as N
 from pipelines import parsing
 from pipelines import sharded
+from pipelines.progress import LogProgress
 from pipelines import transforms as T
 from pipelines.build_dataset_flags import SAMPLER_MATCHED, make_parser, pipeline_params
 # Stats/metadata assembly lives in dataset_stats; re-exported here for callers and tests.
@@ -141,7 +142,7 @@ def group_into_sequences(valid, args):
 
 
 def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Callable,
-                    counts: list, stat_entries: list) -> None:
+                    counts: list, stat_entries: list, users: Optional[int] = None) -> None:
   """Global facts, filter, negatives, split, encode, write, then stats + schema.
 
   `sequences` feed the per-user chain; `fact_sequences(label)` gives the same users for a
@@ -149,7 +150,7 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
   read of its files per fact: the local runner buffers in memory every PCollection whose
   consumer waits for a side input computed from that PCollection's own stage (the window
   edges of the matched catalog, the time split of the chain), so separate reads are what
-  lets each stage stream.
+  lets each stage stream. `users` (if known) makes the progress lines show an ETA.
   """
   paths = _output_paths(args.output_dir)
   histogram = fact_sequences("Histogram") | "TargetTimeHistogram" >> T.TargetTimeHistogram()
@@ -176,6 +177,8 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
   stat_entries.append(catalog | "CatalogSizes" >> beam.FlatMap(
       lambda c: [(("items",), c.num_items), (("categories",), c.num_categories)]))
 
+  sequences = sequences | "ChainProgress" >> LogProgress(
+      "negatives, split, encode", total=users)
   if args.min_history:
     kept = sequences | "FilterShortHistory" >> T.FilterShortHistory(
         args.min_history, time_split_side)

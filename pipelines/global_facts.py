@@ -9,7 +9,7 @@ import apache_beam as beam
 import numpy as np
 
 from pipelines.parsing import CATEGORY_ID, ITEM_ID, TIMESTAMP
-from pipelines.records import aggregate_rows
+from pipelines.records import aggregate_rows, unique_rows
 
 
 class CompactingCombineFn(beam.CombineFn):
@@ -157,7 +157,7 @@ class Catalog:
   """
 
   def __init__(self, pairs: np.ndarray):
-    pairs = np.unique(np.asarray(pairs, np.int64).reshape(-1, 2), axis=0)  # (cat, item)
+    pairs = unique_rows(np.asarray(pairs, np.int64).reshape(-1, 2))  # (cat, item)
     self.category_ids, self.category_starts, self.category_sizes = np.unique(
         pairs[:, 0], return_index=True, return_counts=True)
     self.category_items = pairs[:, 1].copy()
@@ -181,10 +181,10 @@ class _CatalogFn(CompactingCombineFn):
   def block(self, sequence):
     if not len(sequence.history):
       return None
-    return np.unique(sequence.history[:, [CATEGORY_ID, ITEM_ID]], axis=0)
+    return unique_rows(sequence.history[:, [CATEGORY_ID, ITEM_ID]])
 
   def merge_blocks(self, blocks):
-    return np.unique(np.concatenate(blocks), axis=0)
+    return unique_rows(np.concatenate(blocks))
 
   def finish(self, block):
     return Catalog(np.zeros((0, 2), np.int64) if block is None else block)

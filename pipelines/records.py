@@ -63,12 +63,28 @@ def sort_unique(events) -> (np.ndarray, int):
 
 
 def aggregate_rows(keys: np.ndarray, weights: np.ndarray) -> np.ndarray:
-  """Distinct key rows [K, k] with their summed weights appended [K, k + 1], sorted."""
+  """Distinct key rows [K, k] with their summed weights appended [K, k + 1], sorted.
+
+  A lexsort and a boundary scan, not np.unique(axis=0): that one sorts a void-typed copy
+  and keeps several full copies alive, the peak memory of the pipeline's global tables
+  (issue 12 scale).
+  """
+  keys = np.asarray(keys, np.int64)
   if not len(keys):
     return np.zeros((0, keys.shape[1] + 1), np.int64)
-  distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
-  summed = np.bincount(inverse.reshape(-1), weights=weights).astype(np.int64)
-  return np.concatenate([distinct, summed[:, None]], axis=1)
+  order = np.lexsort(keys.T[::-1])  # first column primary
+  out_keys = keys[order]
+  starts = np.ones(len(out_keys), bool)
+  starts[1:] = (out_keys[1:] != out_keys[:-1]).any(axis=1)
+  starts = np.flatnonzero(starts)
+  summed = np.add.reduceat(np.asarray(weights)[order], starts).astype(np.int64)
+  return np.concatenate([out_keys[starts], summed[:, None]], axis=1)
+
+
+def unique_rows(keys: np.ndarray) -> np.ndarray:
+  """Distinct rows of int64 keys [K, k], sorted (aggregate_rows without the weights)."""
+  keys = np.asarray(keys, np.int64)
+  return aggregate_rows(keys, np.zeros(len(keys), np.int64))[:, :keys.shape[1]]
 
 
 def prior_counts(sequence: UserSequence) -> np.ndarray:

@@ -136,6 +136,7 @@ def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
            | "Pickle" >> beam.Map(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
            | "WriteSequences" >> beam.io.WriteToTFRecord(
                _shard_name(work_dir, SEQUENCES, shard), file_name_suffix=".tfrecord"))
+      counts.append(sequences | "CountSequences" >> beam.Map(lambda _: {"sequences": 1}))
       summed = ((counts + [sequence_counts]) | "FlattenCounts" >> beam.Flatten()
                 | "SumCounts" >> SumCounts())
       _ = (pipeline | "Once" >> beam.Create([None])
@@ -147,10 +148,11 @@ def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
     _LOG.info("user shards: %d/%d grouped, %.0f s elapsed, ~%.0f s to go", shard + 1,
               num_shards, elapsed, elapsed / (shard + 1) * (num_shards - shard - 1))
 
-  shard_counts, reason_totals = [], {}
+  shard_counts, reason_totals, users = [], {}, 0
   for shard in range(num_shards):
     with FileSystems.open(_stats_path(work_dir, shard)) as f:
       stats = json.loads(f.read().decode("utf-8"))
+    users += stats["counts"].pop("sequences", 0)  # not a stats.json count
     shard_counts.append(stats["counts"])
     for path, n in stats["rejected"]:
       reason_totals[tuple(path)] = reason_totals.get(tuple(path), 0) + n
@@ -170,8 +172,10 @@ def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
 
     counts = [pipeline | "ShardCounts" >> beam.Create(shard_counts)]
     entries = [pipeline | "ShardRejections" >> beam.Create(sorted(reason_totals.items()))]
+    _LOG.info("user shards: global facts, then negatives, split and encode for %d users",
+              users)
     stages.finish_pipeline(pipeline, args, read_sequences("Sequences"), read_sequences,
-                           counts, entries)
+                           counts, entries, users=users)
   _LOG.info("user shards: done in %.0f s", time.time() - started)
   FileSystems.delete([work_dir])
 

@@ -127,3 +127,21 @@ def test_user_shards_flag_is_validated(capsys):
     build_dataset.run(["--input=x", "--output_dir=y", "--user_shards=0"])
   assert exit_info.value.code == 2
   assert "--user_shards: must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 5000])
+def test_aggregate_rows_equals_numpy_unique_reference(rows):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from pipelines import records  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(rows)
+  keys = rng.integers(-3, 4, (rows, 3)) * (1 << 40)  # negatives and > 32-bit values
+  weights = rng.integers(1, 5, rows)
+  got = records.aggregate_rows(keys, weights)
+  if rows:
+    distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+    expected = np.concatenate([distinct, np.bincount(
+        inverse.reshape(-1), weights=weights).astype(np.int64)[:, None]], axis=1)
+  else:
+    expected = np.zeros((0, 4), np.int64)
+  assert got.dtype == np.int64 and np.array_equal(got, expected)
+  assert np.array_equal(records.unique_rows(keys), expected[:, :3])
