@@ -30,6 +30,7 @@ from eta_tf import baselines
 from eta_tf import config as config_lib
 from eta_tf import features as F
 from pipelines import build_dataset
+from pipelines import dataset_stats
 from pipelines import movielens
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,7 +71,7 @@ def prepare(movielens_dir: str, work_dir: str, pipeline_args: Sequence[str],
       f"--input={os.path.join(logs, movielens.BEHAVIORS_FILE)}",
       f"--impressions={os.path.join(logs, movielens.IMPRESSIONS_FILE)}",
       f"--output_dir={data_dir}", f"--seed={seed}", "--overwrite", *pipeline_args])
-  print(build_dataset.summarize(stats), flush=True)
+  print(dataset_stats.summarize(stats), flush=True)
   return {"logs": logs, "data": data_dir}
 
 

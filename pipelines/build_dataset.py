@@ -32,11 +32,11 @@ from pipelines import sharded
 from pipelines.progress import LogProgress
 from pipelines import transforms as T
 from pipelines.build_dataset_flags import SAMPLER_MATCHED, make_parser, pipeline_params
-# Stats/metadata assembly lives in dataset_stats; re-exported here for callers and tests.
-from pipelines.dataset_stats import (  # noqa: F401
-    MAX_SHARE_DEVIATION, SPLIT_METHODS, SPLIT_TIME, SPLIT_USER_LAST, UnbalancedStatsError,
-    _write_json, add_split_shares, assemble_stats, check_balanced, schema_with_params,
-    split_check, summarize, write_metadata)
+from pipelines.dataset_stats import SPLIT_USER_LAST, summarize, write_metadata
+from pipelines.global_facts import BuildCatalog, DescribeTimeSplit, TargetTimeHistogram
+from pipelines.negative_sampling import SampleNegatives, sample_uniform_negatives
+from pipelines.split_stats import SplitStats, SumCounts
+from pipelines.tags import COUNTS, FILTERED, REJECTED, VALID
 
 TFRECORD_SUFFIX = ".tfrecord.gz"
 DEAD_LETTER_SUFFIX = ".txt"
@@ -109,9 +109,9 @@ def read_and_validate(pipeline: beam.Pipeline, sources: Dict[str, str], args,
     lines = pipeline | f"Read{label}" >> read(source, pattern)
     parsed = lines | f"ParseAndValidate{label}" >> T.ParseAndValidate(
         source, args.min_timestamp, args.max_timestamp)
-    valid[source] = parsed[T.VALID]
-    rejected.append(parsed[T.REJECTED])
-    counts.append(parsed[T.COUNTS])
+    valid[source] = parsed[VALID]
+    rejected.append(parsed[REJECTED])
+    counts.append(parsed[COUNTS])
 
   rejected = rejected | "FlattenRejected" >> beam.Flatten()
   (rejected
@@ -131,14 +131,14 @@ def group_into_sequences(valid, args):
   """{source: (user, event)} -> (UserSequence PCollection with candidate targets and, for
   --split=user_last, each user's eval_start; count-dict PCollection)."""
   built = valid | "GroupByUser" >> T.GroupByUser() | "BuildSequences" >> T.BuildSequences()
-  sequences = built[T.VALID]
+  sequences = built[VALID]
   if not args.impressions:
     sequences = sequences | "SelectPositiveTargets" >> T.SelectPositiveTargets(
         args.positive_behaviors)
   if args.split == SPLIT_USER_LAST:
     sequences = sequences | "AssignUserLastSplit" >> T.AssignUserLastSplit(
         args.eval_targets_per_user)
-  return sequences, built[T.COUNTS]
+  return sequences, built[COUNTS]
 
 
 def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Callable,
@@ -153,8 +153,8 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
   lets each stage stream. `users` (if known) makes the progress lines show an ETA.
   """
   paths = _output_paths(args.output_dir)
-  histogram = fact_sequences("Histogram") | "TargetTimeHistogram" >> T.TargetTimeHistogram()
-  time_split = histogram | "ComputeTimeSplit" >> T.DescribeTimeSplit(
+  histogram = fact_sequences("Histogram") | "TargetTimeHistogram" >> TargetTimeHistogram()
+  time_split = histogram | "ComputeTimeSplit" >> DescribeTimeSplit(
       args.eval_fraction, args.eval_start, args.split == SPLIT_USER_LAST)
   time_split_side = beam.pvalue.AsSingleton(time_split)
   # Equal-count windows of target time: matched negatives and the leakage check.
@@ -171,9 +171,9 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
         fact_sequences("Cells") | "BuildMatchedCatalog" >> N.BuildMatchedCatalog(edges))
     sampler = N.sample_matched_negatives
   else:
-    sampler_catalog, sampler = None, T.sample_uniform_negatives
+    sampler_catalog, sampler = None, sample_uniform_negatives
   stat_entries.append(_entries(time_split, "time"))
-  catalog = fact_sequences("Histogram") | "BuildCatalog" >> T.BuildCatalog()
+  catalog = fact_sequences("Histogram") | "BuildCatalog" >> BuildCatalog()
   stat_entries.append(catalog | "CatalogSizes" >> beam.FlatMap(
       lambda c: [(("items",), c.num_items), (("categories",), c.num_categories)]))
 
@@ -182,22 +182,22 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
   if args.min_history:
     kept = sequences | "FilterShortHistory" >> T.FilterShortHistory(
         args.min_history, time_split_side)
-    sequences = kept[T.VALID]
+    sequences = kept[VALID]
     stat_entries.append(
-        kept[T.FILTERED]
+        kept[FILTERED]
         | "SumFiltered" >> beam.CombinePerKey(sum)
         | "FilteredEntry" >> beam.MapTuple(
             lambda split, n: (("splits", split, "filtered_min_history"), n)))
 
   if not args.impressions and args.negatives_per_positive:
-    with_negatives = sequences | "SampleNegatives" >> T.SampleNegatives(
+    with_negatives = sequences | "SampleNegatives" >> SampleNegatives(
         sampler_catalog or beam.pvalue.AsSingleton(catalog), args.negatives_per_positive,
         args.seed, sampler)
-    sequences = with_negatives[T.VALID]
-    counts.append(with_negatives[T.COUNTS])
+    sequences = with_negatives[VALID]
+    counts.append(with_negatives[COUNTS])
 
   splits = sequences | "SplitByTime" >> T.SplitByTime(time_split_side)
-  counts.append(splits[T.COUNTS])
+  counts.append(splits[COUNTS])
   for split in features.SPLITS:
     label = split.capitalize()
     written = (splits[split]
@@ -211,13 +211,13 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
         written | f"Files{label}" >> beam.combiners.ToList()
         | f"Bytes{label}" >> beam.Map(_file_bytes), "splits", split, "bytes_written"))
     stat_entries.append(_entries(
-        splits[split] | f"Stats{label}" >> T.SplitStats(), "splits", split, "sequences"))
+        splits[split] | f"Stats{label}" >> SplitStats(), "splits", split, "sequences"))
     stat_entries.append(_entries(
         splits[split] | f"Leakage{label}" >> L.LeakageCheck(item_facts, check_edges),
         "splits", split, "leakage"))
 
   stat_entries.append(_entries(
-      counts | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> T.SumCounts(), "counts"))
+      counts | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> SumCounts(), "counts"))
   entries = stat_entries | "FlattenStats" >> beam.Flatten()
   params = pipeline_params(args)
   _ = (pipeline

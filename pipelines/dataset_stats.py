@@ -2,7 +2,7 @@
 the pipeline's flat stat entries, the split-share and row-balance checks, the atomic writes,
 and the one-screen summary logged by build_dataset.run.
 
-Split off pipelines/build_dataset.py (issue 15), which re-exports these names.
+Split off pipelines/build_dataset.py (issue 15).
 """
 from typing import Dict
 
@@ -11,6 +11,7 @@ from pipelines import metadata_files
 from pipelines import negatives as N
 from pipelines import parsing
 from pipelines import transforms as T
+from pipelines.split_stats import nest
 
 SPLIT_TIME = "time"
 SPLIT_USER_LAST = "user_last"
@@ -21,7 +22,7 @@ MAX_SHARE_DEVIATION = 0.05
 
 def assemble_stats(params: dict, entries) -> dict:
   """Turns the flat stat entries of the pipeline into the documented stats.json layout."""
-  raw = T.nest(entries)
+  raw = nest(entries)
   counts = raw.get("counts", {})
   stats = {"rows": {}}
   for source in params["sources"]:

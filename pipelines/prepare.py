@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from eta_tf import features as F
 from pipelines import build_dataset
+from pipelines import dataset_stats
 from pipelines import synthetic
 
 
@@ -27,7 +28,7 @@ def build(log_glob: str, data_dir: str, seed: int, extra_args: Sequence[str] = (
   partial = data_dir + ".partial"
   stats = build_dataset.run([f"--input={log_glob}", f"--output_dir={partial}",
                              f"--seed={seed}", "--overwrite", *extra_args])
-  print(build_dataset.summarize(stats), flush=True)
+  print(dataset_stats.summarize(stats), flush=True)
   os.replace(partial, data_dir)
   return data_dir
 

@@ -18,10 +18,11 @@ computed from the per-user sequences and fed back as side inputs.
 
 This module holds parsing, grouping, per-user sequences and targets, split and encode;
 pipelines.global_facts (time split, catalog), pipelines.negative_sampling and
-pipelines.split_stats hold the rest, re-exported here.
+pipelines.split_stats hold the rest, pipelines.tags the output tags; import those names
+from there.
 """
 import collections
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.transforms import window
@@ -30,19 +31,11 @@ import numpy as np
 
 from eta_tf import features
 from pipelines import parsing
-from pipelines.parsing import CATEGORY_ID, ITEM_ID, KIND, TIMESTAMP
+from pipelines.parsing import KIND, TIMESTAMP
 from pipelines.records import UserSequence, empty_events, encode_example
 from pipelines.records import prior_counts, sort_unique
 
-# Re-exported: the whole chain stays importable as `pipelines.transforms` (build_dataset, tests).
-from pipelines.global_facts import (  # noqa: F401  pylint: disable=unused-import
-    BuildCatalog, Catalog, CompactingCombineFn, ComputeTimeSplit, DescribeTimeSplit,
-    TargetTimeHistogram, quantile_eval_start)
-from pipelines.negative_sampling import (  # noqa: F401  pylint: disable=unused-import
-    SampleNegatives, sample_negatives, sample_uniform_negatives)
-from pipelines.split_stats import (  # noqa: F401  pylint: disable=unused-import
-    SplitStats, SumCounts, nest, percentiles)
-from pipelines.tags import COUNTS, FILTERED, REJECTED, VALID  # noqa: F401
+from pipelines.tags import COUNTS, FILTERED, REJECTED, VALID
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ from eta_tf import data
 from eta_tf import features as F
 from pipelines import parsing
 from pipelines import transforms as T
+from pipelines import global_facts
+from pipelines import negative_sampling
+from pipelines import tags
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -60,9 +63,9 @@ def test_parse_and_validate_ptransform_splits_valid_and_rejected():
   with TestPipeline() as p:
     out = (p | beam.Create(lines)
            | T.ParseAndValidate(parsing.SOURCE_BEHAVIORS))
-    assert_that(out[T.VALID], equal_to([(1, (1511539200, 2, 3, 1)),
+    assert_that(out[tags.VALID], equal_to([(1, (1511539200, 2, 3, 1)),
                                         (4, (1511539300, 5, 6, 3))]), label="valid")
-    assert_that(out[T.REJECTED] | beam.MapTuple(lambda s, r, l: (s, r)),
+    assert_that(out[tags.REJECTED] | beam.MapTuple(lambda s, r, l: (s, r)),
                 equal_to([(parsing.SOURCE_BEHAVIORS, parsing.REASON_EMPTY_LINE),
                           (parsing.SOURCE_BEHAVIORS,
                            parsing.REASON_WRONG_COLUMN_COUNT)]), label="rejected")
@@ -116,7 +119,7 @@ def test_group_and_build_sequences_sort_and_deduplicate():
   with TestPipeline() as p:
     grouped = ({parsing.SOURCE_BEHAVIORS: p | beam.Create(events)} | T.GroupByUser())
     built = grouped | T.BuildSequences()
-    assert_that(built[T.VALID] | beam.Map(_plain), equal_to([
+    assert_that(built[tags.VALID] | beam.Map(_plain), equal_to([
         (7, ((10, 3, 4, 1), (30, 1, 2, 1)), ()), (8, ((5, 9, 9, 4),), ())]))
 
 
@@ -129,9 +132,9 @@ def test_select_positive_targets_and_filter_short_history():
     split = beam.pvalue.AsSingleton(p | "split" >> beam.Create([{"eval_start": 25}]))
     filtered = seqs | T.FilterShortHistory(1, split)
     # The first pv has no earlier behavior: dropped and counted as a train target.
-    assert_that(filtered[T.VALID] | "plain2" >> beam.Map(_plain), equal_to([
+    assert_that(filtered[tags.VALID] | "plain2" >> beam.Map(_plain), equal_to([
         (1, tuple(history), ((30, 3, 2, 1),))]), label="kept")
-    assert_that(filtered[T.FILTERED], equal_to([(F.TRAIN_SPLIT, 1)]), label="counted")
+    assert_that(filtered[tags.FILTERED], equal_to([(F.TRAIN_SPLIT, 1)]), label="counted")
 
 
 def test_split_by_time_truncates_train_history():
@@ -157,10 +160,10 @@ def _check_negatives(actual):
 
 
 def test_sample_negatives_same_category():
-  catalog = T.Catalog(np.array([[1, 11], [1, 12], [1, 13], [2, 21]]))  # (category, item)
+  catalog = global_facts.Catalog(np.array([[1, 11], [1, 12], [1, 13], [2, 21]]))  # (category, item)
   positives = [(40, 11, 1, 1), (50, 21, 2, 1)]
   with TestPipeline() as p:
     side = beam.pvalue.AsSingleton(p | "cat" >> beam.Create([catalog]))
-    out = p | beam.Create([_seq(3, [(1, 11, 1, 1)], positives)]) | T.SampleNegatives(
-        side, 1, seed=9)
-    assert_that(out[T.VALID] | beam.Map(_plain), _check_negatives)
+    out = (p | beam.Create([_seq(3, [(1, 11, 1, 1)], positives)])
+           | negative_sampling.SampleNegatives(side, 1, seed=9))
+    assert_that(out[tags.VALID] | beam.Map(_plain), _check_negatives)

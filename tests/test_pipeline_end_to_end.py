@@ -12,6 +12,7 @@ import pytest
 
 from eta_tf import data, features
 from pipelines import build_dataset, parsing, records, synthetic
+from pipelines import dataset_stats
 
 NUM_USERS = 40  # ~8k events + noise: big enough for every path, small enough for CI
 
@@ -164,4 +165,4 @@ def test_commands_have_help():
                          text=True, timeout=120, check=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert "usage:" in out.stdout and "--seed" in out.stdout
-  assert json.dumps(build_dataset.schema_with_params({"a": 1}, {"eval_start": 2}))
+  assert json.dumps(dataset_stats.schema_with_params({"a": 1}, {"eval_start": 2}))

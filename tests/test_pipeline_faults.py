@@ -15,6 +15,7 @@ import pytest
 
 from eta_tf import features
 from pipelines import build_dataset, parsing as P, synthetic
+from pipelines import dataset_stats
 from pipelines import transforms as T
 
 TS = 1511568000  # 2017-11-25
@@ -183,7 +184,7 @@ def test_unbalanced_job_fails(tmp_path, monkeypatch):
 def test_check_balanced_names_the_source():
   stats = {"rows": {"behaviors": {"input": 3, "accepted": 1, "rejected": 1,
                                   "balanced": False}}}
-  with pytest.raises(build_dataset.UnbalancedStatsError, match="behaviors: input 3"):
-    build_dataset.check_balanced(stats)
+  with pytest.raises(dataset_stats.UnbalancedStatsError, match="behaviors: input 3"):
+    dataset_stats.check_balanced(stats)
   stats["rows"]["behaviors"].update(accepted=2, balanced=True)
-  build_dataset.check_balanced(stats)
+  dataset_stats.check_balanced(stats)

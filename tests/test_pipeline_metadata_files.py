@@ -6,7 +6,7 @@ import os
 import pytest
 from apache_beam.io.localfilesystem import LocalFileSystem
 
-from pipelines import build_dataset
+from pipelines import dataset_stats
 from pipelines import metadata_files
 
 OLD = {"rows": {"behaviors": {"input": 1}}}
@@ -63,7 +63,7 @@ def test_local_replace_failure_keeps_previous_file_and_no_temp(tmp_path, monkeyp
     raise OSError("killed before the move")
   monkeypatch.setattr(os, "replace", crash)
   with pytest.raises(OSError, match="killed before the move"):
-    build_dataset._write_json(path, NEW)
+    dataset_stats._write_json(path, NEW)
   assert json.load(open(path)) == OLD
   assert os.listdir(tmp_path) == ["stats.json"]
 
@@ -73,7 +73,7 @@ def test_unserializable_content_leaves_previous_file_intact(tmp_path):
   path = str(tmp_path / "schema.json")
   _write_old(path)
   with pytest.raises(TypeError):
-    build_dataset._write_json(path, {"bad": object()})
+    dataset_stats._write_json(path, {"bad": object()})
   assert json.load(open(path)) == OLD
   assert os.listdir(tmp_path) == ["schema.json"]
 
@@ -81,7 +81,7 @@ def test_unserializable_content_leaves_previous_file_intact(tmp_path):
 def test_local_success_writes_same_layout(tmp_path):
   path = str(tmp_path / "stats.json")
   _write_old(path)
-  build_dataset._write_json(path, NEW)
+  dataset_stats._write_json(path, NEW)
   assert open(path).read() == json.dumps(NEW, indent=2, sort_keys=True)
   assert os.listdir(tmp_path) == ["stats.json"]
 

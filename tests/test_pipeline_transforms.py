@@ -8,6 +8,10 @@ from eta_tf import features
 from pipelines import parsing as P
 from pipelines import records as R
 from pipelines import transforms as T
+from pipelines import global_facts
+from pipelines import negative_sampling
+from pipelines import split_stats
+from pipelines import tags
 from pipelines.build_dataset import LOCAL_RUNNER
 
 PV, CART, BUY = (features.BEHAVIOR_TYPES[n] for n in ("pv", "cart", "buy"))
@@ -33,15 +37,15 @@ def test_parse_and_validate_routes_every_row():
            b"\xef\xbb\xbf3,30,300,buy,1511568001\r", b"4,40"]
   with _pipeline() as p:
     out = p | beam.Create(lines) | T.ParseAndValidate(P.SOURCE_BEHAVIORS)
-    assert_that(out[T.VALID], equal_to([(1, (1511568000, 10, 100, PV)),
+    assert_that(out[tags.VALID], equal_to([(1, (1511568000, 10, 100, PV)),
                                         (3, (1511568001, 30, 300, BUY))]), label="valid")
-    assert_that(out[T.REJECTED], equal_to([
+    assert_that(out[tags.REJECTED], equal_to([
         (P.SOURCE_BEHAVIORS, P.REASON_EMPTY_LINE, b""),
         (P.SOURCE_BEHAVIORS, P.REASON_UNKNOWN_BEHAVIOR_TYPE, b"2,20,200,nope,1511568000"),
         (P.SOURCE_BEHAVIORS, P.REASON_WRONG_COLUMN_COUNT, b"4,40")]), label="rejected")
-    total = out[T.COUNTS] | T.SumCounts()
+    total = out[tags.COUNTS] | split_stats.SumCounts()
     assert_that(total, equal_to([{T.input_key(P.SOURCE_BEHAVIORS): 5}]), label="counts")
-    dead = out[T.REJECTED] | T.FormatDeadLetter()
+    dead = out[tags.REJECTED] | T.FormatDeadLetter()
     assert_that(dead, equal_to(["behaviors\tempty_line\t",
                                 "behaviors\tunknown_behavior_type\t2,20,200,nope,1511568000",
                                 "behaviors\twrong_column_count\t4,40"]), label="dead")
@@ -55,12 +59,12 @@ def test_group_build_sequences_sorts_dedups_and_counts():
     grouped = {P.SOURCE_BEHAVIORS: p | "B" >> beam.Create(behaviors),
                 P.SOURCE_IMPRESSIONS: p | "I" >> beam.Create(impressions)} | T.GroupByUser()
     built = grouped | T.BuildSequences()
-    assert_that(built[T.VALID] | beam.Map(as_lists), equal_to([
+    assert_that(built[tags.VALID] | beam.Map(as_lists), equal_to([
         (1, [[10, 6, 60, PV], [20, 7, 70, CART], [30, 5, 50, PV]], [[40, 9, 90, 1]]),
         (2, [[5, 8, 80, PV]], []),
         (3, [], [[50, 9, 90, 0]]),
     ]))
-    assert_that(built[T.COUNTS] | T.SumCounts(), equal_to([{
+    assert_that(built[tags.COUNTS] | split_stats.SumCounts(), equal_to([{
         "behaviors_accepted": 5, "behaviors_duplicates_removed": 1,
         "users_with_behaviors": 2, "impressions_accepted": 3,
         "impressions_duplicates_removed": 1, "users_with_impressions": 2}]), label="counts")
@@ -83,15 +87,15 @@ def test_select_positive_targets_and_filter_short_history():
     # 4 (eval) -> one train target filtered.
     kept = positives | T.FilterShortHistory(2, beam.pvalue.AsSingleton(
         p | "TS" >> beam.Create([time_split])))
-    assert_that(kept[T.VALID] | "L2" >> beam.Map(lambda s: s.targets[:, 0].tolist()),
+    assert_that(kept[tags.VALID] | "L2" >> beam.Map(lambda s: s.targets[:, 0].tolist()),
                 equal_to([[30, 40]]), label="kept")
-    assert_that(kept[T.FILTERED], equal_to([(features.TRAIN_SPLIT, 1)]), label="filtered")
+    assert_that(kept[tags.FILTERED], equal_to([(features.TRAIN_SPLIT, 1)]), label="filtered")
 
 
 def test_quantile_eval_start():
   def start(timestamps, fraction):
     times, counts = np.unique(np.asarray(timestamps, np.int64), return_counts=True)
-    return T.quantile_eval_start(times, counts, fraction)
+    return global_facts.quantile_eval_start(times, counts, fraction)
 
   # 10 targets at 100..109: the latest 10% is the one at 109, 30% from 107 on.
   assert start(range(100, 110), 0.1) == 109
@@ -119,7 +123,7 @@ def test_compute_time_split_and_split_by_time():
   b = seq(2, [[5, 1, 1, PV]], [[20, 4, 1, 1]])  # only train targets
   with _pipeline() as p:
     sequences = p | beam.Create([a, b])
-    time_split = sequences | T.ComputeTimeSplit(eval_fraction=0.5)
+    time_split = sequences | global_facts.ComputeTimeSplit(eval_fraction=0.5)
     assert_that(time_split, equal_to([{"target_timestamp_min": 10, "method": "target_quantile",
                                        "target_timestamp_max": 30, "eval_start": 20}]),
                 label="time")
@@ -133,14 +137,14 @@ def test_compute_time_split_and_split_by_time():
 
 
 def _catalog(pairs):
-  return T.Catalog(np.asarray(pairs, np.int64))
+  return global_facts.Catalog(np.asarray(pairs, np.int64))
 
 
 def test_sample_negatives_rules():
   rng = np.random.default_rng(0)
   catalog = _catalog([(1, 10), (1, 11), (1, 12), (2, 20), (3, 30), (3, 31)])
   positives = np.asarray([[100, 10, 1, 1], [200, 20, 2, 1], [300, 99, 7, 1]], np.int64)
-  neg = T.sample_negatives(positives, catalog, 50, rng).reshape(3, 50, 4)
+  neg = negative_sampling.sample_negatives(positives, catalog, 50, rng).reshape(3, 50, 4)
   assert (neg[..., 3] == 0).all()
   assert (neg[:, :, 0] == positives[:, None, 0]).all()  # positive's timestamp
   # Category 1 has other items: same category, never the positive item.
@@ -152,10 +156,10 @@ def test_sample_negatives_rules():
   # Unknown category: any item.
   assert set(neg[2, :, 1]) <= set(owner)
   # No other item anywhere: item 0 (unavailable).
-  lonely = T.sample_negatives(positives[:1], _catalog([(1, 10)]), 2, rng)
+  lonely = negative_sampling.sample_negatives(positives[:1], _catalog([(1, 10)]), 2, rng)
   assert (lonely[:, 1] == 0).all()
   # Seeded: same stream, same negatives.
-  again = T.sample_negatives(positives, catalog, 50, np.random.default_rng(0))
+  again = negative_sampling.sample_negatives(positives, catalog, 50, np.random.default_rng(0))
   assert np.array_equal(again.reshape(3, 50, 4), neg)
 
 
@@ -164,10 +168,10 @@ def test_build_catalog_and_sample_negatives_transform():
   b = seq(2, [[1, 12, 1, PV]], [[6, 20, 2, 1]])
   with _pipeline() as p:
     sequences = p | beam.Create([a, b])
-    catalog = sequences | T.BuildCatalog()
+    catalog = sequences | global_facts.BuildCatalog()
     assert_that(catalog | beam.Map(lambda c: (c.item_ids.tolist(), c.category_ids.tolist())),
                 equal_to([([10, 11, 12, 20], [1, 2])]), label="catalog")
-    out = sequences | T.SampleNegatives(beam.pvalue.AsSingleton(catalog), 2, seed=3)
+    out = sequences | negative_sampling.SampleNegatives(beam.pvalue.AsSingleton(catalog), 2, seed=3)
 
     def check(s):
       t = s.targets
@@ -175,11 +179,11 @@ def test_build_catalog_and_sample_negatives_transform():
       assert (t[1:, 1] != t[0, 1]).all() and (t[:, 0] == t[0, 0]).all()
       return s.user_id, s.targets[1:, 1].tolist()
 
-    assert_that(out[T.VALID] | beam.Map(check) | beam.Map(lambda r: r[0]),
+    assert_that(out[tags.VALID] | beam.Map(check) | beam.Map(lambda r: r[0]),
                 equal_to([1, 2]), label="negatives")
   # Same seed twice -> same negatives (seeded per user, not per bundle).
   rng = np.random.default_rng([3, 1])
-  expected = T.sample_negatives(a.targets, T.Catalog(np.asarray(
+  expected = negative_sampling.sample_negatives(a.targets, global_facts.Catalog(np.asarray(
       [(1, 10), (1, 11), (2, 20), (1, 12)])), 2, rng)
   assert set(expected[:, 1]) <= {11, 12}
 
@@ -198,7 +202,7 @@ def test_split_stats_against_numpy():
           [[2, 9, 9, 1], [2, 8, 9, 0], [9, 9, 9, 1]])
   b = seq(2, [[1, 1, 1, 1]], [[1, 5, 5, 0]])
   with _pipeline() as p:
-    stats = p | beam.Create([a, b]) | T.SplitStats()
+    stats = p | beam.Create([a, b]) | split_stats.SplitStats()
     prior = [1, 1, 3, 0]  # behaviors strictly before each target
 
     def check(s):
@@ -215,16 +219,16 @@ def test_split_stats_against_numpy():
 def test_percentiles_nearest_rank():
   values = np.random.default_rng(1).integers(0, 50, 1001)
   hist = dict(zip(*np.unique(values, return_counts=True)))
-  out = T.percentiles({int(k): int(v) for k, v in hist.items()})
+  out = split_stats.percentiles({int(k): int(v) for k, v in hist.items()})
   s = np.sort(values)
   for name, q in (("p50", 50), ("p90", 90), ("p99", 99)):
     assert out[name] == s[int(np.ceil(q / 100 * len(s))) - 1]
   assert out["max"] == s[-1] and out["count"] == 1001
-  assert T.percentiles({})["p50"] is None
+  assert split_stats.percentiles({})["p50"] is None
 
 
 def test_compacting_combine_merges_often_and_exactly():
-  class KeyCounts(T.CompactingCombineFn):
+  class KeyCounts(global_facts.CompactingCombineFn):
     _MIN_PENDING = 3  # merge every few elements
 
     def block(self, keys):
