@@ -117,7 +117,11 @@ def run(movielens_dir: str, work_dir: str, budget: dict, command: str,
   rows: List[dict] = []
   for seed in seeds:
     for model in models:
-      config = count_floor.model_config(model, max_len=max_len, short_len=short_len)
+      # The product's models as ModelConfig defaults them (count_floor pins "eta" to
+      # item signatures for its own rows); other names are count_floor's variants.
+      config = (config_lib.ModelConfig(model=model, max_len=max_len, short_len=short_len)
+                if model in config_lib.MODEL_NAMES else
+                count_floor.model_config(model, max_len=max_len, short_len=short_len))
       result = count_floor.train_early_stopped(config, dirs["data"], pattern, seed, loop,
                                                train_counts)
       fitted = len(result["val_auc_history"]) * loop.steps * batch_size

@@ -112,20 +112,22 @@ class ModelConfig(_Config):
                           "first, then a fixed pseudo-random k: the floor of retrieval) "
                           "and oracle (the top-k by the model's own full attention scores "
                           "over all L: the ceiling).", choices=RETRIEVALS)
-  signature_fields: str = option("item", "What eta's signature hashes: item (SimHash of the "
-                                 "item embedding, m bits) or item_category (SimHash(item) "
-                                 "‖ SimHash(category), m bits each, distances add: "
-                                 "same-category behaviors come closer); at export both are "
-                                 "frozen tables.", choices=SIGNATURE_FIELDS)
-  signature_distance: str = option("sum", "How eta ranks by an item_category signature: "
-                                   "sum (item + category Hamming distance) or "
-                                   "category_first (category distance x (m + 1) + item "
-                                   "distance: behaviors whose category signature is "
-                                   "nearest come first, by item nearness among them; "
-                                   "SIM(hard)'s key with ETA's order inside it), "
-                                   "or the control category_only (category_first, "
-                                   "keeping only behaviors at category distance 0, as "
-                                   "SIM(hard) masks other categories).",
+  signature_fields: str = option("item_category", "What eta's signature hashes: "
+                                 "item_category (SimHash(item) ‖ SimHash(category), m bits "
+                                 "each; two frozen tables at export) or item (SimHash of "
+                                 "the item embedding alone, the paper's ETA).",
+                                 choices=SIGNATURE_FIELDS)
+  signature_distance: str = option("category_first", "How eta ranks by an item_category "
+                                   "signature: category_first (category distance x "
+                                   "(m + 1) + item distance: behaviors whose category "
+                                   "signature is nearest come first, by item nearness "
+                                   "among them; SIM(hard)'s key with ETA's order inside "
+                                   "it; docs/DESIGN.md §5), sum (item + category Hamming "
+                                   "distance), or the control category_only "
+                                   "(category_first keeping only behaviors at category "
+                                   "distance 0, as SIM(hard) masks other categories). "
+                                   "Not read with signature_fields=item (one field, one "
+                                   "distance).",
                                    choices=SIGNATURE_DISTANCES)
 
   def __post_init__(self):
@@ -153,9 +155,6 @@ class ModelConfig(_Config):
       fail("signature_fields", f"choose one of {', '.join(SIGNATURE_FIELDS)}")
     if self.signature_distance not in SIGNATURE_DISTANCES:
       fail("signature_distance", f"choose one of {', '.join(SIGNATURE_DISTANCES)}")
-    if self.signature_distance != "sum" and self.signature_fields != "item_category":
-      fail("signature_distance", "needs signature_fields='item_category' (a category "
-           f"signature to rank by), not {self.signature_fields!r}")
     if self.hash_bits not in SUPPORTED_HASH_BITS:
       fail("hash_bits", f"must be one of {SUPPORTED_HASH_BITS}")
     for field in ("max_len", "short_len", "item_dim", "category_dim", "behavior_type_dim",

@@ -133,7 +133,7 @@ def test_layout_warmup_metadata_and_labels(eta_export):
 
 
 def test_eta_scores_equal_training_time_model(eta_export, small_data_dir):
-  """eta serves from the frozen item-signature table; training recomputes SimHash."""
+  """eta serves from the frozen signature tables; training recomputes SimHash."""
   model, version_dir = eta_export["model"], eta_export["version_dir"]
   assert model.signature_table is None  # the training-time model hashes embeddings
   config = model.config
@@ -143,9 +143,18 @@ def test_eta_scores_equal_training_time_model(eta_export, small_data_dir):
   # The table holds exactly the signatures the trained model computes for every bucket.
   expected = model.long_block.simhash(model.embedding.item_embedding.embeddings).numpy()
   np.testing.assert_array_equal(table, expected)
-  # Both serving functions read the table and never the SimHash projection.
+  tables = ["item_signature_table"]
+  if config.signature_fields == "item_category":  # the default: a category table too
+    tables.append("category_signature_table")
+    category_table = tf.train.load_variable(
+        os.path.join(version_dir, "variables", "variables"),
+        "category_signature_table/.ATTRIBUTES/VARIABLE_VALUE")
+    assert category_table.shape == (config.category_buckets, config.hash_words)
+    np.testing.assert_array_equal(category_table, model.long_block.category_simhash(
+        model.embedding.category_embedding.embeddings).numpy())
+  # Both serving functions read the tables and never a SimHash projection.
   for name, variables in _signature_variables(version_dir).items():
-    assert "item_signature_table" in variables, (name, sorted(variables))
+    assert set(tables) <= set(variables), (name, sorted(variables))
     assert not any("simhash" in v for v in variables), (name, sorted(variables))
   _assert_session_matches_model(version_dir, model,
                                 _eval_inputs(small_data_dir, config.max_len))

@@ -143,7 +143,9 @@ def test_serving_memory_sizes_table_share_resident_and_request_bytes(tiny_run, t
   assert sizes["total_bytes"] == serving_memory.dir_bytes(str(out / "exports" / f"eta_L{L}"))
   assert sizes["graph_bytes"] + sizes["variables_bytes"] <= sizes["total_bytes"]
   config = ModelConfig(model="eta", max_len=L)
-  assert sizes["signature_table_bytes"] == config.item_buckets * config.hash_words * 8
+  buckets = config.item_buckets + (config.category_buckets  # the category table
+                                   if config.signature_fields == "item_category" else 0)
+  assert sizes["signature_table_bytes"] == buckets * config.hash_words * 8
   assert sizes["signature_table_share"] == pytest.approx(
       sizes["signature_table_bytes"] / sizes["total_bytes"])
   resident = result["models"]["eta"]["resident"]

@@ -263,8 +263,17 @@ def test_category_first_retrieval_equals_numpy_reference(signature_distance):
   np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, rtol=1e-5, atol=1e-6)
 
 
-def test_category_first_needs_a_category_signature():
-  with pytest.raises(ConfigError, match="signature_distance='category_first'"):
-    ModelConfig(signature_distance="category_first")
+def test_item_signatures_rank_by_their_one_distance():
+  """signature_distance is not read with item signatures (one field): category_first
+  there retrieves exactly what sum does; an unknown distance is a ConfigError."""
+  tf.keras.utils.set_random_seed(9)
+  feats = _samples(seed=9)
+  models = [build_model(ModelConfig(model="eta", signature_fields="item",
+                                    signature_distance=d, **SMALL))
+            for d in ("sum", "category_first")]
+  models[1].set_weights(models[0].get_weights())
+  got = [[t.numpy() for t in m.long_block.retrieve(_context(m, feats))] for m in models]
+  for a, b in zip(*got):
+    np.testing.assert_array_equal(a, b)
   with pytest.raises(ConfigError, match="signature_distance='nearest'"):
     ModelConfig(signature_fields="item_category", signature_distance="nearest")

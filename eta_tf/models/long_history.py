@@ -189,7 +189,8 @@ class EtaBlock(LongHistoryBlock):
     """Indices int32 [B, N, k], Hamming distances int32 [B, N, k] and mask [B, N, k]."""
     history_signatures, candidate_signatures = self._signatures(context)
     k, valid = self.config.top_k, context["valid"]
-    if self.config.retrieval == "hamming" and self.config.signature_distance == "sum":
+    by_sum = self.category_simhash is None or self.config.signature_distance == "sum"
+    if self.config.retrieval == "hamming" and by_sum:
       return self.top_k(candidate_signatures, history_signatures, mask=valid)
     if self.config.retrieval == "hamming":  # category_first / category_only
       m = self.config.hash_bits
