@@ -38,12 +38,8 @@ import time
 
 from bench import compare_models  # (sets tf-keras before TF via eta_tf)
 from bench import real_data
-# Re-exported: the rendering API (tests and callers use bench.report.serving_table etc.).
-from bench.report_render import (  # noqa: F401  pylint: disable=unused-import
-    PAPER_FIGURES, README, README_BEGIN, README_END, update_readme, write_report)
-from bench.report_tables import (  # noqa: F401  pylint: disable=unused-import
-    HERE, accuracy_table, aggregate, gap_summary, heuristic_rows, mean_std, plot_bars,
-    plot_sweep, real_data_lines, serving_table, split_table, sweep_table)
+from bench.report_render import README, write_report
+from bench.report_tables import HERE
 from eta_tf import config as config_lib
 
 RESULTS = os.path.join(HERE, "results")

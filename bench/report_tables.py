@@ -9,7 +9,7 @@ import os
 import matplotlib
 import numpy as np
 
-from bench import serving_cost
+from bench import serving_cost_summary
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
@@ -75,7 +75,7 @@ def sweep_table(rows, field):
 
 
 def serving_table(records):
-  run = serving_cost.machine_record(records)  # absolute times only with the machine named
+  run = serving_cost_summary.machine_record(records)  # absolute times only with the machine named
   head = [] if run is None else [
       f"Machine: {run['machine']['summary']}; `{run['command']}`, {run['date']}, "
       f"{run['seconds'] / 60:.0f} min; load average (1/5/15 min) before "
@@ -97,7 +97,7 @@ def serving_table(records):
         "".join(f" | {ms[('din_long', length, n)] / ms[(m, length, n)]:.2f}x"
                 if (m, length, n) in ms and ("din_long", length, n) in ms else " | -"
                 for m in ratios) + " |")
-  kernel_records = {(serving_cost.kernel_variant(r), r["L"], r["N"]): r
+  kernel_records = {(serving_cost_summary.kernel_variant(r), r["L"], r["N"]): r
                     for r in records if str(r.get("kernel", "")).startswith("hamming_topk")}
   kernel = {key: r["ns_per_pair"] for key, r in kernel_records.items()}
   kernel_ms = {key: r["median_ms"] for key, r in kernel_records.items()}

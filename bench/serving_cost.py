@@ -47,12 +47,9 @@ import tempfile
 import time
 
 from bench import machine
-# int_list, RESULTS_DIR, MODELS, export, request, kernel_variant and machine_record are
-# re-exported: bench/serving_load.py, bench/serving_memory.py and bench/report.py use them
-# from here.
 from bench.compare_models import int_list
-from bench.serving_cost_grid import MODELS, bench_serving, bench_training, export, request
-from bench.serving_cost_summary import kernel_variant, machine_record, plot, summarize
+from bench.serving_cost_grid import MODELS, bench_serving, bench_training
+from bench.serving_cost_summary import plot, summarize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")

@@ -3,7 +3,7 @@
     python -m bench.serving_load            # eta, din_long at L=1024, N=200 (~6 min)
     python -m bench.serving_load --quick    # eta at L=1024, N=200, 1 s per cell
 
-Each model is exported once (bench.serving_cost.export) and loaded once; C client
+Each model is exported once (bench.serving_cost_grid.export) and loaded once; C client
 threads then send the same score_candidates request (one user, L behaviors, N
 candidates) back to back for --seconds, and every request's latency is kept:
 
@@ -36,6 +36,8 @@ import numpy as np
 
 from bench import machine
 from bench import serving_cost
+from bench import serving_cost_grid
+from bench.compare_models import int_list
 from eta_tf import features as F
 from eta_tf.savedmodel_session import SavedModelSession
 
@@ -253,7 +255,7 @@ def main(argv=None):
                       help="comma-separated (default eta,din_long; --quick eta)")
   parser.add_argument("--length", type=int, default=1024, help="history length L")
   parser.add_argument("--n", type=int, default=200, help="candidates N per request")
-  parser.add_argument("--clients", type=serving_cost.int_list, default=list(CLIENTS),
+  parser.add_argument("--clients", type=int_list, default=list(CLIENTS),
                       help="comma-separated concurrent clients (default 1,2,4,8)")
   parser.add_argument("--seconds", type=float, default=None,
                       help="seconds per cell (default 4, --quick 1)")
@@ -267,7 +269,7 @@ def main(argv=None):
   models = args.models or (["eta"] if args.quick else ["eta", "din_long"])
   seconds = args.seconds or (1.0 if args.quick else 4.0)
   threads = ((0, 0),) if args.no_sweep else THREADS
-  inputs = serving_cost.request(args.length, args.n, seed=args.length + args.n)
+  inputs = serving_cost_grid.request(args.length, args.n, seed=args.length + args.n)
 
   result = {**machine.start_run("python -m bench.serving_load", argv),
             "L": args.length, "N": args.n, "seconds_per_cell": seconds,
@@ -276,7 +278,7 @@ def main(argv=None):
         flush=True)
   work_dir = args.export_dir or tempfile.mkdtemp(prefix="serving_load_")
   for model in models:
-    path = serving_cost.export(model, args.length, work_dir)
+    path = serving_cost_grid.export(model, args.length, work_dir)
     print(f"-- {model} L={args.length} N={args.n}", flush=True)
     rows = bench_in_process(path, inputs, args.clients, seconds, threads)
     best = best_threads(rows)

@@ -4,7 +4,7 @@
                                               # L in {256, 1024, 4096, 16384}
     python -m bench.serving_memory --quick    # eta and din_long only
 
-Per model (default ModelConfig, max_len = --length; exported with bench.serving_cost.export):
+Per model (default ModelConfig, max_len = --length; exported with bench.serving_cost_grid.export):
 * the SavedModel on disk: total, saved_model.pb (graph) and variables/ bytes;
 * the frozen signature tables (ETA and SDIM hash item embeddings; the table holds every
   item bucket's SimHash signature, plus every category's with
@@ -27,6 +27,8 @@ import tempfile
 
 from bench import machine
 from bench import serving_cost
+from bench import serving_cost_grid
+from bench.compare_models import int_list
 
 MEMORY_FILE = "serving_memory.json"
 LENGTHS = (256, 1024, 4096, 16384)
@@ -58,7 +60,7 @@ def probe(saved_model_dir: str, length: int, n: int) -> list:
   import tensorflow as tf  # noqa: F401  pylint: disable=g-import-not-at-top
   from eta_tf import features as F  # pylint: disable=g-import-not-at-top
   from eta_tf.savedmodel_session import SavedModelSession  # pylint: disable=g-import-not-at-top
-  inputs = serving_cost.request(length, n, seed=length + n)
+  inputs = serving_cost_grid.request(length, n, seed=length + n)
   stages = [_snapshot("tensorflow imported")]
   first = SavedModelSession(saved_model_dir)
   first.run(F.SCORE_CANDIDATES, inputs)
@@ -123,7 +125,7 @@ def request_bytes(lengths, ns) -> list:
   for length in lengths:
     for n in ns:
       request = warmup.build_predict_request("eta", F.SCORE_CANDIDATES,
-                                             serving_cost.request(length, n, seed=0))
+                                             serving_cost_grid.request(length, n, seed=0))
       rows.append({"L": length, "N": n, "request_bytes": request.ByteSize()})
   return rows
 
@@ -156,9 +158,9 @@ def main(argv=None):
   parser.add_argument("--models", type=serving_cost.model_list, default=None,
                       help="comma-separated (default: all)")
   parser.add_argument("--length", type=int, default=1024, help="history length L")
-  parser.add_argument("--request_lengths", type=serving_cost.int_list, default=list(LENGTHS),
+  parser.add_argument("--request_lengths", type=int_list, default=list(LENGTHS),
                       help="L of the request-size table")
-  parser.add_argument("--request_ns", type=serving_cost.int_list, default=list(NS),
+  parser.add_argument("--request_ns", type=int_list, default=list(NS),
                       help="N of the request-size table")
   parser.add_argument("--export_dir", default=None, help="reuse / keep exports here "
                       "(<model>_L<L>/, as bench/serving_cost.py --export_dir)")
@@ -169,14 +171,14 @@ def main(argv=None):
   if args.probe:
     print(json.dumps(probe(args.probe, args.length, args.probe_n)))
     return
-  models = args.models or (["eta", "din_long"] if args.quick else list(serving_cost.MODELS))
+  models = args.models or (["eta", "din_long"] if args.quick else list(serving_cost_grid.MODELS))
 
   result = {**machine.start_run("python -m bench.serving_memory", argv),
             "L": args.length, "models": {}}
   work_dir = args.export_dir or tempfile.mkdtemp(prefix="serving_memory_")
   try:
     for model in models:
-      path = serving_cost.export(model, args.length, work_dir)
+      path = serving_cost_grid.export(model, args.length, work_dir)
       result["models"][model] = {"saved_model": saved_model_sizes(path),
                                  "resident": resident_memory(path, args.length)}
       print(f"-- {model}: {result['models'][model]['resident']['one_version_mib']:.1f} MiB "

@@ -15,9 +15,9 @@ from eta_tf.config import MODEL_NAMES as MODELS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _report_module():
-  from bench import report  # pylint: disable=g-import-not-at-top  (loads TF: only if used)
-  return report
+def _report_render():
+  from bench import report_render  # pylint: disable=g-import-not-at-top  (loads TF: only if used)
+  return report_render
 
 
 def run_report(*args):
@@ -27,7 +27,7 @@ def run_report(*args):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-  markers = _report_module()
+  markers = _report_render()
   root = tmp_path_factory.mktemp("report")
   log = root / "my_log.csv"
   run_module("pipelines.synthetic", f"--output={log}", "--num_users=80", "--seed=3")
@@ -94,7 +94,7 @@ def test_readme_without_the_block_is_refused_by_name(report, tmp_path):
 
 
 def test_serving_table_reads_kernel_variants_and_components():
-  report = _report_module()
+  from bench import report_tables  # pylint: disable=g-import-not-at-top  (loads TF)
   records = [
       {"model": m, "L": 1024, "N": 200, "median_ms": ms}
       for m, ms in (("din", 2.0), ("din_long", 5.0), ("eta", 8.0), ("eta_xla", 6.0))]
@@ -109,7 +109,7 @@ def test_serving_table_reads_kernel_variants_and_components():
        "ns_per_pair": 25.0, "median_ms": 5.0},
       {"component": "attention_full", "L": 1024, "N": 200, "median_ms": 5.0},
       {"component": "attention_topk", "L": 1024, "N": 200, "median_ms": 4.0}]
-  table = report.serving_table(records)
+  table = report_tables.serving_table(records)
   assert "| 1024 | 200 | 2.00 | 5.00 | 8.00 | 6.00 | 0.62x | 0.83x |" in table
   assert "| 1024 | 200 | 20.00 | 22.00 | 15.00 | 25.00 |" in table
   # (attention over k + top-k) / attention over L: (4 + 4) / 5 and (4 + 3) / 5.
@@ -118,7 +118,7 @@ def test_serving_table_reads_kernel_variants_and_components():
   old = [dict(r) for r in records[:4]] + [
       {"kernel": "hamming_topk", "xla": False, "L": 1024, "N": 200, "ns_per_pair": 30.0,
        "median_ms": 6.0}]
-  old_table = report.serving_table(old)
+  old_table = report_tables.serving_table(old)
   assert "| 1024 | 200 | 30.00 |" in old_table and "unsorted" not in old_table
 
 

@@ -78,17 +78,18 @@ def test_serving_cost_writes_every_record_kind(tiny_run):
   assert f"training L={L}: eta" in stdout
   assert sorted(os.listdir(out / "exports")) == sorted(f"{m}_L{L}" for m in TESTED_MODELS)
 
-  from bench import report  # pylint: disable=g-import-not-at-top
-  table = report.serving_table(records)  # REPORT.md / README: the machine with the times
+  from bench import report_tables  # pylint: disable=g-import-not-at-top
+  table = report_tables.serving_table(records)  # REPORT.md / README: the machine with the times
   assert table.startswith(f"Machine: {cpu['summary']}; `{run[0]['command']}`")
 
 
 def test_every_model_is_benchmarked_by_default():
   from bench import serving_cost  # pylint: disable=g-import-not-at-top
+  from bench.serving_cost_grid import MODELS  # pylint: disable=g-import-not-at-top
   from eta_tf.config import MODEL_NAMES  # pylint: disable=g-import-not-at-top
-  assert set(serving_cost.MODELS) == set(MODEL_NAMES) | {"eta_xla"}
-  assert len(serving_cost.MODELS) == len(MODEL_NAMES) + 1
-  assert serving_cost.build_parser().parse_args([]).models == list(serving_cost.MODELS)
+  assert set(MODELS) == set(MODEL_NAMES) | {"eta_xla"}
+  assert len(MODELS) == len(MODEL_NAMES) + 1
+  assert serving_cost.build_parser().parse_args([]).models == list(MODELS)
 
 
 def test_bad_lengths_and_models_are_refused_naming_the_flag_and_value(capsys):
