@@ -270,6 +270,29 @@ matches then pseudo-random / the top-k of the block's own full attention: the fl
 ceiling of a k-behavior retrieval). Diagnostics of the retrieved k: overlap with the exact
 inner-product top-k, attention recall (share of the model's full attention mass on the
 k), share at distance 0, share of the candidate's category.
+
+Data (bench/work/, not committed; MovieLens from ml-latest-small, see the README):
+
+```bash
+# synthetic default (uniform same-category negatives, as when its first rows were measured)
+python -m pipelines.synthetic --output=bench/work/log_synthetic_s0.csv.gz --seed=0
+python -m pipelines.build_dataset --input=bench/work/log_synthetic_s0.csv.gz \\
+    --output_dir=bench/work/data_synthetic_s0 --seed=0 --negative_sampler=uniform
+# synthetic harder (bench.report's HARDER_SYNTHETIC; matched negatives, the default)
+python -m pipelines.synthetic --output=bench/work/log_synthetic_harder_s0.csv.gz --seed=0 \\
+    --late_long_term_rate=0.1 --recent_categories=5
+python -m pipelines.build_dataset --input=bench/work/log_synthetic_harder_s0.csv.gz \\
+    --output_dir=bench/work/data_synthetic_harder_s0 --seed=0
+# Taobao-calibrated (matched negatives)
+python -m pipelines.synthetic --preset=taobao --num_users=600 --seed=0 \\
+    --output=bench/work/log_taobao_s0.csv.gz
+python -m pipelines.build_dataset --input=bench/work/log_taobao_s0.csv.gz \\
+    --output_dir=bench/work/data_taobao_matched_s0 --seed=0
+# MovieLens latest-small (default split of build_dataset)
+python -m pipelines.movielens --input_dir=ml-latest-small --output_dir=bench/work/ml_logs
+python -m pipelines.build_dataset --input=bench/work/ml_logs/behaviors.csv \\
+    --impressions=bench/work/ml_logs/impressions.csv --output_dir=bench/work/data_movielens
+```
 """
 
 
