@@ -66,8 +66,13 @@ def user_lengths(num_events: int, rng: np.random.Generator) -> np.ndarray:
   return lengths[lengths > 0]
 
 
-def generate_log(num_events: int, seed: int, path: str) -> dict:
-  """Writes a Taobao-shaped log (UserBehavior format) and returns its shape facts."""
+def generate_log(num_events: int, seed: int, path: str, item_pool: int = 0) -> dict:
+  """Writes a Taobao-shaped log (UserBehavior format) and returns its shape facts.
+
+  item_pool: items the long tail draws from; 0 = 20 x events (distinct items ~0.65 x
+  events, the issue's 927-user sample); the full file's 4,162,024 items make distinct
+  items saturate as the log grows, as they do in the real file (0.04 per event).
+  """
   rng = np.random.default_rng(seed)
   lengths = user_lengths(num_events, rng)
   n = int(lengths.sum())
@@ -76,7 +81,7 @@ def generate_log(num_events: int, seed: int, path: str) -> dict:
   rank = np.arange(n) - starts
   # New items: 10% from a few popular ones (Zipf), 90% from a pool 20x the log, i.e. a
   # long tail of items seen about once (distinct items ~0.65 x events with the revisits).
-  pool = 20 * n
+  pool = item_pool or 20 * n
   popular = np.minimum(rng.zipf(1.3, n), pool) - 1
   tail = rng.integers(0, pool, n)
   item = np.where(rng.random(n) < 0.1, popular, tail) + 1
@@ -245,6 +250,10 @@ def main(argv=None):
   parser.add_argument("--one_pipeline_events", default=None,
                       help="sizes also run as one pipeline (--user_shards=1), side by side "
                            "(default: the smallest size; '' = none)")
+  parser.add_argument("--item_pool", type=int, default=0,
+                      help="items the generator draws from (default 0 = 20 x events: "
+                           "distinct items ~0.65 x events, the issue's sample; "
+                           f"{FULL_TAOBAO_ITEMS} = the full file's item count)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--max_len", type=int, default=1024, help="trainer L (default 1024)")
   parser.add_argument("--batch_size", type=int, default=256)
@@ -281,7 +290,7 @@ def main(argv=None):
     for size in sizes:
       log = os.path.join(work, f"log_{size}.csv")
       started = time.time()
-      shape = generate_log(size, args.seed, log)
+      shape = generate_log(size, args.seed, log, args.item_pool)
       generate_seconds = time.time() - started
       out = os.path.join(work, f"data_{size}")
       shards = max(1, -(-size // args.events_per_shard)) if args.events_per_shard else 1
@@ -311,11 +320,12 @@ def main(argv=None):
       os.remove(log)  # disk: a 16M-event log is ~0.5 GB, its output as much
       shutil.rmtree(out)
       result = dict(machine.finish_run(run, complete=False), beam_args=args.beam_args,
-                    events_per_shard=args.events_per_shard, runs=runs,
+                    item_pool=args.item_pool, events_per_shard=args.events_per_shard,
+                    runs=runs,
                     one_pipeline_runs=one_pipeline_runs)
       machine.write_json(result, args.output_dir, args.output_name)  # partial, after each size
   fit = fit_runs(runs)
-  result = dict(machine.finish_run(run), beam_args=args.beam_args,
+  result = dict(machine.finish_run(run), beam_args=args.beam_args, item_pool=args.item_pool,
                 events_per_shard=args.events_per_shard, runs=runs,
                 one_pipeline_runs=one_pipeline_runs, fit=fit)
   print(json.dumps(fit, indent=1))
