@@ -33,6 +33,8 @@ from eta_tf import features
 from serving import errors
 from serving import tls as tls_lib
 from serving import warmup as warmup_lib
+# The errors are defined in serving.errors; they are also imported from here by users
+# (README, "Scoring client": `from serving.client import ScoringClient, NotFoundError`).
 from serving.errors import (DeadlineExceededError, FailedPreconditionError,  # noqa: F401
                             InputValidationError, InvalidArgumentError, NotFoundError,
                             ResourceExhaustedError, ScoringError, UnavailableError,

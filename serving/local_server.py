@@ -61,13 +61,12 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from serving import model_config as model_config_lib
 from serving.predict import (DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_HISTORY,
                              DEFAULT_MAX_REQUEST_ELEMENTS)
 from serving.server import (DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_MESSAGE_BYTES,
                             LocalServer)
 from serving.version_loader import DEFAULT_WARMUP_TIMEOUT_S
-from serving.server_core import State  # noqa: F401  (LocalServer.wait_for_state's states)
+from serving.model_config_file import ModelConfigError
 from serving.server_status import ServingError
 
 
@@ -171,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(sig, lambda *_: stop.set())
   try:
     server.start()
-  except (ServingError, OSError, RuntimeError, model_config_lib.ModelConfigError) as e:
+  except (ServingError, OSError, RuntimeError, ModelConfigError) as e:
     print(f"error: failed to start server: {getattr(e, 'message', e)}", file=sys.stderr)
     server.stop(0)
     return 1

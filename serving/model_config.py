@@ -1,8 +1,8 @@
 """Edit TF Serving's models.config: model entries, versions, labels, A/B promote.
 
 Every edit here is one locked, atomic read-modify-write of the file
-(serving.model_config_file, which also holds the errors and the validation; they are
-re-exported here so callers need one import).
+(serving.model_config_file, which also holds the errors, the validation and the file
+format; import those from there).
 
 A/B rollout with version labels (docs/DESIGN.md §3):
 
@@ -27,12 +27,9 @@ from typing import Dict, List, Optional, Sequence
 
 from serving import names
 from serving import publish as publish_lib
-# Re-exported: the file format, its errors and the locked edit are part of this API.
-from serving.model_config_file import (  # noqa: F401  pylint: disable=unused-import
-    InvalidNameError, ModelConfigError, UnknownLabelError, UnknownModelError,
-    VersionAlreadyListedError, VersionNotFoundError, VersionNotServedError, checked,
-    edit_config, format_config, header_comments, lock_file, locked, parse_config,
-    read_config, validate_config, write_config)
+from serving.model_config_file import (
+    ModelConfigError, UnknownLabelError, UnknownModelError, VersionAlreadyListedError,
+    VersionNotFoundError, VersionNotServedError, checked, edit_config, read_config)
 from tensorflow_serving.config import model_server_config_pb2
 
 TENSORFLOW_PLATFORM = "tensorflow"

@@ -7,10 +7,11 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from serving import names
-from serving.model_config import (InvalidNameError, ModelConfigError,
-                                  VersionAlreadyListedError, add_version, checked,
-                                  format_config, get_model, init_config, promote,
-                                  read_config, remove_version, set_label)
+from serving.model_config import (add_version, get_model, init_config, promote,
+                                  remove_version, set_label)
+from serving.model_config_file import (InvalidNameError, ModelConfigError,
+                                       VersionAlreadyListedError, checked, format_config,
+                                       read_config)
 from tensorflow_serving.config import model_server_config_pb2
 
 _EPILOG = """\

@@ -14,7 +14,7 @@ import time
 from typing import Optional
 
 from serving import grpc_services
-from serving import model_config as model_config_lib
+from serving.model_config_file import ModelConfigError, parse_config
 from serving import tfs_protos
 from serving import tls
 from serving import version_loader
@@ -94,7 +94,7 @@ class LocalServer:
   def _read_config_file(self):
     with open(self.model_config_file, encoding="utf-8") as f:
       text = f.read()
-    return text, model_config_lib.parse_config(text)
+    return text, parse_config(text)
 
   def start(self) -> "LocalServer":
     if self.model_config_file:
@@ -150,7 +150,7 @@ class LocalServer:
   def _poll_config(self):
     try:
       text, config = self._read_config_file()
-    except (OSError, model_config_lib.ModelConfigError) as e:
+    except (OSError, ModelConfigError) as e:
       log.error("cannot read %s: %s", self.model_config_file, e)
       return
     if text == self._config_text:

@@ -20,6 +20,7 @@ import threading
 from typing import Dict, Optional
 
 from serving import model_config as model_config_lib
+from serving.model_config_file import ModelConfigError, validate_config
 from serving import publish as publish_lib
 from serving import version_loader
 from serving.errors import UNKNOWN_LABEL_MESSAGE as UNKNOWN_LABEL
@@ -86,8 +87,8 @@ class ServerCore:
         raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                            "only model_config_list configs are supported")
       try:
-        model_config_lib.validate_config(config)
-      except model_config_lib.ModelConfigError as e:
+        validate_config(config)
+      except ModelConfigError as e:
         raise invalid(str(e)) from e
       for m in config.model_config_list.config:
         self._check_model_entry(m)

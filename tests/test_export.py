@@ -20,6 +20,7 @@ from eta_tf import features as F
 from eta_tf import savedmodel_session
 from eta_tf import signatures
 from serving import model_config
+from serving import model_config_file
 from serving import publish
 from serving import warmup
 
@@ -124,7 +125,7 @@ def test_layout_warmup_metadata_and_labels(eta_export):
                                                           abs=1e-6)
   assert metadata["signature_table"] is True
 
-  config = model_config.read_config(os.path.join(base, release.MODELS_CONFIG_FILE))
+  config = model_config_file.read_config(os.path.join(base, release.MODELS_CONFIG_FILE))
   entry = model_config.get_model(config, "eta")
   assert entry.base_path == os.path.abspath(model_base)
   assert 1 in entry.model_version_policy.specific.versions
@@ -227,7 +228,7 @@ def test_second_export_via_cli_is_version_2_and_never_overwrites(eta_export, tmp
     assert filecmp.cmp(os.path.join(v1, rel), snapshot / rel, shallow=False), rel
   # Added to the policy; existing labels stay (TF Serving rejects moving a label to a
   # version that is not AVAILABLE yet) and the CLI says how to move canary later.
-  entry = model_config.get_model(model_config.read_config(config_path), "eta")
+  entry = model_config.get_model(model_config_file.read_config(config_path), "eta")
   assert list(entry.model_version_policy.specific.versions) == [1, 2]
   assert dict(entry.version_labels) == {"stable": 1, "canary": 1}
   assert "serving.model_config label" in result.stdout and "--version=2" in result.stdout

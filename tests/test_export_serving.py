@@ -13,7 +13,7 @@ from conftest import SMALL_TRAIN_FLAGS
 from conftest import run_module
 from eta_tf import saved_model
 from eta_tf import features as F
-from serving import model_config
+from serving import model_config_file
 from serving.client import NotFoundError
 from serving.client import ScoringClient
 from serving.local_server import LocalServer
@@ -88,7 +88,7 @@ def test_served_scores_by_version_label_and_after_promote(exported):
     run_module("eta_tf.export", f"--model_dir={exported['runs'][2]}",
                f"--export_base={base}", "--model_name=eta")
     server.wait_for_state("eta", 2)
-    labels = dict(model_config.read_config(config_path).model_config_list.config[0]
+    labels = dict(model_config_file.read_config(config_path).model_config_list.config[0]
                   .version_labels)
     assert labels == {"stable": 1, "canary": 1}
     common = [f"--model_config_file={config_path}", "--model_name=eta"]

@@ -129,6 +129,7 @@ def test_readme_walkthrough(tmp_path):
     assert ctr == pytest.approx(scores[0], rel=1e-6)
 
   from serving import model_config as mc  # pylint: disable=g-import-not-at-top
-  model = mc.get_model(mc.read_config(str(tmp_path / config)), "eta")
+  from serving import model_config_file  # pylint: disable=g-import-not-at-top
+  model = mc.get_model(model_config_file.read_config(str(tmp_path / config)), "eta")
   assert list(model.model_version_policy.specific.versions) == [1, 2]
   assert dict(model.version_labels) == {"stable": 2, "canary": 2}

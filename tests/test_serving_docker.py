@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from serving import model_config as mc
+from serving import model_config_file
 from serving import tfs_protos
 
 yaml = pytest.importorskip("yaml")
@@ -117,10 +117,10 @@ def test_compose_ports_volumes_and_flags(compose):
 
 def test_config_files_parse_with_tf_serving_protos(compose):
   flags = _flags(_server_flags(compose))
-  config = mc.read_config(_host_path(flags["model_config_file"]))
+  config = model_config_file.read_config(_host_path(flags["model_config_file"]))
   for model in config.model_config_list.config:
     assert os.path.isabs(model.base_path) and model.base_path.startswith("/models/")
-  mc.validate_config(config)  # labels only on versions the policy loads
+  model_config_file.validate_config(config)  # labels only on versions the policy loads
   batching = tfs_protos.parse_text(_host_path(flags["batching_parameters_file"]),
                                    tfs_protos.BatchingParameters)
   sizes = list(batching.allowed_batch_sizes)

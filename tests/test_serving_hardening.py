@@ -16,7 +16,7 @@ from eta_tf.savedmodel_session import SavedModelSession
 from serving import client as client_lib
 from serving import client_cli
 from serving import local_server as ls
-from serving import model_config as mc
+from serving import model_config_file
 from serving import server_core
 
 import grpc  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -144,13 +144,13 @@ def test_empty_reload_changes_nothing_as_in_tf_serving(limited):
                                "HandleReloadConfigRequest. Only ModelConfigList is currently "
                                "supported")
   limited.core.reload_config(model_management_pb2.ReloadConfigRequest().config)  # no-op
-  assert limited.core.state("eta", 1) == ls.State.AVAILABLE
+  assert limited.core.state("eta", 1) == server_core.State.AVAILABLE
   np.testing.assert_allclose(_client(limited).score_candidates(history(2), candidates([3])),
                              expected_ctr(1, 2, [3]), rtol=1e-6)
 
 
 def test_reload_is_confined_to_the_base_path_root_or_disabled(limited, tmp_path):
-  outside = mc.parse_config(f'model_config_list {{ config {{ name: "eta" base_path: '
+  outside = model_config_file.parse_config(f'model_config_list {{ config {{ name: "eta" base_path: '
                             f'"{tmp_path}" model_platform: "tensorflow" }} }}')
   models = model_service_pb2_grpc.ModelServiceStub(
       grpc.insecure_channel(f"localhost:{limited.port}"))
@@ -160,7 +160,7 @@ def test_reload_is_confined_to_the_base_path_root_or_disabled(limited, tmp_path)
   assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
   assert e.value.details() == (f"model eta: base_path {tmp_path} is outside "
                                f"--model_base_path_root={limited.core.base_path_root}")
-  assert limited.core.state("eta", 1) == ls.State.AVAILABLE
+  assert limited.core.state("eta", 1) == server_core.State.AVAILABLE
   base = str(tmp_path / "eta")
   publish_version(base, 1)
   args = ls.build_parser().parse_args(["--enable_reload_config_rpc=false"])
@@ -239,18 +239,18 @@ def test_a_hanging_warmup_times_out_without_blocking_the_server(tmp_path, monkey
   reload.start()
   try:
     deadline = time.monotonic() + 20
-    while core.state("eta", 1) != ls.State.LOADING:
+    while core.state("eta", 1) != server_core.State.LOADING:
       assert time.monotonic() < deadline
       time.sleep(0.01)
     start = time.monotonic()
     core.poll_once()  # neither the poll nor the status waits for the hanging warmup
     status = core.model_status(_spec()).model_version_status
     assert time.monotonic() - start < 2.0  # the warmup hangs for 30 s
-    assert [(s.version, s.state) for s in status] == [(1, ls.State.LOADING)]
+    assert [(s.version, s.state) for s in status] == [(1, server_core.State.LOADING)]
     reload.join(timeout=20)
     assert not reload.is_alive()
     (status,) = core.model_status(_spec()).model_version_status
-    assert status.state == ls.State.END
+    assert status.state == server_core.State.END
     assert status.status.error_code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert status.status.error_message == (
         "Loading servable: {name: eta version: 1} failed: Failed to warm up model: the "
@@ -261,6 +261,6 @@ def test_a_hanging_warmup_times_out_without_blocking_the_server(tmp_path, monkey
   publish_version(base, 2)
   core.poll_once()
   try:
-    assert core.state("eta", 2) == ls.State.AVAILABLE
+    assert core.state("eta", 2) == server_core.State.AVAILABLE
   finally:
     core.unload_all()

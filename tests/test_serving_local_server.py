@@ -20,6 +20,7 @@ from serving import server_core
 from serving.servable import Servable
 from serving.server_status import ServingError
 from serving import model_config as mc
+from serving import model_config_file
 from serving import warmup
 
 import grpc  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -240,7 +241,7 @@ def test_new_version_while_streaming_fails_no_request(tmp_path):
     try:
       time.sleep(0.3)
       publish_version(base, 2)
-      server.wait_for_state("eta", 1, ls.State.END)  # v2 served, v1 unloaded
+      server.wait_for_state("eta", 1, server_core.State.END)  # v2 served, v1 unloaded
       switched_at = len(scores)
       time.sleep(0.3)
     finally:
@@ -278,7 +279,7 @@ def test_half_written_and_broken_versions_are_never_served(tmp_path):
     with open(os.path.join(broken, "saved_model.pb"), "wb") as f:
       f.write(b"not a SavedModel")
     os.rename(broken, os.path.join(base, "4"))
-    server.wait_for_state("eta", 4, ls.State.END)
+    server.wait_for_state("eta", 4, server_core.State.END)
     status = {s.version: s for s in client.model_status()}
     assert status[4].error_code != 0 and "failed" in status[4].error_message
     assert status[1].state == "AVAILABLE"  # the broken latest never replaced v1
@@ -323,7 +324,7 @@ def test_labels_follow_models_config_with_tf_serving_rules(tmp_path):
     eventually(lambda: np.isclose(score(stable), expected_ctr(2, 2, [8])[0]))
 
     # Moving an existing label to a version that is not loaded is refused, whole.
-    bad = mc.read_config(config)
+    bad = model_config_file.read_config(config)
     model = mc.get_model(bad, "eta")
     model.model_version_policy.specific.versions.append(3)
     model.version_labels["stable"] = 3
@@ -339,7 +340,7 @@ def test_labels_follow_models_config_with_tf_serving_rules(tmp_path):
     model.version_labels["next"] = 3
     models.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=bad),
                                      timeout=30)
-    assert server.core.state("eta", 3) == ls.State.AVAILABLE
+    assert server.core.state("eta", 3) == server_core.State.AVAILABLE
 
 
 def test_warmup_is_replayed_and_a_failing_warmup_fails_the_load(tmp_path):
@@ -352,7 +353,7 @@ def test_warmup_is_replayed_and_a_failing_warmup_fails_the_load(tmp_path):
   publish_version(base, 1)
   core = server_core.ServerCore()
   core.reload_config(server_core.single_model_config("eta", base))
-  assert core.state("eta", 1) == ls.State.AVAILABLE
+  assert core.state("eta", 1) == server_core.State.AVAILABLE
   bad = str(tmp_path / "bad")
   shutil.copytree(template(2), bad)
   request = warmup.build_predict_request("eta", F.SCORE_CANDIDATES,
@@ -370,9 +371,9 @@ def test_warmup_is_replayed_and_a_failing_warmup_fails_the_load(tmp_path):
   core.poll_once()
   try:
     states = {s.version: s for s in core.model_status(_spec("eta")).model_version_status}
-    assert states[2].state == ls.State.END
+    assert states[2].state == server_core.State.END
     assert "Failed to warm up model" in states[2].status.error_message
-    assert states[1].state == ls.State.AVAILABLE
+    assert states[1].state == server_core.State.AVAILABLE
   finally:
     core.unload_all()
 
@@ -395,7 +396,7 @@ def test_batching_preconditions_of_tf_serving(tmp_path):
   core.reload_config(server_core.single_model_config("eta", base))
   try:
     states = {s.version: s for s in core.model_status(_spec("eta")).model_version_status}
-    assert states[1].state == ls.State.END
+    assert states[1].state == server_core.State.END
     assert "must have at least one dimension" in states[1].status.error_message
   finally:
     core.unload_all()
@@ -403,7 +404,7 @@ def test_batching_preconditions_of_tf_serving(tmp_path):
   core = server_core.ServerCore(batching=params, per_model_batching=True)
   core.reload_config(server_core.single_model_config("eta", base))
   try:
-    assert core.state("eta", 1) == ls.State.AVAILABLE
+    assert core.state("eta", 1) == server_core.State.AVAILABLE
     with core.servable(_spec("eta")) as servable:
       assert servable.batching is None
       servable.batching = params  # as if the version shipped batching_params.pbtxt

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from serving import model_config as mc
+from serving import model_config_file
 from serving import publish
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,35 +76,35 @@ def setup(tmp_path):
 
 def test_config_roundtrip_and_labels(setup):
   path, export_base, _ = setup
-  model = mc.get_model(mc.read_config(path), "eta")
+  model = mc.get_model(model_config_file.read_config(path), "eta")
   assert list(model.model_version_policy.specific.versions) == [1]
   assert dict(model.version_labels) == {"stable": 1}
   mc.add_version(path, "eta", 2, export_base)
   mc.set_label(path, "eta", "canary", 2, export_base)
   assert mc.get_label(path, "eta", "canary") == 2
   mc.promote(path, "eta", "canary", "stable", export_base)
-  model = mc.get_model(mc.read_config(path), "eta")
+  model = mc.get_model(model_config_file.read_config(path), "eta")
   assert dict(model.version_labels) == {"stable": 2, "canary": 2}
   assert list(model.model_version_policy.specific.versions) == [1, 2]
   mc.remove_version(path, "eta", 1)
-  with pytest.raises(mc.ModelConfigError, match="still labelled canary, stable"):
+  with pytest.raises(model_config_file.ModelConfigError, match="still labelled canary, stable"):
     mc.remove_version(path, "eta", 2)
 
 
 def test_set_label_refuses_missing_version_dir(setup):
   path, export_base, base = setup
   before = open(path).read()
-  with pytest.raises(mc.VersionNotFoundError) as e:
+  with pytest.raises(model_config_file.VersionNotFoundError) as e:
     mc.set_label(path, "eta", "canary", 9, export_base)
   assert "canary" in str(e.value) and "version 9" in str(e.value)
   os.makedirs(os.path.join(base, "3"))  # half-written: no saved_model.pb
-  with pytest.raises(mc.VersionNotFoundError, match="holds no saved_model.pb"):
+  with pytest.raises(model_config_file.VersionNotFoundError, match="holds no saved_model.pb"):
     mc.add_version(path, "eta", 3, export_base)
-  with pytest.raises(mc.VersionNotServedError, match="add_version it first"):
+  with pytest.raises(model_config_file.VersionNotServedError, match="add_version it first"):
     mc.set_label(path, "eta", "canary", 2, export_base)  # exists, but not in the policy
-  with pytest.raises(mc.UnknownModelError):
+  with pytest.raises(model_config_file.UnknownModelError):
     mc.set_label(path, "nope", "canary", 1, export_base)
-  with pytest.raises(mc.UnknownLabelError):
+  with pytest.raises(model_config_file.UnknownLabelError):
     mc.promote(path, "eta", "canary", "stable")
   assert open(path).read() == before  # refused edits leave the file alone
 
@@ -114,9 +115,9 @@ def test_add_version_from_latest_policy_keeps_served_versions(tmp_path):
     _fake_version(os.path.join(base, str(v)))
   path = str(tmp_path / "models.config")
   mc.init_config(path, "eta", base, latest=2)
-  assert mc.served_versions(mc.get_model(mc.read_config(path), "eta")) == [2, 3]
+  assert mc.served_versions(mc.get_model(model_config_file.read_config(path), "eta")) == [2, 3]
   mc.add_version(path, "eta", 1)
-  model = mc.get_model(mc.read_config(path), "eta")
+  model = mc.get_model(model_config_file.read_config(path), "eta")
   assert list(model.model_version_policy.specific.versions) == [1, 2, 3]
 
 
@@ -134,10 +135,11 @@ def test_policy_versions_follow_tf_serving_rules():
 
 
 def test_duplicate_models_are_rejected(tmp_path):
-  config = mc.parse_config('model_config_list { config { name: "a" base_path: "/x" } '
-                           'config { name: "a" base_path: "/y" } }')
-  with pytest.raises(mc.ModelConfigError, match="multiple times"):
-    mc.write_config(config, str(tmp_path / "models.config"))
+  config = model_config_file.parse_config(
+      'model_config_list { config { name: "a" base_path: "/x" } '
+      'config { name: "a" base_path: "/y" } }')
+  with pytest.raises(model_config_file.ModelConfigError, match="multiple times"):
+    model_config_file.write_config(config, str(tmp_path / "models.config"))
 
 
 def test_cli_label_and_promote(setup, capsys):
@@ -182,7 +184,7 @@ def docker_config(tmp_path):
 def test_docker_config_edits_keep_the_header_and_promote_says_to_give_export_base(
     docker_config, capsys):
   path, export_base = docker_config
-  header = mc.header_comments(open(DOCKER_CONFIG).read())
+  header = model_config_file.header_comments(open(DOCKER_CONFIG).read())
   assert len(header.splitlines()) == 11
   m = [f"--model_config_file={path}", "--model_name=eta"]
   assert mc.main(["add_version", *m, "--version=2", f"--export_base={export_base}"]) == 0
@@ -199,7 +201,7 @@ def test_docker_config_edits_keep_the_header_and_promote_says_to_give_export_bas
                   f"--export_base={export_base}"]) == 0
   text = open(path).read()
   assert text.startswith(header) and text[len(header):].startswith("model_config_list {")
-  model = mc.get_model(mc.read_config(path), "eta")
+  model = mc.get_model(model_config_file.read_config(path), "eta")
   assert model.base_path == "/models/eta"
   assert dict(model.version_labels) == {"stable": 2, "canary": 2}
 
@@ -214,7 +216,7 @@ def test_add_version_of_a_listed_version_says_so_and_changes_nothing(docker_conf
       f"add_version: version 1 of model eta is already listed in {path} (versions: 1); "
       "nothing changed\n")
   assert open(path).read() == before
-  with pytest.raises(mc.VersionAlreadyListedError):
+  with pytest.raises(model_config_file.VersionAlreadyListedError):
     mc.add_version(path, "eta", 1, export_base)
 
 
@@ -223,10 +225,10 @@ def test_show_takes_model_name(docker_config, capsys):
   mc.init_config(path, "other", "/models/other")
   capsys.readouterr()
   assert mc.main(["show", f"--model_config_file={path}", "--model_name=eta"]) == 0
-  shown = mc.parse_config(capsys.readouterr().out)
+  shown = model_config_file.parse_config(capsys.readouterr().out)
   assert [m.name for m in shown.model_config_list.config] == ["eta"]
   assert mc.main(["show", f"--model_config_file={path}"]) == 0
-  shown = mc.parse_config(capsys.readouterr().out)
+  shown = model_config_file.parse_config(capsys.readouterr().out)
   assert [m.name for m in shown.model_config_list.config] == ["eta", "other"]
   assert mc.main(["show", f"--model_config_file={path}", "--model_name=nope"]) == 1
   assert capsys.readouterr().err == ("error: model 'nope' is not in the config (models: "
@@ -266,8 +268,8 @@ def test_readme_docker_canary_commands_work_verbatim(tmp_path):
                           env={**os.environ, "PYTHONPATH": REPO})
   assert result.returncode == 0, result.stderr
   path = str(tmp_path / "docker" / "models.config")
-  model = mc.get_model(mc.read_config(path), "eta")
+  model = mc.get_model(model_config_file.read_config(path), "eta")
   assert model.base_path == "/models/eta"
   assert list(model.model_version_policy.specific.versions) == [1, 2]
   assert dict(model.version_labels) == {"stable": 2, "canary": 2}
-  assert open(path).read().startswith(mc.header_comments(open(DOCKER_CONFIG).read()))
+  assert open(path).read().startswith(model_config_file.header_comments(open(DOCKER_CONFIG).read()))

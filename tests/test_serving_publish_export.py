@@ -6,6 +6,7 @@ import os
 from eta_tf import release
 from eta_tf import saved_model
 from serving import model_config as mc
+from serving import model_config_file
 from serving import publish
 
 
@@ -35,6 +36,7 @@ def test_export_that_loses_the_version_race_publishes_the_next_number(
   with open(os.path.join(version_dir, "assets.extra", saved_model.METADATA_FILE)) as f:
     assert json.load(f)["version"] == 2
   assert not [n for n in os.listdir(base) if n.startswith(publish.TEMP_PREFIX)]
-  model_entry = mc.get_model(mc.read_config(os.path.join(export_base, "models.config")), "eta")
+  model_entry = mc.get_model(
+      model_config_file.read_config(os.path.join(export_base, "models.config")), "eta")
   assert list(model_entry.model_version_policy.specific.versions) == [2]
   assert dict(model_entry.version_labels) == {"stable": 2, "canary": 2}

@@ -43,8 +43,9 @@ def _wait_for(predicate, timeout_s=60.0):
 _EDITOR = r"""
 import os, sys, time
 from serving import model_config as mc
-slow = mc.format_config
-mc.format_config = lambda config: (time.sleep(0.02), slow(config))[1]
+from serving import model_config_file
+slow = model_config_file.format_config
+model_config_file.format_config = lambda config: (time.sleep(0.02), slow(config))[1]
 path, export_base, version, ready, go = sys.argv[1:]
 open(ready, "w").close()
 while not os.path.exists(go):
@@ -89,7 +90,7 @@ def test_twenty_concurrent_editors_keep_every_change(tmp_path, monkeypatch):
   for p in processes:
     assert p.wait(timeout=60) == 0, p.stderr.read()
   assert not errors, errors
-  model = mc.get_model(mc.read_config(path), "eta")
+  model = mc.get_model(model_config_file.read_config(path), "eta")
   assert list(model.model_version_policy.specific.versions) == list(range(1, 22))
   assert dict(model.version_labels) == {"stable": 21, **{f"l{v}": v for v in range(1, 21)}}
 
@@ -113,11 +114,12 @@ def test_a_refused_edit_writes_nothing_and_releases_the_lock(tmp_path):
   path = str(tmp_path / "models.config")
   mc.init_config(path, "eta", str(tmp_path / "eta"), versions=[1])
   before = open(path).read()
-  with pytest.raises(mc.VersionNotFoundError):
+  with pytest.raises(model_config_file.VersionNotFoundError):
     mc.add_version(path, "eta", 2)
   assert open(path).read() == before
   mc.init_config(path, "other", str(tmp_path / "other"))  # the lock was released
-  assert [m.name for m in mc.read_config(path).model_config_list.config] == ["eta", "other"]
+  listed = [m.name for m in model_config_file.read_config(path).model_config_list.config]
+  assert listed == ["eta", "other"]
 
 
 # --- the exporter's change: one edit ------------------------------------------------------------
@@ -141,13 +143,13 @@ def test_export_models_config_change_is_one_edit(tmp_path, monkeypatch):
 
   release._update_models_config(export_base, "eta", base, 1, "canary")  # first: a new entry
   assert writes == [path]
-  model = mc.get_model(mc.read_config(path), "eta")
+  model = mc.get_model(model_config_file.read_config(path), "eta")
   assert model.base_path == os.path.abspath(base)
   assert dict(model.version_labels) == {"stable": 1, "canary": 1}
 
   release._update_models_config(export_base, "eta", base, 2, "shadow")  # a new label: set
   assert writes == [path] * 2
-  model = mc.get_model(mc.read_config(path), "eta")
+  model = mc.get_model(model_config_file.read_config(path), "eta")
   assert list(model.model_version_policy.specific.versions) == [1, 2]
   assert dict(model.version_labels) == {"stable": 1, "canary": 1, "shadow": 2}
 
@@ -156,7 +158,7 @@ def test_export_models_config_change_is_one_edit(tmp_path, monkeypatch):
   assert note == (f"models.config: version 3 added; once it is AVAILABLE, move the label "
                   f"with: python -m serving.model_config label --model_config_file={path} "
                   f"--model_name=eta --label=canary --version=3")
-  model = mc.get_model(mc.read_config(path), "eta")
+  model = mc.get_model(model_config_file.read_config(path), "eta")
   assert list(model.model_version_policy.specific.versions) == [1, 2, 3]
   assert model.version_labels["canary"] == 1
 
@@ -232,7 +234,7 @@ def test_four_racing_exporters_publish_four_distinct_versions(tmp_path):
   assert sorted(pid for _, pid in results) == sorted(p.pid for p in processes)
   assert publish.list_versions(base, complete_only=True) == [1, 2, 3, 4]
   assert not [n for n in os.listdir(base) if n.startswith(publish.TEMP_PREFIX)]
-  model = mc.get_model(mc.read_config(config), "eta")
+  model = mc.get_model(model_config_file.read_config(config), "eta")
   assert list(model.model_version_policy.specific.versions) == [1, 2, 3, 4]
 
 
@@ -289,14 +291,15 @@ def test_bad_model_names_are_refused_everywhere(tmp_path, value):
                lambda: mc.set_label(path, value, "canary", 1),
                lambda: mc.promote(path, value),
                lambda: mc.add_published_version(path, value, "/models/x", 1)):
-    with pytest.raises(mc.InvalidNameError) as e:
+    with pytest.raises(model_config_file.InvalidNameError) as e:
       edit()
     assert str(e.value) == _name_message(value)
   assert open(path).read() == before
-  config = mc.parse_config('model_config_list { config { name: "x" base_path: "/m" } }')
+  config = model_config_file.parse_config(
+      'model_config_list { config { name: "x" base_path: "/m" } }')
   config.model_config_list.config[0].name = value
-  with pytest.raises(mc.ModelConfigError):
-    mc.write_config(config, path)  # nor can a config carrying one be written
+  with pytest.raises(model_config_file.ModelConfigError):
+    model_config_file.write_config(config, path)  # nor can a config carrying one be written
 
 
 @pytest.mark.parametrize("value", BAD_VERSIONS)
@@ -310,7 +313,7 @@ def test_bad_versions_are_refused_everywhere(tmp_path, value):
                lambda: mc.remove_version(path, "eta", value),
                lambda: mc.set_label(path, "eta", "canary", value),
                lambda: mc.add_published_version(path, "eta", base, value)):
-    with pytest.raises(mc.InvalidNameError) as e:
+    with pytest.raises(model_config_file.InvalidNameError) as e:
       edit()
     assert str(e.value) == message
   with pytest.raises(publish.PublishError) as e:
@@ -338,7 +341,7 @@ def test_bad_labels_are_refused_everywhere(tmp_path, value):
   if value:  # the exporter's empty label means "no label"
     edits.append((lambda: mc.add_published_version(path, "eta", "/m", 1, value), "label"))
   for edit, field in edits:
-    with pytest.raises(mc.InvalidNameError) as e:
+    with pytest.raises(model_config_file.InvalidNameError) as e:
       edit()
     assert str(e.value) == message(field)
 
