@@ -239,6 +239,41 @@ def fit_runs(runs) -> dict:
   }
 
 
+def joint_fit(result_files) -> dict:
+  """Least squares over the user-sharded runs of several results files (series with
+  different distinct-items-per-event ratios): peak RSS = a + b * events + c * items and
+  seconds = a + b * events + c * items, with R^2 and each run's residual, evaluated at the
+  full UserBehavior file (its events and items). Separates what grows with the log from
+  what grows with the catalog, which one series cannot (there items ~ events)."""
+  runs = []
+  for path in result_files:
+    with open(path) as f:
+      result = json.load(f)
+    runs += [dict(r, source=os.path.basename(path)) for r in result["runs"]]
+  if len(runs) < 4:
+    raise SystemExit(f"--joint_fit needs >= 4 runs over its files, got {len(runs)}")
+  design = np.asarray([[1.0, r["events"], r["pipeline"]["items"]] for r in runs])
+  out = {"files": [os.path.basename(p) for p in result_files], "runs": [
+      {"source": r["source"], "events": r["events"], "items": r["pipeline"]["items"],
+       "user_shards": r["pipeline"]["user_shards"], "seconds": r["pipeline"]["seconds"],
+       "peak_rss_bytes": r["pipeline"]["peak_rss_bytes"]} for r in runs]}
+  full = np.asarray([1.0, FULL_TAOBAO_EVENTS, FULL_TAOBAO_ITEMS])
+  for name, key in (("peak_rss_bytes", "peak_rss_bytes"), ("seconds", "seconds")):
+    y = np.asarray([r["pipeline"][key] for r in runs], np.float64)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ coef
+    r2 = 1 - (residual ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12)
+    out[name] = {"intercept": float(coef[0]), "per_event": float(coef[1]),
+                 "per_item": float(coef[2]), "r2": float(r2),
+                 "residuals": [round(float(v), 1) for v in residual],
+                 "full_userbehavior": float(full @ coef)}
+  out["full_userbehavior"] = {
+      "events": FULL_TAOBAO_EVENTS, "items": FULL_TAOBAO_ITEMS,
+      "pipeline_peak_rss_gib": round(out["peak_rss_bytes"]["full_userbehavior"] / 2 ** 30, 2),
+      "pipeline_hours": round(out["seconds"]["full_userbehavior"] / 3600, 2)}
+  return out
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -267,11 +302,23 @@ def main(argv=None):
                       help=f"results file name in --output_dir (default {RESULTS_FILE})")
   parser.add_argument("--refit", default=None,
                       help="only recompute the fit of a saved (e.g. partial) results file")
+  parser.add_argument("--joint_fit", default=None,
+                      help="only fit RSS and time against events and distinct items over "
+                           "the runs of these comma-separated results files (e.g. "
+                           "bench/results/scale.json,bench/results/scale_full_item_count.json)"
+                           "; writes scale_joint_fit.json in --output_dir")
   parser.add_argument("--measure_input", default=None, help=argparse.SUPPRESS)  # child mode
   args = parser.parse_args(argv)
   if args.measure_input:
     print(json.dumps(measure_input(args.measure_input, args.max_len, args.batch_size,
                                    args.input_batches)))
+    return
+  if args.joint_fit:
+    result = dict(machine.finish_run(machine.start_run("python -m bench.scale", argv)),
+                  **joint_fit(args.joint_fit.split(",")))
+    print(json.dumps({k: result[k] for k in ("peak_rss_bytes", "seconds",
+                                             "full_userbehavior")}, indent=1))
+    print("wrote", machine.write_json(result, args.output_dir, "scale_joint_fit.json"))
     return
   if args.refit:
     with open(args.refit) as f:

@@ -56,3 +56,27 @@ def test_linear_fit_recovers_a_line():
   fit = scale.linear_fit([1, 2, 4], [5, 7, 11])
   assert fit["slope"] == pytest.approx(2) and fit["intercept"] == pytest.approx(3)
   assert fit["r2"] == pytest.approx(1)
+
+
+def test_joint_fit_separates_events_from_items(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+
+  def run(events, items):
+    return {"events": events, "pipeline": {
+        "items": items, "user_shards": 2, "peak_rss_bytes": 1e8 + 3 * events + 700 * items,
+        "seconds": 20 + events / 1e4}}
+  # One series with items ~ events, one with items saturating: the plane is identifiable.
+  paths = []
+  for name, runs in (("a.json", [run(1e6, 6.5e5), run(4e6, 2.6e6)]),
+                     ("b.json", [run(1e6, 8e5), run(4e6, 2.4e6), run(16e6, 4e6)])):
+    (tmp_path / name).write_text(json.dumps({"runs": runs}))
+    paths.append(str(tmp_path / name))
+  fit = scale.joint_fit(paths)
+  assert fit["peak_rss_bytes"]["per_event"] == pytest.approx(3, rel=1e-6)
+  assert fit["peak_rss_bytes"]["per_item"] == pytest.approx(700, rel=1e-6)
+  assert fit["peak_rss_bytes"]["r2"] == pytest.approx(1)
+  expected = 1e8 + 3 * scale.FULL_TAOBAO_EVENTS + 700 * scale.FULL_TAOBAO_ITEMS
+  assert fit["full_userbehavior"]["pipeline_peak_rss_gib"] == round(expected / 2 ** 30, 2)
+  assert fit["seconds"]["per_item"] == pytest.approx(0, abs=1e-9)
+  with pytest.raises(SystemExit, match="needs >= 4 runs"):
+    scale.joint_fit(paths[:1])
