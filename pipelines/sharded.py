@@ -118,8 +118,9 @@ def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
       _ = (pipeline
            | f"Read{label}" >> stages.read_text(source, pattern)
            | f"Partition{label}" >> PartitionLinesByUser(work_dir, source, num_shards))
+  partitioned = time.time()
   _LOG.info("user shards: partitioned the input into %d shards in %.0f s", num_shards,
-            time.time() - started)
+            partitioned - started)
 
   for shard in range(num_shards):
     shard_sources = {s: p for s, p in sources.items()
@@ -144,9 +145,10 @@ def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
                _write_shard_stats, path=_stats_path(work_dir, shard),
                counts=beam.pvalue.AsSingleton(summed),
                reasons=beam.pvalue.AsList(reasons[0])))
-    elapsed = time.time() - started
-    _LOG.info("user shards: %d/%d grouped, %.0f s elapsed, ~%.0f s to go", shard + 1,
-              num_shards, elapsed, elapsed / (shard + 1) * (num_shards - shard - 1))
+    grouping = time.time() - partitioned  # the ETA of this step, not of the partition
+    _LOG.info("user shards: %d/%d grouped, %.0f s elapsed, ~%.0f s to go in this step",
+              shard + 1, num_shards, time.time() - started,
+              grouping / (shard + 1) * (num_shards - shard - 1))
 
   shard_counts, reason_totals, users = [], {}, 0
   for shard in range(num_shards):
