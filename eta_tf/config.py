@@ -47,7 +47,8 @@ class _Config:
     unknown = sorted(set(d) - known)
     if unknown:
       raise ConfigError(f"unknown config fields: {unknown}")
-    return cls(**d)
+    added_later = getattr(cls, "FIELDS_ADDED_LATER", {})
+    return cls(**{**{k: v for k, v in added_later.items() if k not in d}, **d})
 
   def replace(self, **changes):
     return dataclasses.replace(self, **changes)
@@ -73,6 +74,11 @@ class ModelConfig(_Config):
   Serving with default flags loads every export.
   """
   FILE_NAME = CONFIG_FILE
+  # Fields added after configs were first saved, with the value that rebuilds the model a
+  # config without them was trained as (not today's default, which may differ): a saved
+  # model must load as what it was.
+  FIELDS_ADDED_LATER = {"target_stats": False, "signature_fields": "item",
+                        "signature_distance": "category_first", "retrieval": "hamming"}
 
   model: str = option("eta", "Which model to train; only the long-history block differs.",
                       choices=MODEL_NAMES)

@@ -115,6 +115,20 @@ def test_config_errors_name_field_and_value():
   assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_config_saved_before_a_field_existed_loads_as_it_was_trained():
+  # A model_config.json from before target_stats / signature_fields existed describes an
+  # item-signature model without target statistics, whatever today's defaults are.
+  saved = ModelConfig().to_dict()
+  for field in ModelConfig.FIELDS_ADDED_LATER:
+    del saved[field]
+  old = ModelConfig.from_dict(saved)
+  assert (old.target_stats, old.signature_fields) == (False, "item")
+  assert (ModelConfig().target_stats, ModelConfig().signature_fields) == (True,
+                                                                          "item_category")
+  # Present fields always win.
+  assert ModelConfig.from_dict(ModelConfig().to_dict()) == ModelConfig()
+
+
 def _graph_op_types(meta_graph):
   ops = {node.op for node in meta_graph.graph_def.node}
   for function in meta_graph.graph_def.library.function:
