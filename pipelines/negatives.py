@@ -70,9 +70,9 @@ class _WeightedRows:
   inside key ranges: a draw in rows [start, end) picks row i with probability
   weight_i / sum of the range's weights.
 
-  keys [N] sorted; items [N]; categories [N], or None when the key encodes it (category
-  of a row = category_ids[key // keys_per_category]); base [N + 1] = weight before each
-  row (base[N] = the total).
+  keys [N] sorted (None: no range queries); items [N]; categories [N], or None when the key
+  encodes it (category of a row = category_ids[key // keys_per_category]); base [N + 1] =
+  weight before each row (base[N] = the total).
   """
 
   def __init__(self, keys, items, weights, categories=None, category_ids=None,
@@ -123,8 +123,9 @@ class MatchedCatalog:
                                category_ids=self.category_ids,
                                keys_per_category=self.num_windows)
     by_item = aggregate_rows(counts[:, [2, 0]], counts[:, 3])  # (item, cat, n), sorted
-    self.everything = _WeightedRows(np.zeros(len(by_item), np.int64), by_item[:, 0],
-                                    by_item[:, 2], categories=by_item[:, 1])
+    # No keys: draws from `everything` always span all its rows (never a key range).
+    self.everything = _WeightedRows(None, by_item[:, 0], by_item[:, 2],
+                                    categories=by_item[:, 1])
     # First window in which each item is a target (freshness of fallback draws).
     order = np.lexsort((counts[:, 1], counts[:, 2]))
     self._items, first = np.unique(counts[order, 2], return_index=True)
