@@ -98,13 +98,16 @@ def _to_int(field: bytes) -> Optional[int]:
   return sign * int(field)
 
 
-def _split_fields(line: Union[bytes, str], num_columns: int):
-  """Strips BOM/CR/whitespace and splits on commas; returns (fields, None) or (None, reason)."""
+def _without_bom(line: Union[bytes, str]) -> bytes:
+  """The line as bytes (a str encoded as UTF-8) without a leading byte-order mark."""
   if isinstance(line, str):
     line = line.encode("utf-8", "surrogatepass")
-  if line.startswith(_BOM):
-    line = line[len(_BOM):]
-  line = line.rstrip(b"\r\n")
+  return line[len(_BOM):] if line.startswith(_BOM) else line
+
+
+def _split_fields(line: Union[bytes, str], num_columns: int):
+  """Strips BOM/CR/whitespace and splits on commas; returns (fields, None) or (None, reason)."""
+  line = _without_bom(line).rstrip(b"\r\n")
   if not line.strip():
     return None, REASON_EMPTY_LINE
   fields = line.split(b",")
@@ -119,11 +122,7 @@ def user_field_id(line: Union[bytes, str]) -> Optional[int]:
   For every accepted row it equals the parsed user_id (same BOM/whitespace/CR handling
   and _to_int); used to route lines to user shards before parsing (pipelines.sharded).
   """
-  if isinstance(line, str):
-    line = line.encode("utf-8", "surrogatepass")
-  if line.startswith(_BOM):
-    line = line[len(_BOM):]
-  field = line.split(b",", 1)[0].rstrip(b"\r\n").strip(_FIELD_WHITESPACE)
+  field = _without_bom(line).split(b",", 1)[0].rstrip(b"\r\n").strip(_FIELD_WHITESPACE)
   return _to_int(field)
 
 

@@ -31,6 +31,7 @@ from typing import Callable, Dict, NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines import metadata_files
 from pipelines import parsing
 from pipelines.split_stats import SumCounts
 
@@ -83,9 +84,8 @@ def _stats_path(work_dir: str, shard: int) -> str:
 
 
 def _write_shard_stats(_, path, counts, reasons):
-  with FileSystems.create(path) as f:
-    f.write(json.dumps({"counts": counts, "rejected": [[list(p), n] for p, n in reasons]}
-                       ).encode("utf-8"))
+  metadata_files.write_json(path, {"counts": counts,
+                                   "rejected": [[list(p), n] for p, n in reasons]})
 
 
 def _has_files(pattern: str) -> bool:
