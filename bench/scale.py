@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from bench import machine
+from pipelines.build_dataset_flags import non_negative
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 RESULTS_FILE = "scale.json"
@@ -279,13 +280,14 @@ def main(argv=None):
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--events", default="1000000,4000000,16000000",
                       help="comma-separated log sizes (default 1M,4M,16M: ~1 h on 2 cores)")
-  parser.add_argument("--events_per_shard", type=int, default=DEFAULT_EVENTS_PER_SHARD,
+  parser.add_argument("--events_per_shard", type=non_negative,
+                      default=DEFAULT_EVENTS_PER_SHARD,
                       help="build_dataset --user_shards = ceil(events / this) (default "
                            f"{DEFAULT_EVENTS_PER_SHARD}); 0 = one pipeline")
   parser.add_argument("--one_pipeline_events", default=None,
                       help="sizes also run as one pipeline (--user_shards=1), side by side "
                            "(default: the smallest size; '' = none)")
-  parser.add_argument("--item_pool", type=int, default=0,
+  parser.add_argument("--item_pool", type=non_negative, default=0,
                       help="items the generator draws from (default 0 = 20 x events: "
                            "distinct items ~0.65 x events, the issue's sample; "
                            f"{FULL_TAOBAO_ITEMS} = the full file's item count)")

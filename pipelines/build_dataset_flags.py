@@ -41,7 +41,7 @@ def _positive(value: str) -> int:
   return n
 
 
-def _non_negative(value: str) -> int:
+def non_negative(value: str) -> int:
   n = int(value)
   if n < 0:
     raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
@@ -89,7 +89,7 @@ def make_parser(description: str = "") -> argparse.ArgumentParser:
                            "when there is no impression log (default 'pv': a pv is the "
                            "Taobao click; cart/fav/buy almost always follow a pv of the "
                            "same item, so counting them too mostly duplicates positives)")
-  parser.add_argument("--negatives_per_positive", type=_non_negative, default=1,
+  parser.add_argument("--negatives_per_positive", type=non_negative, default=1,
                       help="seeded negatives per positive, same category where possible "
                            "(default 1; ignored with --impressions)")
   parser.add_argument("--negative_sampler", choices=(SAMPLER_MATCHED, SAMPLER_UNIFORM),
@@ -107,7 +107,7 @@ def make_parser(description: str = "") -> argparse.ArgumentParser:
                            "sampler (default %(default)s; the leakage check always uses "
                            f"{L.CHECK_WINDOWS})")
   parser.add_argument("--seed", type=int, default=0, help="negative sampling seed")
-  parser.add_argument("--min_history", type=_non_negative, default=1,
+  parser.add_argument("--min_history", type=non_negative, default=1,
                       help="drop (and count in stats) targets with fewer prior behaviors "
                            "than this (default 1: every sample has some history)")
   parser.add_argument("--min_timestamp", type=int, default=parsing.DEFAULT_MIN_TIMESTAMP,
@@ -119,7 +119,7 @@ def make_parser(description: str = "") -> argparse.ArgumentParser:
   parser.add_argument("--max_timestamp", type=int, default=parsing.DEFAULT_MAX_TIMESTAMP,
                       help="rows at/after this unix time are dead-lettered "
                            "(default 4102444800 = 2100-01-01)")
-  parser.add_argument("--num_shards", type=_non_negative, default=0,
+  parser.add_argument("--num_shards", type=non_negative, default=0,
                       help="TFRecord shards per split (default 0 = runner decides)")
   parser.add_argument("--user_shards", type=_positive, default=1,
                       help="local runs of big logs: run the job in N shards of users (a "

@@ -80,3 +80,11 @@ def test_joint_fit_separates_events_from_items(tmp_path):
   assert fit["seconds"]["per_item"] == pytest.approx(0, abs=1e-9)
   with pytest.raises(SystemExit, match="needs >= 4 runs"):
     scale.joint_fit(paths[:1])
+
+
+@pytest.mark.parametrize("flag", ["--item_pool=-5", "--events_per_shard=-1"])
+def test_negative_sizes_are_refused_naming_the_flag(flag):
+  out = subprocess.run([sys.executable, "-m", "bench.scale", flag], capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 2
+  assert f"{flag.split('=')[0]}: must be >= 0, got {flag.split('=')[1]}" in out.stderr
