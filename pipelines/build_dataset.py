@@ -259,7 +259,12 @@ def pipeline_options(beam_args: List[str]) -> PipelineOptions:
 
 def run(argv: Optional[Sequence[str]] = None) -> dict:
   """Runs the job to completion and returns the stats dict (also in stats.json)."""
-  args, beam_args = make_parser(__doc__).parse_known_args(argv)
+  parser = make_parser(__doc__)
+  args, beam_args = parser.parse_known_args(argv)
+  for flag, pattern in (("--input", args.input), ("--impressions", args.impressions)):
+    # A glob that matches nothing would otherwise run the whole job on zero rows.
+    if pattern is not None and not FileSystems.match([pattern])[0].metadata_list:
+      parser.error(f"{flag}={pattern!r}: no file matches")
   _LOG.info("build_dataset: input=%s impressions=%s output_dir=%s beam=%s", args.input,
             args.impressions, args.output_dir, beam_args)
   prepare_output_dir(args.output_dir, args.overwrite)

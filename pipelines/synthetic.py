@@ -37,6 +37,7 @@ import argparse
 import dataclasses
 import gzip
 import logging
+import os
 import time
 from typing import Dict, List, NamedTuple, Optional
 
@@ -289,6 +290,8 @@ def generate_log(cfg: SyntheticConfig) -> SyntheticLog:
 def write_lines(path: str, lines: List[str]) -> str:
   """Writes lines with "\\n" terminators; gzip when path ends with .gz."""
   data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+  if os.path.dirname(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
   opener = gzip.open if path.endswith(".gz") else open
   kwargs = {"compresslevel": 3} if path.endswith(".gz") else {}
   with opener(path, "wb", **kwargs) as f:

@@ -148,3 +148,18 @@ def test_skewed_split_exits_2_naming_the_flags(tmp_path, capsys):
   stats = _run(path, tmp_path / "c", "--eval_fraction=0.1", "--allow_skewed_split")
   assert stats["splits"]["eval"]["target_share"] == pytest.approx(0.4)
   assert not stats["split_check"]["ok"] and "40.0%" in stats["split_check"]["message"]
+
+
+def test_input_that_matches_no_file_exits_2_naming_the_flag(tmp_path, capsys):
+  """A mistyped --input / --impressions stops before the job (which would otherwise run on
+  zero rows and blame the split), and writes nothing."""
+  path = _two_second_log(tmp_path)
+  for flags, named in ((["--input=" + str(tmp_path / "missing*.csv")], "--input="),
+                       (["--input=" + str(path), "--impressions=" + str(tmp_path / "no.csv")],
+                        "--impressions=")):
+    with pytest.raises(SystemExit) as exit_info:
+      build_dataset.run(flags + ["--output_dir=" + str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{named}'{tmp_path}" in err and "no file matches" in err
+    assert not (tmp_path / "out").exists()

@@ -89,3 +89,9 @@ def test_taobao_preset_matches_the_calibration_targets(tmp_path):
   synthetic.main([f"--output={out}", "--preset=taobao", "--num_users=5",
                   "--revisit_rate=0.5"])
   assert len(out.read_text().splitlines()) > 5 * 10
+
+
+def test_output_directory_is_created(tmp_path):
+  path = synthetic.generate(5, seed=1, output=str(tmp_path / "new" / "dir" / "log.csv.gz"))
+  with gzip.open(path, "rb") as f:
+    assert len(f.read().splitlines()) > 5
