@@ -33,8 +33,10 @@ from pipelines.progress import LogProgress
 from pipelines import transforms as T
 from pipelines.build_dataset_flags import SAMPLER_MATCHED, make_parser, pipeline_params
 from pipelines.dataset_stats import SPLIT_USER_LAST, summarize, write_metadata
-from pipelines.global_facts import BuildCatalog, DescribeTimeSplit, TargetTimeHistogram
-from pipelines.negative_sampling import SampleNegatives, sample_uniform_negatives
+from pipelines.global_facts import BuildCatalog, CountCategories, DescribeTimeSplit
+from pipelines.global_facts import TargetTimeHistogram
+from pipelines.negative_join import KeyedMatchedNegatives
+from pipelines.negative_sampling import SampleNegatives
 from pipelines.split_stats import SplitStats, SumCounts
 from pipelines.tags import COUNTS, FILTERED, REJECTED, VALID
 
@@ -142,7 +144,8 @@ def group_into_sequences(valid, args):
 
 
 def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Callable,
-                    counts: list, stat_entries: list, users: Optional[int] = None) -> None:
+                    counts: list, stat_entries: list, users: Optional[int] = None,
+                    negatives_attached: bool = False) -> None:
   """Global facts, filter, negatives, split, encode, write, then stats + schema.
 
   `sequences` feed the per-user chain; `fact_sequences(label)` gives the same users for a
@@ -151,6 +154,8 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
   consumer waits for a side input computed from that PCollection's own stage (the window
   edges of the matched catalog, the time split of the chain), so separate reads are what
   lets each stage stream. `users` (if known) makes the progress lines show an ETA.
+  Matched negatives are drawn by keyed joins (pipelines.negative_join) unless
+  `negatives_attached` (the sharded job drew them already, per shard).
   """
   paths = _output_paths(args.output_dir)
   histogram = fact_sequences("Histogram") | "TargetTimeHistogram" >> TargetTimeHistogram()
@@ -164,18 +169,29 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
   # The check's own fixed resolution: a coarser sampler cannot make itself look good.
   check_edges = beam.pvalue.AsSingleton(histogram | "CheckWindows" >> beam.MapTuple(
       lambda times, counts: N.window_edges(times, counts, L.CHECK_WINDOWS)))
-  item_facts = beam.pvalue.AsSingleton(
-      fact_sequences("Histogram") | "BuildItemFacts" >> L.BuildItemFacts())
-  if args.negative_sampler == SAMPLER_MATCHED:
-    sampler_catalog = beam.pvalue.AsSingleton(
-        fact_sequences("Cells") | "BuildMatchedCatalog" >> N.BuildMatchedCatalog(edges))
-    sampler = N.sample_matched_negatives
-  else:
-    sampler_catalog, sampler = None, sample_uniform_negatives
+  item_facts_table = fact_sequences("Histogram") | "BuildItemFacts" >> L.BuildItemFacts()
+  item_facts = beam.pvalue.AsSingleton(item_facts_table)
   stat_entries.append(_entries(time_split, "time"))
-  catalog = fact_sequences("Histogram") | "BuildCatalog" >> BuildCatalog()
-  stat_entries.append(catalog | "CatalogSizes" >> beam.FlatMap(
-      lambda c: [(("items",), c.num_items), (("categories",), c.num_categories)]))
+  matched = args.negative_sampler == SAMPLER_MATCHED
+  if matched:  # no (category, item) catalog: the sizes from item facts + category ids
+    sizes = (item_facts_table | "ItemCount" >> beam.Map(lambda facts: len(facts.items)),
+             fact_sequences("Histogram") | "CountCategories" >> CountCategories())
+  else:
+    catalog = fact_sequences("Histogram") | "BuildCatalog" >> BuildCatalog()
+    sizes = (catalog | "ItemCount" >> beam.Map(lambda c: c.num_items),
+             catalog | "CategoryCount" >> beam.Map(lambda c: c.num_categories))
+  stat_entries += [_entries(sizes[0], "items"), _entries(sizes[1], "categories")]
+  draw_negatives = not args.impressions and args.negatives_per_positive
+
+  if matched and draw_negatives and not negatives_attached:
+    # Before the history filter: short-history targets count in the cells but get no
+    # draw (query flag), and the filter then drops them as it always did.
+    everything = beam.pvalue.AsSingleton(
+        fact_sequences("Histogram") | "BuildItemWeights" >> N.BuildItemWeights())
+    with_negatives = sequences | "MatchedNegatives" >> KeyedMatchedNegatives(
+        edges, everything, args.negatives_per_positive, args.seed, args.min_history)
+    sequences = with_negatives[VALID]
+    counts.append(with_negatives[COUNTS])
 
   sequences = sequences | "ChainProgress" >> LogProgress(
       "negatives, split, encode", total=users)
@@ -189,10 +205,9 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
         | "FilteredEntry" >> beam.MapTuple(
             lambda split, n: (("splits", split, "filtered_min_history"), n)))
 
-  if not args.impressions and args.negatives_per_positive:
+  if draw_negatives and not matched:
     with_negatives = sequences | "SampleNegatives" >> SampleNegatives(
-        sampler_catalog or beam.pvalue.AsSingleton(catalog), args.negatives_per_positive,
-        args.seed, sampler)
+        beam.pvalue.AsSingleton(catalog), args.negatives_per_positive, args.seed)
     sequences = with_negatives[VALID]
     counts.append(with_negatives[COUNTS])
 

@@ -195,3 +195,26 @@ class BuildCatalog(beam.PTransform):
 
   def expand(self, sequences):
     return sequences | "Catalog" >> beam.CombineGlobally(_CatalogFn())
+
+
+class _CategoriesFn(CompactingCombineFn):
+  """Distinct category ids of all histories -> their number."""
+
+  def block(self, sequence):
+    if not len(sequence.history):
+      return None
+    return np.unique(sequence.history[:, CATEGORY_ID])[:, None]
+
+  def merge_blocks(self, blocks):
+    return np.unique(np.concatenate(blocks))[:, None]
+
+  def finish(self, block):
+    return 0 if block is None else len(block)
+
+
+class CountCategories(beam.PTransform):
+  """UserSequences -> singleton number of distinct categories in their histories (what
+  Catalog.num_categories counts, without the per-item table)."""
+
+  def expand(self, sequences):
+    return sequences | "Categories" >> beam.CombineGlobally(_CategoriesFn())

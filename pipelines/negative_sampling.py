@@ -1,6 +1,6 @@
-"""SampleNegatives: seeded negatives after each positive target, drawn by a sampler:
-same-category uniform draws from the Catalog here (sample_uniform_negatives), or
-pipelines.negatives' time- and popularity-matched draws.
+"""SampleNegatives: seeded negatives after each positive target, drawn by a sampler from a
+broadcast catalog: same-category uniform draws from the Catalog (--negative_sampler=uniform).
+The default matched draws are keyed joins instead (pipelines.negative_join).
 """
 import apache_beam as beam
 import numpy as np
@@ -67,8 +67,7 @@ class SampleNegatives(beam.PTransform):
   """Adds `negatives_per_positive` seeded negatives after each positive target.
 
   `sampler(positives [P, 4], catalog, num_negatives, rng)` -> (rows [P * n, 4], counts):
-  sample_uniform_negatives (default, with a Catalog) or
-  negatives.sample_matched_negatives (with a MatchedCatalog). The random stream of a user
+  sample_uniform_negatives (default, with a Catalog). The random stream of a user
   is seeded by (seed, user_id) only, so the result does not depend on bundling, worker
   count or runner. Output `counts` carries {'negatives_unavailable': n} when the catalog
   has no other item to offer, plus the sampler's counts.
@@ -85,7 +84,7 @@ class SampleNegatives(beam.PTransform):
   def expand(self, sequences):
     num_negatives, seed, sampler = self._num_negatives, self._seed, self._sampler
 
-    def add_negatives(sequence: UserSequence, catalog):  # Catalog or MatchedCatalog
+    def add_negatives(sequence: UserSequence, catalog):
       positives = sequence.targets
       if not len(positives) or not num_negatives:
         yield sequence

@@ -15,8 +15,10 @@ has no item other than the positive, the draw falls back to the same category in
 wider windows (pairs of adjacent windows, then fours, ... up to the whole log), then to all
 items (all frequency-weighted), and is counted by how far it went.
 
-Memory: the cell table is O(distinct (category, window, item) triples) -- at most the number
-of positive targets, ~24 bytes each; it is a side input, broadcast to every worker.
+Draws are made per category group by a keyed join (pipelines.negative_join), not from a
+broadcast table: a group holds the cells of its own categories only, so no worker needs
+the whole (category, window, item) table, which grows with the log. The one global table
+left is ItemWeights (the "any item" fallback; 24 bytes per item).
 """
 from typing import Dict, Tuple
 
@@ -65,74 +67,135 @@ def window_start(windows: np.ndarray, edges: np.ndarray) -> np.ndarray:
   return padded[windows]
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+  """splitmix64's finaliser on uint64 [N] (wrapping arithmetic)."""
+  x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
+
+
+def uniforms(seed: int, *keys: np.ndarray) -> np.ndarray:
+  """float64 [N] in [0, 1), a pure function of (seed, keys...) per row.
+
+  Each draw is seeded by what it is (seed, user, target index, draw, level, candidate),
+  never by processing order, so draws are the same on any runner, bundling or grouping
+  (counter-based: a hash chain of the keys, no generator state).
+  """
+  with np.errstate(over="ignore"):
+    h = _mix(np.asarray(seed, np.int64).astype(np.uint64) + _GOLDEN)
+    for key in keys:
+      h = _mix(h + _GOLDEN + np.asarray(key, np.int64).astype(np.uint64))
+  return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
 class _WeightedRows:
-  """Rows sorted by an int64 key, with cumulative weights, for vectorised weighted draws
-  inside key ranges: a draw in rows [start, end) picks row i with probability
+  """Rows sorted by an int64 key, with cumulative integer weights, for vectorised weighted
+  draws inside key ranges: a draw in rows [start, end) picks row i with probability
   weight_i / sum of the range's weights.
 
   keys [N] sorted (None: no range queries); items [N]; categories [N], or None when the key
-  encodes it (category of a row = category_ids[key // keys_per_category]); base [N + 1] =
-  weight before each row (base[N] = the total).
+  encodes it (category of a row = category_ids[key // keys_per_category]); base int64
+  [N + 1] = weight before each row (base[N] = the total). Integer arithmetic: a draw
+  depends only on its uniform and its own range's weights, not on the rows around it.
   """
 
   def __init__(self, keys, items, weights, categories=None, category_ids=None,
                keys_per_category=1):
     self.keys, self.items, self.categories = keys, items, categories
     self._category_ids, self._keys_per_category = category_ids, keys_per_category
-    self.base = np.concatenate([[0.0], np.cumsum(weights, dtype=np.float64)])
+    self.base = np.concatenate([[0], np.cumsum(weights, dtype=np.int64)])
 
   def ranges(self, low: np.ndarray, high: np.ndarray):
     """(starts, ends) of the rows with low <= key < high, per query."""
     return (np.searchsorted(self.keys, low, side="left"),
             np.searchsorted(self.keys, high, side="left"))
 
-  def draw(self, starts: np.ndarray, ends: np.ndarray, rng: np.random.Generator):
-    """One weighted row per non-empty range: (items, categories)."""
+  def draw(self, starts: np.ndarray, ends: np.ndarray, u: np.ndarray):
+    """One weighted row per non-empty range, chosen by uniforms u [N]: (items, categories)."""
     low, high = self.base[starts], self.base[ends]
-    u = low + rng.random(len(starts)) * (high - low)
-    rows = np.clip(np.searchsorted(self.base, u, side="right") - 1, starts, ends - 1)
+    offset = np.minimum((u * (high - low)).astype(np.int64), high - low - 1)
+    rows = np.clip(np.searchsorted(self.base, low + offset, side="right") - 1, starts,
+                   ends - 1)
     categories = (self.categories[rows] if self.categories is not None else
                   self._category_ids[self.keys[rows] // self._keys_per_category])
     return self.items[rows], categories
 
 
+class ItemWeights(_WeightedRows):
+  """All positive-target items with their target counts: the "any item" fallback.
+
+  Built from int64 [M, 3] rows (item, category, count), any order, duplicates summed.
+  Compact on purpose (it is the one global table the draws broadcast): item ids, their
+  category and cumulative counts, 24 bytes per (item, category).
+  """
+
+  def __init__(self, rows: np.ndarray):
+    by_item = aggregate_rows(np.asarray(rows, np.int64).reshape(-1, 3)[:, :2],
+                             np.asarray(rows, np.int64).reshape(-1, 3)[:, 2])
+    super().__init__(None, by_item[:, 0], by_item[:, 2], categories=by_item[:, 1])
+
+  def __len__(self):
+    return len(self.items)
+
+
 class MatchedCatalog:
   """Positive-target item frequencies by (category, window) at every window resolution.
 
-  Built from `counts`: int64 [M, 4] rows (category, window, item, count), any order.
+  Built from `counts`: int64 [M, 4] rows (category, window, item, count), any order, of
+  some set of categories (one key group of the keyed draw: pipelines.negative_join).
   One table serves every resolution: the rows, sorted by (category, window, item), are
   keyed by category_index * num_windows + window, so the cell (category, windows
   [w << k, (w + 1) << k)) of level k -- level 0 the finest windows, each next level pairs
   of adjacent windows (equal-count windows, so still equal-count), the last one window per
   category -- is one contiguous key range, and a weighted draw in that range picks an item
-  in proportion to its count over the whole cell. `everything` is all items,
-  frequency-weighted. Memory: ~24 bytes per (category, window, item) row + ~32 per
-  distinct (item, category); a table per level would cost ~8x the first (issue 12 scale).
+  in proportion to its count over the whole cell. `everything` (ItemWeights over all
+  categories; default: built from `counts`) serves draws that leave the category.
+  Everything a draw reads is per category, so the draws of a category do not depend on
+  which other categories share its group. Memory: ~24 bytes per (category, window, item)
+  row + ~24 per (category, item).
   """
 
-  def __init__(self, counts: np.ndarray, edges: np.ndarray):
+  def __init__(self, counts: np.ndarray, edges: np.ndarray,
+               everything: ItemWeights = None):
     counts = np.asarray(counts, np.int64).reshape(-1, 4)
     self.edges = np.asarray(edges, np.int64)
     self.num_windows = len(self.edges) + 1
     self.num_levels = int(np.ceil(np.log2(self.num_windows))) + 1
     self.category_ids = np.unique(counts[:, 0])
-    cells = aggregate_rows(np.stack([
-        np.searchsorted(self.category_ids, counts[:, 0]) * self.num_windows + counts[:, 1],
-        counts[:, 2]], axis=1), counts[:, 3])  # sorted (cell key, item), count
+    slots = np.searchsorted(self.category_ids, counts[:, 0])
+    cells = aggregate_rows(np.stack([slots * self.num_windows + counts[:, 1], counts[:, 2]],
+                                    axis=1), counts[:, 3])  # sorted (cell key, item), count
     self.cells = _WeightedRows(cells[:, 0], cells[:, 1], cells[:, 2],
                                category_ids=self.category_ids,
                                keys_per_category=self.num_windows)
-    by_item = aggregate_rows(counts[:, [2, 0]], counts[:, 3])  # (item, cat, n), sorted
-    # No keys: draws from `everything` always span all its rows (never a key range).
-    self.everything = _WeightedRows(None, by_item[:, 0], by_item[:, 2],
-                                    categories=by_item[:, 1])
-    # First window in which each item is a target (freshness of fallback draws).
-    order = np.lexsort((counts[:, 1], counts[:, 2]))
-    self._items, first = np.unique(counts[order, 2], return_index=True)
-    self._first_windows = counts[order, 1][first]
+    self.everything = (ItemWeights(counts[:, [2, 0, 3]]) if everything is None
+                       else everything)
+    # First window in which each (category, item) is a target (freshness of fallback
+    # draws), under one int64 key: category slot * (distinct items + 1) + item rank.
+    self._item_ids = np.unique(counts[:, 2])
+    first = aggregate_rows(np.stack([self._pair_keys(slots, counts[:, 2]), counts[:, 1]],
+                                    axis=1), np.zeros(len(counts)))
+    keys, starts = np.unique(first[:, 0], return_index=True)
+    self._pair_first = keys, first[starts, 1]
+
+  def _pair_keys(self, category_slots, items):
+    rank = np.minimum(np.searchsorted(self._item_ids, items), len(self._item_ids) - 1)
+    known = self._item_ids[rank] == items if len(self._item_ids) else np.zeros(len(items), bool)
+    return np.where(known, category_slots * (len(self._item_ids) + 1) + rank, -1)
 
   def __len__(self):
-    return len(self.everything.items)
+    return len(self.everything)
+
+  def category_slots(self, categories: np.ndarray):
+    """(slot [N] in category_ids, known [N]) of each category."""
+    if not len(self.category_ids):
+      return np.zeros(len(categories), np.int64), np.zeros(len(categories), bool)
+    slot = np.minimum(np.searchsorted(self.category_ids, categories),
+                      len(self.category_ids) - 1)
+    return slot, self.category_ids[slot] == categories
 
   def level_ranges(self, category_slots: np.ndarray, windows: np.ndarray, level: int):
     """(starts, ends) of each query's level-`level` cell in `cells`."""
@@ -141,30 +204,40 @@ class MatchedCatalog:
     base = category_slots * self.num_windows
     return self.cells.ranges(base + low_window, base + high_window)
 
-  def first_window(self, items: np.ndarray) -> np.ndarray:
-    """First window in which each item is a positive target (num_windows if never)."""
-    if not len(self._items):
+  def first_window(self, category_slots: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """First window in which each (category, item) is a positive target (num_windows if
+    never)."""
+    keys, first = self._pair_first
+    if not len(keys):
       return np.full(len(items), self.num_windows)
-    slot = np.minimum(np.searchsorted(self._items, items), len(self._items) - 1)
-    return np.where(self._items[slot] == items, self._first_windows[slot], self.num_windows)
+    query = self._pair_keys(category_slots, items)
+    slot = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return np.where((keys[slot] == query) & (query >= 0), first[slot], self.num_windows)
 
 
 def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
-                             num_negatives: int, rng: np.random.Generator
+                             num_negatives: int, seed: int, draw_keys: np.ndarray
                              ) -> Tuple[np.ndarray, Dict[str, int]]:
   """`num_negatives` negatives per positive row, matched in time window and category.
 
+  Args:
+    positives: int64 [P, 4] (timestamp, item, category, label) rows.
+    catalog: the MatchedCatalog of (at least) the positives' categories.
+    seed, draw_keys: int64 [P, 2] (user id, target index) per positive: the uniforms of
+      a draw are uniforms(seed, user, target index, draw, level, candidate).
   Returns (int64 [P * num_negatives, 4] rows (positive's timestamp, item, category,
   label 0), negatives of positive i at rows i*num_negatives...; item 0 where no other item
   exists at all) and FALLBACK_COUNTS (each draw counted once, at the level it ended in).
 
   A draw whose (category, window) cell holds no other item moves to the same category in
   the next wider window (pairs of windows, ... the whole log), then to all items. Outside
-  its own window a draw must also match the positive's freshness -- whether the item was
-  a target before the positive's window -- or a wider window would mostly offer items
-  older than a fresh positive (the leakage check's "seen before the window"); where the
-  category has no item of matching freshness, any other item of the category is taken
-  before leaving the category.
+  its own window a draw must also match the positive's freshness -- whether the (category,
+  item) was a target before the positive's window -- or a wider window would mostly offer
+  items older than a fresh positive (the leakage check's "seen before the window"); where
+  the category has no item of matching freshness, any other item of the category is taken
+  before leaving the category. Outside the category (all items, frequency-weighted) the
+  freshness is not matched: that needs a global per-item table, and these draws are rare
+  (categories with a single item).
   """
   n = len(positives) * num_negatives
   out = np.zeros((n, 4), np.int64)
@@ -173,12 +246,13 @@ def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
   if not n or not len(catalog):
     return out, counts
   pos_items = np.repeat(positives[:, ITEM_ID], num_negatives)
-  pos_cats = np.repeat(positives[:, CATEGORY_ID], num_negatives)
-  cat_slot = np.minimum(np.searchsorted(catalog.category_ids, pos_cats),
-                        len(catalog.category_ids) - 1)
-  cat_known = catalog.category_ids[cat_slot] == pos_cats
+  users = np.repeat(draw_keys[:, 0], num_negatives)
+  targets = np.repeat(draw_keys[:, 1], num_negatives)
+  draws = np.tile(np.arange(num_negatives), len(positives))
+  cat_slot, cat_known = catalog.category_slots(np.repeat(positives[:, CATEGORY_ID],
+                                                         num_negatives))
   windows = window_of(out[:, TIMESTAMP], catalog.edges)
-  pos_seen = catalog.first_window(pos_items) < windows
+  pos_seen = catalog.first_window(cat_slot, pos_items) < windows
   last = catalog.num_levels - 1
 
   def cell_ranges(level):  # computed only for the draws still pending at that level
@@ -193,11 +267,11 @@ def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
              else "negatives_fallback_wider_window") for level in range(last + 1)]
   # Freshness gives way before the category does: the whole category, any item.
   levels.append(levels[-1][:3] + (False, "negatives_fallback_category"))
-  everything = (catalog.everything, whole, np.ones(n, bool))
-  levels += [everything + (True, "negatives_fallback_any"),
-             everything + (False, "negatives_fallback_any")]  # last resort: any other item
+  levels.append((catalog.everything, whole, np.ones(n, bool), False,
+                 "negatives_fallback_any"))
+  rounds = np.arange(_MAX_ROUNDS)
   pending = np.arange(n)
-  for table, ranges_of, usable, match_freshness, counter in levels:
+  for level, (table, ranges_of, usable, match_freshness, counter) in enumerate(levels):
     if not len(pending):
       break
     pending = pending[usable[pending]]
@@ -209,11 +283,13 @@ def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
       # acceptable one is taken (the same law as redrawing one at a time, in one numpy
       # pass instead of a Python loop per round).
       rows = np.repeat(todo, _MAX_ROUNDS)
+      u = uniforms(seed, users[rows], targets[rows], draws[rows], np.full(len(rows), level),
+                   np.tile(rounds, len(todo)))
       items, cats = table.draw(np.repeat(starts, _MAX_ROUNDS), np.repeat(ends, _MAX_ROUNDS),
-                               rng)
+                               u)
       accept = items != pos_items[rows]
       if match_freshness:
-        accept &= (catalog.first_window(items) < windows[rows]) == pos_seen[rows]
+        accept &= (catalog.first_window(cat_slot[rows], items) < windows[rows]) == pos_seen[rows]
       accept = accept.reshape(-1, _MAX_ROUNDS)
       found = accept.any(axis=1)
       pick = np.flatnonzero(found) * _MAX_ROUNDS + accept[found].argmax(axis=1)
@@ -228,42 +304,30 @@ def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
 
 
 # ---------------------------------------------------------------------------------------
-# Beam: the cell table from the candidate positive targets
+# Beam: the global "any item" table from the candidate positive targets
 # ---------------------------------------------------------------------------------------
-def _cell_counts(sequence: UserSequence, edges: np.ndarray) -> np.ndarray:
-  """int64 [m, 4] (category, window, item, count) of one user's positive targets."""
+def _item_counts(sequence: UserSequence) -> np.ndarray:
+  """int64 [m, 3] (item, category, count) of one user's positive targets."""
   targets = sequence.targets[sequence.targets[:, KIND] == 1]
-  if not len(targets):
-    return np.zeros((0, 4), np.int64)
-  keys = np.stack([targets[:, CATEGORY_ID], window_of(targets[:, TIMESTAMP], edges),
-                   targets[:, ITEM_ID]], axis=1)
-  return aggregate_rows(keys, np.ones(len(keys)))
+  return aggregate_rows(targets[:, [ITEM_ID, CATEGORY_ID]], np.ones(len(targets)))
 
 
-class _CellCountsFn(CompactingCombineFn):
-  """Sum of per-user (category, window, item, count) tables."""
+class _ItemCountsFn(CompactingCombineFn):
+  """Sum of per-user (item, category, count) tables -> ItemWeights."""
 
-  def block(self, rows):
-    return rows
+  def block(self, sequence):
+    return _item_counts(sequence)
 
   def merge_blocks(self, blocks):
     rows = np.concatenate(blocks)
-    return aggregate_rows(rows[:, :3], rows[:, 3])
+    return aggregate_rows(rows[:, :2], rows[:, 2])
 
   def finish(self, block):
-    return np.zeros((0, 4), np.int64) if block is None else block
+    return ItemWeights(np.zeros((0, 3), np.int64) if block is None else block)
 
 
-class BuildMatchedCatalog(beam.PTransform):
-  """UserSequences (candidate positive targets) + window edges side input -> MatchedCatalog."""
-
-  def __init__(self, edges):
-    super().__init__()
-    self._edges = edges
+class BuildItemWeights(beam.PTransform):
+  """UserSequences (candidate positive targets) -> singleton ItemWeights."""
 
   def expand(self, sequences):
-    edges = self._edges
-    counts = (sequences
-              | "CellCounts" >> beam.Map(_cell_counts, edges=edges)
-              | "SumCells" >> beam.CombineGlobally(_CellCountsFn()))
-    return counts | "Catalog" >> beam.Map(MatchedCatalog, edges=edges)
+    return sequences | "SumItems" >> beam.CombineGlobally(_ItemCountsFn())

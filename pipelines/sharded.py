@@ -3,7 +3,7 @@
 The local runner (FnApiRunner) keeps every PCollection that crosses a shuffle in memory:
 the one-pipeline job's peak RSS grows ~2 KiB per event (bench/results/scale*.json), ~200
 GiB for the full Taobao UserBehavior file. Distributed runners spill and spread that; on
-one machine, --user_shards=N runs the same transforms in three steps whose memory is set
+one machine, --user_shards=N runs the same transforms in four steps whose memory is set
 by the largest shard and by the global tables, not by the log:
 
   1. PartitionLinesByUser: one streaming pass copies each raw input line, byte for byte,
@@ -11,20 +11,23 @@ by the largest shard and by the global tables, not by the log:
   2. per shard, one pipeline: parse and validate (rejected rows to the dead letter, as
      always), group by user, build sequences and candidate targets -> pickled
      UserSequence records + the shard's row counts (a JSON file);
-  3. one pipeline over all shards' sequences, read three times so that every stage
-     streams instead of buffering every sequence until its side inputs exist: the target
-     time histogram, item facts and catalog; the matched-negative cells (which need the
-     window edges from the histogram); the per-user chain (filter, negatives, split,
+  3. matched negatives by keyed joins, one pipeline per shard (pipelines.sharded_negatives):
+     one pass writes each user's candidate positives into category shards; per category
+     shard, the negatives are drawn from that shard's own cells and written to their
+     users' shards; per user shard, sequences and negatives are joined by user;
+  4. one pipeline over all shards' sequences, read twice so that every stage streams
+     instead of buffering every sequence until its side inputs exist: the target time
+     histogram, item facts and category count; the per-user chain (filter, split,
      encode, write).
 
 Records and stats.json equal the one-pipeline job's (tests/test_pipeline_sharded.py):
-users are independent once grouped, negatives are seeded by (seed, user_id), and the
-global facts are sums over the same sequences. Memory is not flat in everything: the
-global tables (matched-negative cells, item facts, catalog) grow with distinct items.
+users are independent once grouped, each negative is seeded by (seed, user, target) and
+drawn from its own category's cells, and the global facts are sums over the same
+sequences. What is still global: the item facts of the leakage check and the "any item"
+fallback table (O(distinct items), not O(events)).
 """
 import json
 import logging
-import pickle
 import time
 import zlib
 from typing import Callable, Dict, NamedTuple
@@ -33,6 +36,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines import metadata_files
 from pipelines import parsing
+from pipelines import shard_files as F
+from pipelines import sharded_negatives
+from pipelines.build_dataset_flags import SAMPLER_MATCHED
 from pipelines.split_stats import SumCounts
 
 _LOG = logging.getLogger("pipelines.sharded")
@@ -47,12 +53,9 @@ def user_shard(line: bytes, num_shards: int) -> int:
   by a hash of its bytes.
   """
   user_id = parsing.user_field_id(line)
-  key = str(user_id).encode() if user_id is not None else bytes(line)
-  return zlib.crc32(key) % num_shards
-
-
-def _shard_name(work_dir: str, kind: str, shard: int) -> str:
-  return FileSystems.join(work_dir, f"{kind}-s{shard:05d}")
+  if user_id is None:
+    return zlib.crc32(bytes(line)) % num_shards
+  return F.shard_of_user(user_id, num_shards)
 
 
 class PartitionLinesByUser(beam.PTransform):
@@ -67,29 +70,25 @@ class PartitionLinesByUser(beam.PTransform):
         lambda line, n: user_shard(line, n), self._num_shards)
     for shard in range(self._num_shards):
       _ = parts[shard] | f"Write{shard}" >> beam.io.WriteToTFRecord(
-          _shard_name(self._work_dir, self._source, shard), file_name_suffix=".tfrecord")
+          F.shard_name(self._work_dir, self._source, shard), file_name_suffix=".tfrecord")
     return lines.pipeline
 
 
 def _read_shard(work_dir: str, shard: int):
   """read(source, pattern) for read_and_validate: the shard's copy of the source's lines."""
   def read(source, _):
-    return beam.io.ReadFromTFRecord(_shard_name(work_dir, source, shard) + "-*",
+    return beam.io.ReadFromTFRecord(F.shard_name(work_dir, source, shard) + "-*",
                                     coder=beam.coders.BytesCoder(), validate=False)
   return read
 
 
 def _stats_path(work_dir: str, shard: int) -> str:
-  return _shard_name(work_dir, "stats", shard) + ".json"
+  return F.shard_name(work_dir, "stats", shard) + ".json"
 
 
 def _write_shard_stats(_, path, counts, reasons):
   metadata_files.write_json(path, {"counts": counts,
                                    "rejected": [[list(p), n] for p, n in reasons]})
-
-
-def _has_files(pattern: str) -> bool:
-  return any(r.metadata_list for r in FileSystems.match([pattern]))
 
 
 class JobStages(NamedTuple):
@@ -124,7 +123,7 @@ def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
 
   for shard in range(num_shards):
     shard_sources = {s: p for s, p in sources.items()
-                     if _has_files(_shard_name(work_dir, s, shard) + "-*")}
+                     if F.has_files(F.shard_name(work_dir, s, shard) + "-*")}
     if not shard_sources:  # no line hashed here
       _write_shard_stats(None, _stats_path(work_dir, shard), {}, [])
       continue
@@ -133,10 +132,8 @@ def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
           pipeline, shard_sources, args, f"{stages.dead_letter_prefix}-s{shard:05d}",
           read=_read_shard(work_dir, shard))
       sequences, sequence_counts = stages.group_into_sequences(valid, args)
-      _ = (sequences
-           | "Pickle" >> beam.Map(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
-           | "WriteSequences" >> beam.io.WriteToTFRecord(
-               _shard_name(work_dir, SEQUENCES, shard), file_name_suffix=".tfrecord"))
+      _ = sequences | "WriteSequences" >> F.WritePickled(
+          F.shard_name(work_dir, SEQUENCES, shard))
       counts.append(sequences | "CountSequences" >> beam.Map(lambda _: {"sequences": 1}))
       summed = ((counts + [sequence_counts]) | "FlattenCounts" >> beam.Flatten()
                 | "SumCounts" >> SumCounts())
@@ -159,25 +156,28 @@ def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
     for path, n in stats["rejected"]:
       reason_totals[tuple(path)] = reason_totals.get(tuple(path), 0) + n
 
-  with beam.Pipeline(options=options_for()) as pipeline:
-    pattern = _shard_name(work_dir, SEQUENCES, 0)[:-len("00000")] + "*"
+  # Matched negatives: keyed joins, one pipeline per shard (pipelines.sharded_negatives).
+  attach = (args.negative_sampler == SAMPLER_MATCHED and not args.impressions
+            and args.negatives_per_positive)
+  if attach:
+    shard_counts += sharded_negatives.run(args, options_for, work_dir, SEQUENCES, num_shards)
 
+  with beam.Pipeline(options=options_for()) as pipeline:
     reads = {}
 
-    def read_sequences(label):
+    def read_sequences(label, kind=SEQUENCES):
       if label not in reads:
-        reads[label] = (pipeline
-                        | f"Read{label}" >> beam.io.ReadFromTFRecord(
-                            pattern, coder=beam.coders.BytesCoder())
-                        | f"Unpickle{label}" >> beam.Map(pickle.loads))
+        reads[label] = pipeline | f"Read{label}" >> F.ReadPickled(
+            F.all_shards(work_dir, kind))
       return reads[label]
 
     counts = [pipeline | "ShardCounts" >> beam.Create(shard_counts)]
     entries = [pipeline | "ShardRejections" >> beam.Create(sorted(reason_totals.items()))]
-    _LOG.info("user shards: global facts, then negatives, split and encode for %d users",
-              users)
-    stages.finish_pipeline(pipeline, args, read_sequences("Sequences"), read_sequences,
-                           counts, entries, users=users)
+    _LOG.info("user shards: global facts, then split and encode for %d users", users)
+    chain = (read_sequences("Attached", sharded_negatives.ATTACHED) if attach
+             else read_sequences("Sequences"))
+    stages.finish_pipeline(pipeline, args, chain, read_sequences, counts, entries,
+                           users=users, negatives_attached=attach)
   _LOG.info("user shards: done in %.0f s", time.time() - started)
   FileSystems.delete([work_dir])
 

@@ -6,8 +6,9 @@ The chain used by pipelines.build_dataset:
         --GroupByUser--> (user, {source: [event, ...]})
         --BuildSequences--> UserSequence (sorted, deduplicated history; impression targets)
         --SelectPositiveTargets--> behaviors of the positive types become label-1 targets
+        --negative_join.KeyedMatchedNegatives--> matched negatives per positive (default)
         --FilterShortHistory--> drops (and counts) targets with < min_history prior behaviors
-        --SampleNegatives--> seeded same-category negatives per positive
+        --SampleNegatives--> seeded uniform same-category negatives (--negative_sampler=uniform)
         --SplitByTime--> train / eval UserSequences
         --EncodeExamples--> serialised tf.train.Example
 

@@ -21,8 +21,19 @@ def test_window_edges_equal_counts_ties_together():
   assert N.window_start(np.asarray([0, 1]), edges).tolist() == [np.iinfo(np.int64).min, 2]
 
 
-def _catalog(rows, edges):
-  return N.MatchedCatalog(np.asarray(rows, np.int64), np.asarray(edges, np.int64))
+def _catalog(rows, edges, everything=None):
+  return N.MatchedCatalog(np.asarray(rows, np.int64), np.asarray(edges, np.int64),
+                          everything)
+
+
+def _keys(positives, user=1):
+  """Draw keys (user, target index) of positives [P, 4]: one user, targets 0..P-1."""
+  return np.stack([np.full(len(positives), user), np.arange(len(positives))], axis=1)
+
+
+def _sample(positives, catalog, num_negatives, seed, user=1):
+  return N.sample_matched_negatives(positives, catalog, num_negatives, seed,
+                                    _keys(positives, user))
 
 
 def test_matched_draws_follow_window_frequencies():
@@ -30,8 +41,7 @@ def test_matched_draws_follow_window_frequencies():
   catalog = _catalog([(7, 0, 1, 3), (7, 0, 2, 1), (7, 1, 3, 1), (7, 1, 4, 1),
                       (7, 1, 5, 2)], edges=[1000])
   positives = np.asarray([[500, 9, 7, 1], [1500, 5, 7, 1]], np.int64)
-  rows, counts = N.sample_matched_negatives(positives, catalog, 4000,
-                                            np.random.default_rng(0))
+  rows, counts = _sample(positives, catalog, 4000, seed=0)
   first, second = rows[:4000], rows[4000:]
   assert (rows[:, 3] == 0).all() and (rows[:, 2] == 7).all()
   assert (first[:, 0] == 500).all() and (second[:, 0] == 1500).all()
@@ -42,8 +52,13 @@ def test_matched_draws_follow_window_frequencies():
   assert set(second[:, 1].tolist()) == {3, 4} and abs((second[:, 1] == 3).mean() - 0.5) < 0.03
   assert not any(counts.values())
   # Seeded: the same rng seed gives the same draws.
-  again, _ = N.sample_matched_negatives(positives, catalog, 4000, np.random.default_rng(0))
+  again, _ = _sample(positives, catalog, 4000, seed=0)
   assert np.array_equal(rows, again)
+  # Keyed by (seed, user, target), not by order: the second positive alone draws the same.
+  alone, _ = N.sample_matched_negatives(positives[1:], catalog, 4000, 0,
+                                        _keys(positives)[1:])
+  assert np.array_equal(alone, second)
+  assert not np.array_equal(_sample(positives, catalog, 4000, seed=0, user=2)[0], rows)
 
 
 def test_fallback_wider_window_matches_freshness_then_any_item():
@@ -53,20 +68,17 @@ def test_fallback_wider_window_matches_freshness_then_any_item():
   catalog = _catalog([(1, 0, 10, 5), (1, 3, 11, 1), (1, 2, 12, 1), (2, 0, 20, 1)],
                      edges=[100, 200, 300])
   positives = np.asarray([[250, 12, 1, 1]], np.int64)
-  rows, counts = N.sample_matched_negatives(positives, catalog, 200,
-                                            np.random.default_rng(1))
+  rows, counts = _sample(positives, catalog, 200, seed=1)
   # The wider window (2-3) offers item 11, fresh like the positive; old item 10 never.
   assert set(rows[:, 1].tolist()) == {11} and (rows[:, 2] == 1).all()
   assert counts["negatives_fallback_wider_window"] == 200
   # Category 2 holds only the positive: another category's item, counted.
-  rows, counts = N.sample_matched_negatives(np.asarray([[50, 20, 2, 1]], np.int64), catalog,
-                                            5, np.random.default_rng(2))
+  rows, counts = _sample(np.asarray([[50, 20, 2, 1]], np.int64), catalog, 5, seed=2)
   assert set(rows[:, 1].tolist()) <= {10, 11, 12} and counts["negatives_fallback_any"] == 5
   assert set(zip(rows[:, 1].tolist(), rows[:, 2].tolist())) <= {(10, 1), (11, 1), (12, 1)}
   # A catalog of one item: nothing to draw (item 0, counted by SampleNegatives).
   lone = _catalog([(1, 0, 10, 1)], edges=[])
-  rows, _ = N.sample_matched_negatives(np.asarray([[5, 10, 1, 1]], np.int64), lone, 2,
-                                       np.random.default_rng(0))
+  rows, _ = _sample(np.asarray([[5, 10, 1, 1]], np.int64), lone, 2, seed=0)
   assert rows[:, 1].tolist() == [0, 0]
 
 

@@ -1,0 +1,116 @@
+"""Matched negatives by keyed joins (issue 12, item 6): grouping-independent draws, the
+join back to each user's sequence, and the Beam form against the numpy pieces."""
+import apache_beam as beam
+from apache_beam.testing.util import assert_that
+import numpy as np
+
+from pipelines import negative_join as J
+from pipelines import negatives as N
+from pipelines.build_dataset import LOCAL_RUNNER
+from pipelines.records import UserSequence
+from pipelines.tags import VALID
+
+
+def _queries(seed=0, users=40, categories=9):
+  """Query rows of random users: (category, user, target index, time, item, needs)."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for user in range(1, users + 1):
+    n = rng.integers(1, 12)
+    rows.append(np.stack([rng.integers(1, categories + 1, n), np.full(n, user), np.arange(n),
+                          rng.integers(0, 1000, n), rng.integers(1, 60, n),
+                          rng.random(n) < 0.8], axis=1).astype(np.int64))
+  return np.concatenate(rows)
+
+
+def _draws(groups, edges, everything, num_negatives=3, seed=5):
+  out = {}
+  for blocks in groups:
+    by_user, _ = J.draw_group(blocks, edges, everything, num_negatives, seed)
+    for user, rows in by_user:
+      for row in rows:
+        out.setdefault((user, int(row[0])), []).append(tuple(row[1:].tolist()))
+  return out
+
+
+def test_draws_do_not_depend_on_how_categories_are_grouped():
+  rows = _queries()
+  edges = np.asarray([250, 500, 750])
+  everything = N.ItemWeights(np.stack([rows[:, 4], rows[:, 0], np.ones(len(rows))], axis=1))
+  one_group = _draws([[rows]], edges, everything)
+  assert sum(len(v) for v in one_group.values()) == 3 * rows[:, 5].sum()
+  for num_shards in (2, 5, 64):
+    keys = J.category_shard(rows[:, 0], num_shards)
+    # Blocks in another order too: the result must not depend on arrival order.
+    groups = [[rows[keys == k][::-1]] for k in np.unique(keys)]
+    assert _draws(groups, edges, everything) == one_group
+  # Same category as the positive (each has other items here), never the positive item.
+  by_key = {(r[1], r[2]): r for r in rows}
+  for key, negatives in one_group.items():
+    assert all(n[2] == by_key[key][0] and n[1] != by_key[key][4] for n in negatives)
+  assert _draws([[rows]], edges, everything, seed=6) != one_group
+
+
+def test_category_shard_is_a_fixed_hash():
+  categories = np.arange(1, 2001)
+  keys = J.category_shard(categories, 16)
+  assert keys.min() >= 0 and keys.max() < 16
+  assert np.array_equal(keys, J.category_shard(categories[::-1], 16)[::-1])
+  assert np.bincount(keys, minlength=16).min() > 2000 / 16 / 2  # spread, not one key
+
+
+def test_uniforms_are_per_row_functions_of_the_keys():
+  a, b = np.arange(1000), np.arange(1000) % 7
+  u = N.uniforms(3, a, b)
+  assert ((u >= 0) & (u < 1)).all() and abs(u.mean() - 0.5) < 0.05
+  assert all(N.uniforms(3, a[i:i + 1], b[i:i + 1])[0] == u[i] for i in (0, 17, 999))
+  assert not np.array_equal(u, N.uniforms(4, a, b))
+
+
+def _attach_reference(targets, drawn):
+  """Python loop: each target row, then its drawn rows (item > 0) in draw order."""
+  out = []
+  for index, target in enumerate(targets.tolist()):
+    out.append(target)
+    out += [row[1:] for row in drawn.tolist() if row[0] == index and row[2] > 0]
+  return np.asarray(out, np.int64).reshape(-1, 4)
+
+
+def test_attach_negatives_puts_each_after_its_positive():
+  targets = np.asarray([[10, 1, 1, 1], [20, 2, 1, 1], [30, 3, 2, 1]], np.int64)
+  # Two blocks (two category groups), draws of target 2 before those of target 0.
+  drawn = [np.asarray([[2, 30, 8, 2, 0], [2, 30, 0, 0, 0]], np.int64),
+           np.asarray([[0, 10, 5, 1, 0], [0, 10, 6, 1, 0]], np.int64)]
+  sequence = UserSequence(7, np.zeros((0, 4), np.int64), targets)
+  got = J.attach_negatives(sequence, drawn).targets
+  assert np.array_equal(got, _attach_reference(targets, np.concatenate(drawn)))
+  assert got[:, 3].tolist() == [1, 0, 0, 1, 1, 0]  # the unavailable draw (item 0) dropped
+  assert J.attach_negatives(sequence, []) is sequence
+
+
+def test_keyed_matched_negatives_transform_equals_the_numpy_pieces():
+  history = np.asarray([[1, 9, 1, 1], [2, 8, 1, 1]], np.int64)
+  sequences = []
+  for user in range(1, 9):
+    targets = np.asarray([[5 + user, user % 4 + 1, 1 + user % 2, 1],
+                          [50 + user, user % 3 + 4, 1, 1]], np.int64)
+    sequences.append(UserSequence(user, history, targets))
+  edges = np.asarray([30])
+  everything = N.ItemWeights(np.concatenate(
+      [np.stack([s.targets[:, 1], s.targets[:, 2], np.ones(2)], axis=1) for s in sequences]))
+  blocks = [b for s in sequences for _, b in J.query_blocks(s, 1, 1)]
+  by_user, counts = J.draw_group(blocks, edges, everything, 2, 11)
+  drawn = dict(by_user)
+  expected = {s.user_id: J.attach_negatives(s, [drawn[s.user_id]]).targets.tolist()
+              for s in sequences}
+  with beam.Pipeline(runner=LOCAL_RUNNER) as p:
+    side = lambda value, label: beam.pvalue.AsSingleton(p | label >> beam.Create([value]))
+    out = (p | beam.Create(sequences)
+           | J.KeyedMatchedNegatives(side(edges, "edges"), side(everything, "everything"),
+                                     2, 11, min_history=1, num_shards=3))
+
+    def check(actual):
+      assert {s.user_id: s.targets.tolist() for s in actual} == expected
+
+    assert_that(out[VALID], check)
+  assert all(len(expected[u]) == 6 for u in expected) and not counts["negatives_unavailable"]
