@@ -33,6 +33,7 @@ Q_CATEGORY, Q_USER, Q_TARGET, Q_TIMESTAMP, Q_ITEM, Q_NEEDS = range(6)
 # Columns of a drawn-negative row: target index in its user's targets, then the target row.
 D_TARGET = 0
 ONE_PIPELINE_CATEGORY_SHARDS = 16
+DRAW_CHUNK = 1 << 14  # positives drawn at once in a group (bounds the draw's temporaries)
 
 
 def category_shard(categories: np.ndarray, num_shards: int) -> np.ndarray:
@@ -87,8 +88,16 @@ def draw_group(blocks, edges: np.ndarray, everything: N.ItemWeights, num_negativ
   queries = queries[np.lexsort((queries[:, Q_TARGET], queries[:, Q_USER]))]
   positives = np.stack([queries[:, Q_TIMESTAMP], queries[:, Q_ITEM], queries[:, Q_CATEGORY],
                         np.ones(len(queries), np.int64)], axis=1)
-  drawn, counts = N.sample_matched_negatives(positives, catalog, num_negatives, seed,
-                                             queries[:, [Q_USER, Q_TARGET]])
+  # In chunks: a draw's temporaries are ~16 candidates x ~10 arrays; a group can hold
+  # millions of positives. Draws are keyed, so chunking does not change them.
+  pieces, counts = [], dict.fromkeys(N.FALLBACK_COUNTS, 0)
+  for lo in range(0, len(queries), DRAW_CHUNK):
+    hi = lo + DRAW_CHUNK
+    piece, piece_counts = N.sample_matched_negatives(
+        positives[lo:hi], catalog, num_negatives, seed, queries[lo:hi][:, [Q_USER, Q_TARGET]])
+    pieces.append(piece)
+    counts = {k: counts[k] + piece_counts[k] for k in counts}
+  drawn = np.concatenate(pieces) if pieces else np.zeros((0, 4), np.int64)
   counts["negatives_unavailable"] = int((drawn[:, ITEM_ID] == 0).sum())
   out = np.concatenate([np.repeat(queries[:, Q_TARGET], num_negatives)[:, None], drawn],
                        axis=1)

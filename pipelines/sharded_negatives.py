@@ -113,6 +113,8 @@ def run(args, options_for, work_dir: str, sequences_kind: str, num_shards: int) 
   started = time.time()
   _facts_and_queries(args, options_for, work_dir, F.all_shards(work_dir, sequences_kind),
                      num_shards)
+  _LOG.info("user shards: window edges, item weights and queries written, %.0f s",
+            time.time() - started)
   counts = []
   for shard in range(num_shards):
     if not F.has_files(F.shard_name(work_dir, QUERIES, shard) + "-*"):

@@ -33,7 +33,7 @@ def _draws(groups, edges, everything, num_negatives=3, seed=5):
   return out
 
 
-def test_draws_do_not_depend_on_how_categories_are_grouped():
+def test_draws_do_not_depend_on_how_categories_are_grouped(monkeypatch):
   rows = _queries()
   edges = np.asarray([250, 500, 750])
   everything = N.ItemWeights(np.stack([rows[:, 4], rows[:, 0], np.ones(len(rows))], axis=1))
@@ -49,6 +49,8 @@ def test_draws_do_not_depend_on_how_categories_are_grouped():
   for key, negatives in one_group.items():
     assert all(n[2] == by_key[key][0] and n[1] != by_key[key][4] for n in negatives)
   assert _draws([[rows]], edges, everything, seed=6) != one_group
+  monkeypatch.setattr(J, "DRAW_CHUNK", 7)  # drawn a few positives at a time: the same
+  assert _draws([[rows]], edges, everything) == one_group
 
 
 def test_category_shard_is_a_fixed_hash():
