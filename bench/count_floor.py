@@ -13,8 +13,10 @@ the best validation AUC, then evaluates on the eval split: AUC, GAUC, logloss, t
 training-free baselines of eta_tf.baselines on the same eval samples, and for eta the
 retrieval diagnostics. Model names may carry a retrieval control: eta_random, eta_oracle
 (ModelConfig.retrieval), or name eta's signature (ETA_SIGNATURES: eta, eta_fields,
-eta_category_first; pinned, so a row's name keeps its meaning when defaults change). Writes every row and the paired differences (mean ± standard
-error over seeds) of eta against each other model and against the best heuristic.
+eta_category_first, eta_category_only, eta_category_bias, eta_category_sink; pinned over
+ETA_OPTIONS_OFF, so a row's name keeps its meaning when defaults change). Writes every row
+and the paired differences (mean ± standard error over seeds) of eta against each other
+model and against the best heuristic.
 """
 import argparse
 import json
@@ -66,7 +68,16 @@ ETA_SIGNATURES = {
                                signature_distance="category_first"),
     "eta_category_only": dict(signature_fields="item_category",
                               signature_distance="category_only"),
+    "eta_category_bias": dict(signature_fields="item_category",
+                              signature_distance="category_first", category_bias=True),
+    "eta_category_sink": dict(signature_fields="item_category",
+                              signature_distance="category_first", category_bias=True,
+                              attention_sink=True),
 }
+
+
+# eta's attention options, off unless a name above turns them on.
+ETA_OPTIONS_OFF = dict(category_bias=False, attention_sink=False)
 
 
 def model_config(name: str, **shapes) -> config_lib.ModelConfig:
@@ -74,10 +85,11 @@ def model_config(name: str, **shapes) -> config_lib.ModelConfig:
   signatures); ETA_SIGNATURES names -> eta with those signature fields; else the model."""
   base, _, variant = name.partition("_")
   if base == "eta" and variant in config_lib.RETRIEVALS:
-    return config_lib.ModelConfig(model="eta", retrieval=variant, **ETA_SIGNATURES["eta"],
-                                  **shapes)
+    return config_lib.ModelConfig(model="eta", retrieval=variant,
+                                  **{**ETA_OPTIONS_OFF, **ETA_SIGNATURES["eta"]}, **shapes)
   if name in ETA_SIGNATURES:
-    return config_lib.ModelConfig(model="eta", **ETA_SIGNATURES[name], **shapes)
+    return config_lib.ModelConfig(model="eta", **{**ETA_OPTIONS_OFF, **ETA_SIGNATURES[name]},
+                                  **shapes)
   return config_lib.ModelConfig(model=name, **shapes)
 
 
@@ -265,6 +277,9 @@ names: `eta` = item signatures; `eta_fields` = SimHash(item) ‖ SimHash(categor
 added; `eta_category_first` = the same signatures ranked category distance first
 (ModelConfig.signature_distance); `eta_category_only` = category_first keeping only the
 behaviors at category distance 0 (SIM(hard)'s masking, ETA's order inside the category);
+`eta_category_bias` = category_first with a learned per-head attention bias for the
+retrieved of the candidate's category (ModelConfig.category_bias); `eta_category_sink` =
+that plus a zero-valued attention sink key (ModelConfig.attention_sink);
 `eta_random` / `eta_oracle` = retrieval controls of item-signature eta (exact-item
 matches then pseudo-random / the top-k of the block's own full attention: the floor and
 ceiling of a k-behavior retrieval). Diagnostics of the retrieved k: overlap with the exact

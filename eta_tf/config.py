@@ -78,7 +78,8 @@ class ModelConfig(_Config):
   # config without them was trained as (not today's default, which may differ): a saved
   # model must load as what it was.
   FIELDS_ADDED_LATER = {"target_stats": False, "signature_fields": "item",
-                        "signature_distance": "category_first", "retrieval": "hamming"}
+                        "signature_distance": "category_first", "retrieval": "hamming",
+                        "category_bias": False, "attention_sink": False}
 
   model: str = option("eta", "Which model to train; only the long-history block differs.",
                       choices=MODEL_NAMES)
@@ -135,11 +136,25 @@ class ModelConfig(_Config):
                                    "Not read with signature_fields=item (one field, one "
                                    "distance).",
                                    choices=SIGNATURE_DISTANCES)
+  category_bias: bool = option(False, "eta with signature_fields=item_category: a learned "
+                               "per-head attention bias for the retrieved behaviors whose "
+                               "category signature equals the candidate's (category "
+                               "distance 0), so attention can learn SIM(hard)'s category "
+                               "mask, softly, without losing the other retrieved "
+                               "(docs/DESIGN.md §5). Not read with signature_fields=item.")
+  attention_sink: bool = option(False, "eta: one more, zero-valued key per head with a "
+                                "learned score in the attention over the retrieved k, so "
+                                "that when none of them scores above it the long-term "
+                                "interest shrinks towards zero (as SIM(hard)'s does when "
+                                "no behavior has the candidate's category) instead of "
+                                "averaging whatever was retrieved.")
 
   def __post_init__(self):
     self.mlp_units = tuple(int(u) for u in self.mlp_units)
     self.hamming_xla = bool(self.hamming_xla)
     self.target_stats = bool(self.target_stats)
+    self.category_bias = bool(self.category_bias)
+    self.attention_sink = bool(self.attention_sink)
     self.validate()
 
   @property

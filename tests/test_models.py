@@ -122,7 +122,7 @@ def test_config_saved_before_a_field_existed_loads_as_it_was_trained():
   for field in ModelConfig.FIELDS_ADDED_LATER:
     del saved[field]
   old = ModelConfig.from_dict(saved)
-  assert (old.target_stats, old.signature_fields) == (False, "item")
+  assert (old.target_stats, old.signature_fields, old.category_bias) == (False, "item", False)
   assert (ModelConfig().target_stats, ModelConfig().signature_fields) == (True,
                                                                           "item_category")
   # Present fields always win.
@@ -138,8 +138,8 @@ def _graph_op_types(meta_graph):
 
 @pytest.mark.parametrize("model_name,overrides", [(m, {}) for m in MODEL_NAMES] + [
     ("eta", {"retrieval": "random"}), ("eta", {"retrieval": "oracle"}),
-    ("eta", {"target_stats": False}), ("eta", {"signature_fields": "item_category"}),
-    ("eta", {"signature_fields": "item_category", "signature_distance": "category_first"})])
+    ("eta", {"target_stats": False}), ("eta", {"signature_fields": "item"}),
+    ("eta", {"signature_distance": "sum"}), ("eta", {"category_bias": False})])
 def test_saved_model_runs_in_tf1_session_loader(model_name, overrides, tmp_path):
   """What TF Serving does: the C++ loader via a TF1 session, feeding signature tensors."""
   tf.keras.utils.set_random_seed(5)

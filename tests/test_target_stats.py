@@ -277,3 +277,74 @@ def test_item_signatures_rank_by_their_one_distance():
     np.testing.assert_array_equal(a, b)
   with pytest.raises(ConfigError, match="signature_distance='nearest'"):
     ModelConfig(signature_fields="item_category", signature_distance="nearest")
+
+
+@pytest.mark.parametrize("signature_distance", ["sum", "category_first"])
+def test_category_bias_attention_equals_numpy_reference(signature_distance):
+  """retrieve_with_categories' category distances are the XOR + popcount distances of the
+  category words at the retrieved positions; the block's attention adds
+  SCORE_PACE x weight[h] to the score of every retrieved at category distance 0,
+  then the masked softmax (numpy below)."""
+  from eta_tf.ops import bits as bits_ops  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(10)
+  feats = _samples(seed=10)
+  config = ModelConfig(model="eta", signature_fields="item_category",
+                       signature_distance=signature_distance, category_bias=True, **SMALL)
+  model = build_model(config)
+  block = model.long_block
+  block.category_bias.assign([0.4, -0.3])
+  context = _context(model, feats)
+  indices, _, mask, categories = (t.numpy() for t in block.retrieve_with_categories(context))
+  history, candidate = block._signatures(context)  # pylint: disable=protected-access
+  m = config.hash_bits
+  hb = bits_ops.unpack_bits(history, 2 * m).numpy()
+  cb = bits_ops.unpack_bits(candidate, 2 * m).numpy()
+  category = _popcount_distance(cb[..., m:], hb[..., m:])  # [B, 1, L]
+  want = np.where(mask, np.take_along_axis(category, indices, axis=-1), 0)
+  np.testing.assert_array_equal(categories, want)
+  assert (want[mask] == 0).any() and (want[mask] > 0).any()
+  # Attention with the bias, in numpy, on the block's own projections.
+  att = block.attention
+  keys, values = (t.numpy() for t in att.project_gathered_keys(context["behavior"], indices))
+  query = att.project_query(context["query"]).numpy()  # [B, 1, H, dh]
+  scores = (query[:, :, None] * keys).sum(-1)  # [B, 1, k, H]
+  scores += (want == 0)[..., None] * long_history.SCORE_PACE * np.array([0.4, -0.3])
+  scores = np.where(mask[..., None], scores, -np.inf)
+  weights = np.exp(scores - scores.max(axis=2, keepdims=True))
+  weights = np.nan_to_num(weights / weights.sum(axis=2, keepdims=True))
+  heads = (weights[..., None] * values).sum(axis=2)  # [B, 1, H, dh]
+  expected = heads.reshape(heads.shape[:2] + (-1,)) @ att.output_kernel.numpy() + \
+      att.output_bias.numpy()
+  got = block(context).numpy()[..., :att.output_dim]
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+  before = model.predict_ctr(feats).numpy()
+  model.freeze_signatures()  # export: frozen per-bucket tables, same scores
+  np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, rtol=1e-5, atol=1e-6)
+
+
+def test_large_category_bias_is_sim_hards_mask_with_a_fallback():
+  """A large bias makes category_first attention SIM(hard)'s category mask (the
+  category_only control's output) wherever the candidate's category was retrieved;
+  where it was not, the block still attends over the other retrieved (not zeros)."""
+  tf.keras.utils.set_random_seed(11)
+  feats = _samples(seed=11)
+  biased, only = (build_model(ModelConfig(model="eta", signature_fields="item_category",
+                                          signature_distance=d, category_bias=True,
+                                          **SMALL))
+                  for d in ("category_first", "category_only"))
+  only.set_weights(biased.get_weights())
+  biased.long_block.category_bias.assign([100.0, 100.0])
+  context = _context(biased, feats)
+  _, _, mask, categories = (t.numpy()[:, 0] for t in
+                            biased.long_block.retrieve_with_categories(context))
+  dim = biased.long_block.attention.output_dim
+  got = biased.long_block(context).numpy()[:, 0, :dim]
+  want = only.long_block(context).numpy()[:, 0, :dim]
+  matched = (mask & (categories == 0)).any(-1)
+  fallback = mask.any(-1) & ~matched
+  assert matched.any() and fallback.any()
+  np.testing.assert_allclose(got[matched], want[matched], rtol=1e-5, atol=1e-6)
+  # category_only has no behavior left there: its context is zero, the output its bias.
+  bias = only.long_block.attention.output_bias.numpy()
+  np.testing.assert_allclose(want[fallback], np.broadcast_to(bias, want[fallback].shape))
+  assert np.abs(got[fallback] - want[fallback]).max() > 1e-3

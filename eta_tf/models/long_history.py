@@ -78,6 +78,24 @@ def _mix_ids(history_ids, candidate_ids, num_values: int):
   return tf.cast(tf.math.floormod(x, num_values), tf.int32)
 
 
+def _gathered_distances(candidate_signatures, history_signatures, indices):
+  """Hamming distances of each candidate to its selected behaviors, int32 [B, N, k].
+
+  candidate_signatures int64 [B, N, W], history_signatures int64 [B, L, W], indices
+  int32 [B, N, k].
+  """
+  words, k = candidate_signatures.shape[-1], indices.shape[-1]
+  gathered = tf.gather(history_signatures, indices, batch_dims=1)  # [B, N, k, W]
+  distances = hamming_ops.hamming_distance(tf.reshape(candidate_signatures, [-1, 1, words]),
+                                           tf.reshape(gathered, [-1, k, words]))
+  return tf.reshape(distances, tf.shape(indices))
+
+
+# Learned attention scores (category bias, sink) are this many times their weight: Adam
+# moves a weight by ~learning_rate per step, and the attention scores they compete with
+# span ±score_scale (10), so at unit pace a bias could not approach a mask within a run.
+SCORE_PACE = 10.0
+
 NUM_DISTANCE_STATS = 3
 
 
@@ -139,7 +157,9 @@ class EtaBlock(LongHistoryBlock):
   rest of the block is the same. With `config.target_stats` the output also carries
   distance_stats of the retrieved. With signature_fields=item_category,
   `config.signature_distance` ranks by the sum of the field distances or category first
-  (category_first_distances).
+  (category_first_distances), and with `config.category_bias` the attention adds a
+  learned per-head bias (SCORE_PACE x weight) to the scores of the retrieved at
+  category-signature distance 0: a soft, learned version of SIM(hard)'s category mask.
   """
   uses_signatures = True
 
@@ -154,6 +174,17 @@ class EtaBlock(LongHistoryBlock):
     self.top_k = HammingTopK(config.top_k, use_xla=config.hamming_xla, sort=False,
                              name="hamming_top_k")
     self.attention = make_attention(config, "long_attention")
+    self.category_bias = None
+    if self.category_simhash is not None and config.category_bias:
+      # Starts at 0 (plain category_first attention); the tower learns how much to
+      # prefer the candidate's category, up to SIM(hard)'s hard mask.
+      self.category_bias = self.add_weight(name="category_bias",
+                                           shape=(config.num_heads,), initializer="zeros")
+    self.sink_logit = None
+    if config.attention_sink:
+      # Starts at score 0, inside the span of the cosine scores (±10).
+      self.sink_logit = self.add_weight(name="sink_logit", shape=(config.num_heads,),
+                                        initializer="zeros")
 
   @property
   def signature_bits(self) -> int:
@@ -187,12 +218,17 @@ class EtaBlock(LongHistoryBlock):
 
   def retrieve(self, context):
     """Indices int32 [B, N, k], Hamming distances int32 [B, N, k] and mask [B, N, k]."""
+    indices, distances, mask, _ = self.retrieve_with_categories(context)
+    return indices, distances, mask
+
+  def retrieve_with_categories(self, context):
+    """retrieve() plus the category-signature distance of each retrieved, int32
+    [B, N, k] (0 where masked), or None with item-only signatures."""
     history_signatures, candidate_signatures = self._signatures(context)
     k, valid = self.config.top_k, context["valid"]
+    words = self.config.hash_words
     by_sum = self.category_simhash is None or self.config.signature_distance == "sum"
-    if self.config.retrieval == "hamming" and by_sum:
-      return self.top_k(candidate_signatures, history_signatures, mask=valid)
-    if self.config.retrieval == "hamming":  # category_first / category_only
+    if self.config.retrieval == "hamming" and not by_sum:  # category_first / category_only
       m = self.config.hash_bits
       keys = category_first_keys(candidate_signatures, history_signatures, m,
                                  self.config.hamming_xla)
@@ -202,34 +238,46 @@ class EtaBlock(LongHistoryBlock):
       if self.config.signature_distance == "category_only":  # category distance 0 only
         mask = tf.logical_and(mask, keys <= m)
       # Statistics and diagnostics read the summed distance, as with "sum".
-      return indices, tf.where(mask, keys // (m + 1) + keys % (m + 1), 0), mask
-    if self.config.retrieval == "random":
+      return (indices, tf.where(mask, keys // (m + 1) + keys % (m + 1), 0), mask,
+              tf.where(mask, keys // (m + 1), 0))
+    if self.config.retrieval == "hamming":
+      indices, distances, mask = self.top_k(candidate_signatures, history_signatures,
+                                            mask=valid)
+    elif self.config.retrieval == "random":
       same_item = tf.equal(context["candidate_item_id"][:, :, None],
                            context["history_item_id"][:, None, :])
       keys = tf.where(same_item, 0, 1 + _mix_ids(context["history_item_id"],
                                                  context["candidate_item_id"], 1 << 16))
       indices, _, mask = hamming_ops.select_nearest(keys, valid, k, sort=False)
+      distances = _gathered_distances(candidate_signatures, history_signatures, indices)
     else:  # oracle
       scores = self.full_attention_scores(context)
       scores = tf.where(valid[:, None, :], scores, tf.constant(-1e30, scores.dtype))
       _, indices = tf.math.top_k(tf.stop_gradient(scores), k=k, sorted=False)
       mask = tf.gather(tf.broadcast_to(valid[:, None, :], tf.shape(scores)), indices,
                        batch_dims=2)
-    gathered = tf.gather(history_signatures, indices, batch_dims=1)  # [B, N, k, W]
-    distances = hamming_ops.hamming_distance(
-        tf.reshape(candidate_signatures, [-1, 1, candidate_signatures.shape[-1]]),
-        tf.reshape(gathered, [-1, k, gathered.shape[-1]]))
-    distances = tf.reshape(distances, tf.shape(indices))
-    return indices, tf.where(mask, distances, 0), mask
+      distances = _gathered_distances(candidate_signatures, history_signatures, indices)
+    categories = None
+    if self.category_simhash is not None:
+      categories = tf.where(mask, _gathered_distances(candidate_signatures[..., words:],
+                                                      history_signatures[..., words:],
+                                                      indices), 0)
+    return indices, tf.where(mask, distances, 0), mask, categories
 
   def call(self, context):
-    indices, distances, mask = self.retrieve(context)
+    indices, distances, mask, categories = self.retrieve_with_categories(context)
     # [B, N, k, H, dh]; projected per history then gathered when N·k > L (serving), or
     # gathered then projected when N·k < L (training, N = 1): see project_gathered_keys.
     key_heads, value_heads = self.attention.project_gathered_keys(context["behavior"],
                                                                   indices)
     query_heads = self.attention.project_query(context["query"])
-    out = self.attention.attend(query_heads, key_heads, value_heads, mask)
+    bias = None
+    if self.category_bias is not None:
+      same_category = tf.cast(tf.equal(categories, 0), tf.float32)[..., None]
+      bias = same_category * (SCORE_PACE * self.category_bias)  # [B, N, k, H]
+    sink = None if self.sink_logit is None else SCORE_PACE * self.sink_logit
+    out = self.attention.attend(query_heads, key_heads, value_heads, mask, score_bias=bias,
+                                sink_logit=sink)
     if self.config.target_stats:
       out = tf.concat([out, distance_stats(distances, mask, self.config.top_k,
                                            self.signature_bits)], axis=-1)
