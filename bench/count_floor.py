@@ -191,6 +191,10 @@ def summarize(rows):
       if reference in models and reference != variant:
         gaps[f"{variant} - {reference}"] = paired(rows, variant, reference)
     gaps[f"{variant} - best heuristic"] = _heuristic_gap(rows, variant)
+  for control in RETRIEVAL_CONTROLS:  # the floor / ceiling against what they bound
+    for reference in (*TARGET_REFERENCES, PRODUCT_VARIANT):
+      if control in models and reference in models:
+        gaps[f"{control} - {reference}"] = paired(rows, control, reference)
   return {"means": means, "heuristics": heuristics, "best_heuristic": best_name,
           "paired_auc_gaps": {k: v for k, v in gaps.items() if v}}
 
@@ -203,6 +207,7 @@ TARGET_REFERENCES = ("din_long", "sim_hard")
 # compared with it.
 PRODUCT_VARIANT = "eta_category_first"
 MIN_TARGET_SEEDS = 5
+RETRIEVAL_CONTROLS = ("eta_oracle", "eta_random")
 
 
 def target_lines(summary) -> list:

@@ -91,3 +91,16 @@ def test_target_lines_and_rendered_file(count_floor, tmp_path):
   text = count_floor.write_rendered(str(tmp_path / "COUNT_FLOOR.md"), [str(path)])
   assert (tmp_path / "COUNT_FLOOR.md").read_text() == text
   assert "| heuristic: item_count | 0.7000" in text and first in text
+
+
+def test_summary_pairs_the_retrieval_controls_with_what_they_bound(count_floor):
+  heuristics = {"item_count": {"auc": 0.7, "gauc": 0.7, "direction": 1}}
+  aucs = {"eta_oracle": 0.81, "eta_category_first": 0.80, "sim_hard": 0.83}
+  rows = [{"model": m, "seed": s, "auc": a + 0.002 * s * (m == "eta_oracle"), "gauc": a,
+           "best_epoch": 1, "heuristics": heuristics} for m, a in aucs.items()
+          for s in range(3)]
+  gaps = count_floor.summarize(rows)["paired_auc_gaps"]
+  assert gaps["eta_oracle - sim_hard"]["mean"] == pytest.approx(-0.018)
+  assert gaps["eta_oracle - eta_category_first"]["mean"] == pytest.approx(0.012)
+  assert gaps["eta_oracle - eta_category_first"]["seeds"] == 3
+  assert "eta_oracle - din_long" not in gaps  # no din_long rows
