@@ -15,11 +15,12 @@ process tree (polled from /proc), output bytes -- then the trainer's input pipel
 seconds = fixed + events / rate and RSS vs events and vs distinct items, extrapolated to the
 full UserBehavior file. Results: bench/results/scale.json.
 
-What grows with the log: with user shards the per-user work holds one shard at a time;
-the global tables (matched-negative cells, item facts, item catalog) grow with distinct
-items, which this generator makes ~0.65 x events (the issue's 927-user sample) -- the full
-file has 4,162,024 items for 100M events, so RSS is also fitted against distinct items and
-extrapolated at the full file's item count.
+What grows with the log: with user shards the per-user work and the keyed joins of the
+matched negatives hold one shard at a time; the tables left global (the leakage check's
+item facts, the "any item" negative fallback) grow with distinct items, which this
+generator makes ~0.65 x events (the issue's 927-user sample) -- the full file has
+4,162,024 items for 100M events, so RSS is also fitted against distinct items
+(--joint_fit over two series) and extrapolated at the full file's item count.
 """
 import argparse
 import json
