@@ -207,7 +207,7 @@ TARGET_REFERENCES = ("din_long", "sim_hard")
 # compared with it.
 PRODUCT_VARIANT = "eta_category_first"
 MIN_TARGET_SEEDS = 5
-RETRIEVAL_CONTROLS = ("eta_oracle", "eta_random")
+RETRIEVAL_CONTROLS = ("eta_oracle", "eta_random", "eta_attention_hash")
 
 
 def target_lines(summary) -> list:
@@ -288,7 +288,8 @@ retrieved of the candidate's category (ModelConfig.category_bias); `eta_category
 that plus a zero-valued attention sink key (ModelConfig.attention_sink);
 `eta_random` / `eta_oracle` = retrieval controls of item-signature eta (exact-item
 matches then pseudo-random / the top-k of the block's own full attention: the floor and
-ceiling of a k-behavior retrieval). Diagnostics of the retrieved k: overlap with the exact
+ceiling of a k-behavior retrieval); `eta_attention_hash` = the experiment between them
+(ETA's Hamming top-k on SimHash of the attention's projected query and keys). Diagnostics of the retrieved k: overlap with the exact
 inner-product top-k, attention recall (share of the model's full attention mass on the
 k), share at distance 0, share of the candidate's category.
 

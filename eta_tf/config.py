@@ -14,7 +14,8 @@ from eta_tf import io_utils
 
 MODEL_NAMES = ("eta", "din", "din_long", "sim_hard", "avg", "sdim")
 SUPPORTED_HASH_BITS = (16, 32, 64, 128, 256)
-RETRIEVALS = ("hamming", "random", "oracle")  # eta's selection; the last two are controls
+# eta's selection; random and oracle are controls, attention_hash an experiment.
+RETRIEVALS = ("hamming", "random", "oracle", "attention_hash")
 SIGNATURE_FIELDS = ("item", "item_category")  # what eta's SimHash signature covers
 # How item_category's field distances rank behaviors (category_only: a control).
 SIGNATURE_DISTANCES = ("sum", "category_first", "category_only")
@@ -118,7 +119,11 @@ class ModelConfig(_Config):
                           "or the controls random (the candidate's exact-item matches "
                           "first, then a fixed pseudo-random k: the floor of retrieval) "
                           "and oracle (the top-k by the model's own full attention scores "
-                          "over all L: the ceiling).", choices=RETRIEVALS)
+                          "over all L: the ceiling), and the experiment attention_hash "
+                          "(SimHash of the attention's own projected, per-head "
+                          "normalised query and keys: ETA's Hamming top-k in the space the "
+                          "oracle ranks in, computed per request, no frozen table).",
+                          choices=RETRIEVALS)
   signature_fields: str = option("item_category", "What eta's signature hashes: "
                                  "item_category (SimHash(item) ‖ SimHash(category), m bits "
                                  "each; two frozen tables at export) or item (SimHash of "

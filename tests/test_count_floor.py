@@ -19,6 +19,8 @@ def count_floor():
 def test_model_names_carry_the_retrieval_control(count_floor):
   assert count_floor.model_config("eta_random", max_len=64).retrieval == "random"
   assert count_floor.model_config("eta_oracle", max_len=64).retrieval == "oracle"
+  assert count_floor.model_config("eta_attention_hash",
+                                  max_len=64).retrieval == "attention_hash"
   plain = count_floor.model_config("sim_hard", max_len=64)
   assert (plain.model, plain.retrieval) == ("sim_hard", "hamming")
   assert count_floor.model_config("din_long", max_len=64).model == "din_long"

@@ -138,6 +138,7 @@ def _graph_op_types(meta_graph):
 
 @pytest.mark.parametrize("model_name,overrides", [(m, {}) for m in MODEL_NAMES] + [
     ("eta", {"retrieval": "random"}), ("eta", {"retrieval": "oracle"}),
+    ("eta", {"retrieval": "attention_hash"}),
     ("eta", {"target_stats": False}), ("eta", {"signature_fields": "item"}),
     ("eta", {"signature_distance": "sum"}), ("eta", {"category_bias": False})])
 def test_saved_model_runs_in_tf1_session_loader(model_name, overrides, tmp_path):

@@ -348,3 +348,38 @@ def test_large_category_bias_is_sim_hards_mask_with_a_fallback():
   bias = only.long_block.attention.output_bias.numpy()
   np.testing.assert_allclose(want[fallback], np.broadcast_to(bias, want[fallback].shape))
   assert np.abs(got[fallback] - want[fallback]).max() > 1e-3
+
+
+def test_attention_hash_retrieval_equals_numpy_reference():
+  """retrieval=attention_hash: bit i of a signature is [x . R[:, i] > 0] for x the
+  per-head unit projections concatenated over heads (numpy below), and the retrieved k
+  are the real behaviors at the k smallest Hamming distances of those signatures."""
+  from eta_tf.ops import bits as bits_ops  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(12)
+  feats = _samples(seed=12)
+  config = ModelConfig(model="eta", retrieval="attention_hash", **SMALL)
+  model = build_model(config)
+  block = model.long_block
+  context = _context(model, feats)
+  att = block.attention
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+  heads = (config.num_heads, config.head_dim)
+  q = context["query"].numpy() @ att.query_kernel.numpy()
+  k = context["behavior"].numpy() @ att.key_kernel.numpy()
+  q = unit(q.reshape(q.shape[:-1] + heads)).reshape(q.shape)
+  k = unit(k.reshape(k.shape[:-1] + heads)).reshape(k.shape)
+  projection = block.attention_simhash.projection.numpy()
+  query_signatures, key_signatures = block.attention_signatures(context)
+  m = config.hash_bits
+  qb = bits_ops.unpack_bits(query_signatures, m).numpy()
+  kb = bits_ops.unpack_bits(key_signatures, m).numpy()
+  np.testing.assert_array_equal(qb, q @ projection > 0)
+  np.testing.assert_array_equal(kb, k @ projection > 0)
+  indices, distances, mask = (t.numpy()[:, 0] for t in block.retrieve(context))
+  hamming = _popcount_distance(qb, kb)[:, 0]  # [B, L]
+  valid = context["valid"].numpy()
+  for b in range(len(valid)):
+    real = np.flatnonzero(valid[b])
+    want = np.sort(hamming[b, real])[:config.top_k]
+    np.testing.assert_array_equal(np.sort(distances[b][mask[b]]), want)
+    np.testing.assert_array_equal(hamming[b, indices[b][mask[b]]], distances[b][mask[b]])

@@ -174,6 +174,10 @@ class EtaBlock(LongHistoryBlock):
     self.top_k = HammingTopK(config.top_k, use_xla=config.hamming_xla, sort=False,
                              name="hamming_top_k")
     self.attention = make_attention(config, "long_attention")
+    self.attention_simhash = None
+    if config.retrieval == "attention_hash":
+      self.attention_simhash = SimHash(config.hash_bits, config.hash_seed + 2,
+                                       name="attention_simhash")
     self.category_bias = None
     if self.category_simhash is not None and config.category_bias:
       # Starts at 0 (plain category_first attention); the tower learns how much to
@@ -216,6 +220,23 @@ class EtaBlock(LongHistoryBlock):
     query_heads = self.attention.project_query(context["query"])
     return tf.einsum("bnhd,blhd->bnl", query_heads, key_heads) / self.config.num_heads
 
+  def attention_signatures(self, context):
+    """retrieval=attention_hash: SimHash of the per-head unit query and key projections,
+    concatenated over heads: int64 [B, N, W] and [B, L, W].
+
+    The angle between two such concatenations is arccos(mean over heads of the cosine),
+    so nearer signatures approximate higher head-averaged attention scores (the oracle's
+    ranking, up to the per-head scales), with the same XOR + popcount top-k as ETA.
+    """
+    key_heads, _ = self.attention.project_keys(context["behavior"])  # unit per head
+    query_heads = tf.math.l2_normalize(self.attention.project_query(context["query"]),
+                                       axis=-1)
+    flat = lambda x: tf.reshape(x, tf.concat([tf.shape(x)[:-2], [-1]], 0))  # noqa: E731
+    width = self.config.num_heads * self.config.head_dim
+    query = tf.ensure_shape(flat(query_heads), [None, None, width])
+    keys = tf.ensure_shape(flat(key_heads), [None, None, width])
+    return self.attention_simhash(query), self.attention_simhash(keys)
+
   def retrieve(self, context):
     """Indices int32 [B, N, k], Hamming distances int32 [B, N, k] and mask [B, N, k]."""
     indices, distances, mask, _ = self.retrieve_with_categories(context)
@@ -243,6 +264,9 @@ class EtaBlock(LongHistoryBlock):
     if self.config.retrieval == "hamming":
       indices, distances, mask = self.top_k(candidate_signatures, history_signatures,
                                             mask=valid)
+    elif self.config.retrieval == "attention_hash":
+      query_signatures, key_signatures = self.attention_signatures(context)
+      indices, distances, mask = self.top_k(query_signatures, key_signatures, mask=valid)
     elif self.config.retrieval == "random":
       same_item = tf.equal(context["candidate_item_id"][:, :, None],
                            context["history_item_id"][:, None, :])
