@@ -37,6 +37,7 @@ from pipelines.global_facts import BuildCatalog, CountCategories, DescribeTimeSp
 from pipelines.global_facts import TargetTimeHistogram
 from pipelines.negative_join import KeyedMatchedNegatives
 from pipelines.negative_sampling import SampleNegatives
+from pipelines.shard_files import has_files
 from pipelines.split_stats import SplitStats, SumCounts
 from pipelines.tags import COUNTS, FILTERED, REJECTED, VALID
 
@@ -278,7 +279,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   args, beam_args = parser.parse_known_args(argv)
   for flag, pattern in (("--input", args.input), ("--impressions", args.impressions)):
     # A glob that matches nothing would otherwise run the whole job on zero rows.
-    if pattern is not None and not FileSystems.match([pattern])[0].metadata_list:
+    if pattern is not None and not has_files(pattern):
       parser.error(f"{flag}={pattern!r}: no file matches")
   _LOG.info("build_dataset: input=%s impressions=%s output_dir=%s beam=%s", args.input,
             args.impressions, args.output_dir, beam_args)
