@@ -371,6 +371,8 @@ def test_attention_hash_retrieval_equals_numpy_reference():
   projection = block.attention_simhash.projection.numpy()
   query_signatures, key_signatures = block.attention_signatures(context)
   m = config.hash_bits
+  # Its distances count over m bits, whatever the item signature's fields (two here).
+  assert config.signature_fields == "item_category" and block.distance_bits == m
   qb = bits_ops.unpack_bits(query_signatures, m).numpy()
   kb = bits_ops.unpack_bits(key_signatures, m).numpy()
   np.testing.assert_array_equal(qb, q @ projection > 0)

@@ -191,8 +191,11 @@ class EtaBlock(LongHistoryBlock):
                                         initializer="zeros")
 
   @property
-  def signature_bits(self) -> int:
-    """Bits of a whole signature (m per hashed field)."""
+  def distance_bits(self) -> int:
+    """Bits the retrieval's Hamming distances count over: m for attention_hash (one m-bit
+    signature of the attention's projections), else m per hashed field."""
+    if self.attention_simhash is not None:
+      return self.config.hash_bits
     return self.config.hash_bits * (2 if self.category_simhash is not None else 1)
 
   def _signatures(self, context):
@@ -304,7 +307,7 @@ class EtaBlock(LongHistoryBlock):
                                 sink_logit=sink)
     if self.config.target_stats:
       out = tf.concat([out, distance_stats(distances, mask, self.config.top_k,
-                                           self.signature_bits)], axis=-1)
+                                           self.distance_bits)], axis=-1)
     return out
 
 
