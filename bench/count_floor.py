@@ -289,9 +289,10 @@ that plus a zero-valued attention sink key (ModelConfig.attention_sink);
 `eta_random` / `eta_oracle` = retrieval controls of item-signature eta (exact-item
 matches then pseudo-random / the top-k of the block's own full attention: the floor and
 ceiling of a k-behavior retrieval); `eta_attention_hash` = the experiment between them
-(ETA's Hamming top-k on SimHash of the attention's projected query and keys). Diagnostics of the retrieved k: overlap with the exact
-inner-product top-k, attention recall (share of the model's full attention mass on the
-k), share at distance 0, share of the candidate's category.
+(ETA's Hamming top-k on SimHash of the attention's projected query and keys).
+Diagnostics of the retrieved k: overlap with the exact inner-product top-k, attention
+recall (share of the model's full attention mass on the k), share at distance 0, share
+of the candidate's category.
 
 Data (bench/work/, not committed; MovieLens from ml-latest-small, see the README):
 
