@@ -369,7 +369,7 @@ def test_attention_hash_retrieval_equals_numpy_reference():
   q = unit(q.reshape(q.shape[:-1] + heads)).reshape(q.shape)
   k = unit(k.reshape(k.shape[:-1] + heads)).reshape(k.shape)
   projection = block.attention_simhash.projection.numpy()
-  query_signatures, key_signatures = block.attention_signatures(context)
+  query_signatures, key_signatures = block.attention_signatures(block.project_all(context))
   m = config.hash_bits
   # Its distances count over m bits, whatever the item signature's fields (two here).
   assert config.signature_fields == "item_category" and block.distance_bits == m
@@ -385,3 +385,10 @@ def test_attention_hash_retrieval_equals_numpy_reference():
     want = np.sort(hamming[b, real])[:config.top_k]
     np.testing.assert_array_equal(np.sort(distances[b][mask[b]]), want)
     np.testing.assert_array_equal(hamming[b, indices[b][mask[b]]], distances[b][mask[b]])
+  # The block gathers the k from keys it projected once for the signatures: the same
+  # attention as projecting the gathered behaviors (the other retrievals' path).
+  index_t, _, mask_t = block.retrieve(context)
+  keys, values = att.project_gathered_keys(context["behavior"], index_t)
+  want = att.attend(att.project_query(context["query"]), keys, values, mask_t).numpy()
+  got = block(context).numpy()
+  np.testing.assert_allclose(got[..., :want.shape[-1]], want, rtol=1e-5, atol=1e-6)

@@ -91,6 +91,15 @@ def _gathered_distances(candidate_signatures, history_signatures, indices):
   return tf.reshape(distances, tf.shape(indices))
 
 
+def _field_distances(candidate_signatures, history_signatures, indices, mask, field: int):
+  """Hamming distances of field `field` (0 item, 1 category) of item_category signatures
+  (W words per field) to the selected behaviors, int32 [B, N, k], 0 where masked."""
+  words = candidate_signatures.shape[-1] // 2
+  part = slice(field * words, (field + 1) * words)
+  return tf.where(mask, _gathered_distances(candidate_signatures[..., part],
+                                            history_signatures[..., part], indices), 0)
+
+
 # Learned attention scores (category bias, sink) are this many times their weight: Adam
 # moves a weight by ~learning_rate per step, and the attention scores they compete with
 # span ±score_scale (10), so at unit pace a bias could not approach a mask within a run.
@@ -223,17 +232,22 @@ class EtaBlock(LongHistoryBlock):
     query_heads = self.attention.project_query(context["query"])
     return tf.einsum("bnhd,blhd->bnl", query_heads, key_heads) / self.config.num_heads
 
-  def attention_signatures(self, context):
+  def project_all(self, context):
+    """((key_heads, value_heads) [B, L, H, dh] of every behavior, query_heads [B, N, H, dh]):
+    what retrieval=attention_hash hashes, projected once and gathered for the attention."""
+    return (self.attention.project_keys(context["behavior"]),
+            self.attention.project_query(context["query"]))
+
+  def attention_signatures(self, projected):
     """retrieval=attention_hash: SimHash of the per-head unit query and key projections,
-    concatenated over heads: int64 [B, N, W] and [B, L, W].
+    concatenated over heads: int64 [B, N, W] and [B, L, W]. `projected` is project_all's.
 
     The angle between two such concatenations is arccos(mean over heads of the cosine),
     so nearer signatures approximate higher head-averaged attention scores (the oracle's
     ranking, up to the per-head scales), with the same XOR + popcount top-k as ETA.
     """
-    key_heads, _ = self.attention.project_keys(context["behavior"])  # unit per head
-    query_heads = tf.math.l2_normalize(self.attention.project_query(context["query"]),
-                                       axis=-1)
+    (key_heads, _), query_heads = projected  # keys are unit per head (normalize_qk)
+    query_heads = tf.math.l2_normalize(query_heads, axis=-1)
     flat = lambda x: tf.reshape(x, tf.concat([tf.shape(x)[:-2], [-1]], 0))  # noqa: E731
     width = self.config.num_heads * self.config.head_dim
     query = tf.ensure_shape(flat(query_heads), [None, None, width])
@@ -245,12 +259,22 @@ class EtaBlock(LongHistoryBlock):
     indices, distances, mask, _ = self.retrieve_with_categories(context)
     return indices, distances, mask
 
-  def retrieve_with_categories(self, context):
+  def retrieve_with_categories(self, context, projected=None):
     """retrieve() plus the category-signature distance of each retrieved, int32
-    [B, N, k] (0 where masked), or None with item-only signatures."""
-    history_signatures, candidate_signatures = self._signatures(context)
+    [B, N, k] (0 where masked), or None with item-only signatures. `projected`
+    (project_all's, retrieval=attention_hash only) saves projecting the keys twice."""
     k, valid = self.config.top_k, context["valid"]
-    words = self.config.hash_words
+    if self.config.retrieval == "attention_hash":
+      query_signatures, key_signatures = self.attention_signatures(
+          projected if projected is not None else self.project_all(context))
+      indices, distances, mask = self.top_k(query_signatures, key_signatures, mask=valid)
+      categories = None
+      if self.category_simhash is not None:  # only category_bias reads them
+        history_signatures, candidate_signatures = self._signatures(context)
+        categories = _field_distances(candidate_signatures, history_signatures, indices,
+                                      mask, field=1)
+      return indices, tf.where(mask, distances, 0), mask, categories
+    history_signatures, candidate_signatures = self._signatures(context)
     by_sum = self.category_simhash is None or self.config.signature_distance == "sum"
     if self.config.retrieval == "hamming" and not by_sum:  # category_first / category_only
       m = self.config.hash_bits
@@ -267,9 +291,6 @@ class EtaBlock(LongHistoryBlock):
     if self.config.retrieval == "hamming":
       indices, distances, mask = self.top_k(candidate_signatures, history_signatures,
                                             mask=valid)
-    elif self.config.retrieval == "attention_hash":
-      query_signatures, key_signatures = self.attention_signatures(context)
-      indices, distances, mask = self.top_k(query_signatures, key_signatures, mask=valid)
     elif self.config.retrieval == "random":
       same_item = tf.equal(context["candidate_item_id"][:, :, None],
                            context["history_item_id"][:, None, :])
@@ -286,18 +307,23 @@ class EtaBlock(LongHistoryBlock):
       distances = _gathered_distances(candidate_signatures, history_signatures, indices)
     categories = None
     if self.category_simhash is not None:
-      categories = tf.where(mask, _gathered_distances(candidate_signatures[..., words:],
-                                                      history_signatures[..., words:],
-                                                      indices), 0)
+      categories = _field_distances(candidate_signatures, history_signatures, indices, mask,
+                                    field=1)
     return indices, tf.where(mask, distances, 0), mask, categories
 
   def call(self, context):
-    indices, distances, mask, categories = self.retrieve_with_categories(context)
-    # [B, N, k, H, dh]; projected per history then gathered when N·k > L (serving), or
-    # gathered then projected when N·k < L (training, N = 1): see project_gathered_keys.
-    key_heads, value_heads = self.attention.project_gathered_keys(context["behavior"],
-                                                                  indices)
-    query_heads = self.attention.project_query(context["query"])
+    projected = self.project_all(context) if self.attention_simhash is not None else None
+    indices, distances, mask, categories = self.retrieve_with_categories(context, projected)
+    if projected is not None:  # every key is projected already: gather the k
+      (all_keys, all_values), query_heads = projected
+      key_heads = tf.gather(all_keys, indices, batch_dims=1)  # [B, N, k, H, dh]
+      value_heads = tf.gather(all_values, indices, batch_dims=1)
+    else:
+      # [B, N, k, H, dh]; projected per history then gathered when N·k > L (serving), or
+      # gathered then projected when N·k < L (training, N = 1): see project_gathered_keys.
+      key_heads, value_heads = self.attention.project_gathered_keys(context["behavior"],
+                                                                    indices)
+      query_heads = self.attention.project_query(context["query"])
     bias = None
     if self.category_bias is not None:
       same_category = tf.cast(tf.equal(categories, 0), tf.float32)[..., None]
