@@ -33,7 +33,8 @@ Also, on the same shapes in the same rounds:
     that sum exceeds it, no selection kernel can make ETA faster at that (L, N).
   - training examples/s of eta vs din_long.
 The kernels and components run in their own interleaved rounds (--component_repeats).
-Writes bench/results/serving_cost.json (a list of records) and serving_cost.png.
+Writes bench/results/serving_cost.json (a list of records) and serving_cost.png
+(--output_name for other names).
 
 This module is the CLI; bench/serving_cost_grid.py runs the models x (L, N) grid and the
 training, bench/serving_cost_components.py builds the top-k and attention timers,
@@ -90,6 +91,9 @@ def build_parser():
   parser.add_argument("--train_batch", type=int, default=None)
   parser.add_argument("--train_steps", type=int, default=None)
   parser.add_argument("--output_dir", default=RESULTS_DIR)
+  parser.add_argument("--output_name", default="serving_cost",
+                      help="file names in --output_dir: NAME.json and NAME.png (another "
+                           "name keeps the full grid's results when timing a subset)")
   parser.add_argument("--export_dir", default=None,
                       help="keep the exports here (<model>_L<L>/), reusing any already "
                            "there (default: a temporary directory, removed)")
@@ -122,7 +126,7 @@ def main(argv=None):
 
   def save_partial(serving_records):  # a grid cut short still leaves its finished L
     machine.write_json([machine.finish_run(run, complete=False)] + serving_records + training,
-                       args.output_dir, "serving_cost.json")
+                       args.output_dir, args.output_name + ".json")
 
   work_dir = args.export_dir or tempfile.mkdtemp(prefix="serving_cost_")
   try:
@@ -135,9 +139,9 @@ def main(argv=None):
       shutil.rmtree(work_dir, ignore_errors=True)
   records = [machine.finish_run(run)] + records
   print(summarize(records))
-  machine.write_json(records, args.output_dir, "serving_cost.json")
-  plot(records, os.path.join(args.output_dir, "serving_cost.png"))
-  print(f"wrote {args.output_dir}/serving_cost.json and serving_cost.png "
+  machine.write_json(records, args.output_dir, args.output_name + ".json")
+  plot(records, os.path.join(args.output_dir, args.output_name + ".png"))
+  print(f"wrote {args.output_dir}/{args.output_name}.json and {args.output_name}.png "
         f"({time.time() - start:.0f} s)")
 
 

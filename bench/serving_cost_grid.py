@@ -21,14 +21,22 @@ from eta_tf.savedmodel_session import SavedModelSession
 from eta_tf.signatures import serving_signatures
 from eta_tf.testing import random_samples
 
-# Every model of eta_tf.config.MODEL_NAMES, and eta_xla; the ratio columns' models first.
+# ETA configurations timed beside the default eta (item ‖ category signatures ranked
+# category first): eta_xla its distance pass under XLA, eta_item the paper's item-only
+# signature (hamming_top_k's fused kernel), eta_attention_hash the experiment that hashes
+# the attention's projected query and keys per request (docs/DESIGN.md §5).
+ETA_VARIANTS = {"eta_xla": {"hamming_xla": True},
+                "eta_item": {"signature_fields": "item"},
+                "eta_attention_hash": {"retrieval": "attention_hash"}}
+# Every model of eta_tf.config.MODEL_NAMES and the ETA variants; the ratio columns' first.
 MODELS = ("eta", "eta_xla", "din_long", "din") + tuple(
-    m for m in MODEL_NAMES if m not in ("eta", "din_long", "din"))
+    m for m in MODEL_NAMES if m not in ("eta", "din_long", "din")) + (
+        "eta_item", "eta_attention_hash")
 
 
 def model_config(name: str, length: int) -> ModelConfig:
-  if name == "eta_xla":
-    return ModelConfig(model="eta", max_len=length, hamming_xla=True)
+  if name in ETA_VARIANTS:
+    return ModelConfig(model="eta", max_len=length, **ETA_VARIANTS[name])
   return ModelConfig(model=name, max_len=length)
 
 
