@@ -267,6 +267,49 @@ def render(paths) -> str:
   return "\n".join(lines)
 
 
+def _gap_cell(gap, least=None) -> str:
+  """'+0.0123 ± 0.0045' (+ ' met' / ' not met' against a target's least gap; '(n)' after
+  the interval when the pair has fewer than MIN_TARGET_SEEDS seeds, never 'met')."""
+  if gap is None:
+    return "-"
+  cell = f"{gap['mean']:+.4f}" + (f" ± {gap['se']:.4f}" if gap.get("se") is not None else "")
+  if gap["seeds"] < MIN_TARGET_SEEDS:
+    return cell + f" ({gap['seeds']} seeds)"
+  if least is None:
+    return cell
+  return cell + (" met" if gap["mean"] >= least else " not met")
+
+
+# Columns of default_table beside the targets: (header, minuend, subtrahend).
+DEFAULT_TABLE_EXTRA = (("− item-only eta", PRODUCT_VARIANT, "eta"),
+                       ("oracle − default", "eta_oracle", PRODUCT_VARIANT),
+                       ("attention_hash − default", "eta_attention_hash", PRODUCT_VARIANT))
+
+
+def default_table(paths) -> str:
+  """The default eta (PRODUCT_VARIANT) on every setting: its paired gaps against issue
+  13's targets, the item-only signature, the oracle ceiling and attention_hash (markdown;
+  one row per count_floor output that has the default)."""
+  header = ["data (default eta AUC, seeds)", *(f"− {ref}" for ref, _ in TARGETS),
+            *(h for h, _, _ in DEFAULT_TABLE_EXTRA)]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for path in paths:
+    with open(path) as f:
+      result = json.load(f)
+    rows = result["rows"]
+    own = [r["auc"] for r in rows if r["model"] == PRODUCT_VARIANT]
+    if not own:
+      continue
+    summarize(rows)  # sets each row's best_heuristic_auc
+    targets = [_gap_cell(_heuristic_gap(rows, PRODUCT_VARIANT) if ref == "best heuristic"
+                         else paired(rows, PRODUCT_VARIANT, ref), least)
+               for ref, least in TARGETS]
+    extra = [_gap_cell(paired(rows, a, b)) for _, a, b in DEFAULT_TABLE_EXTRA]
+    lines.append(f"| {result['setting']} ({np.mean(own):.4f}, {len(own)}) | " +
+                 " | ".join(targets + extra) + " |")
+  return "\n".join(lines)
+
+
 RESULTS = os.path.join(HERE, "results")
 # The settings of COUNT_FLOOR.md, in order (files under bench/results/).
 RENDERED = ("count_floor_synthetic_default.json", "count_floor_synthetic_harder.json",
@@ -333,7 +376,8 @@ def write_rendered(output: str, paths=None) -> str:
   if paths is None:
     paths = [os.path.join(RESULTS, name) for name in RENDERED
              if os.path.exists(os.path.join(RESULTS, name))]
-  text = RENDER_HEADER + "\n" + render(paths)
+  text = (RENDER_HEADER + "\n## The default eta on every setting\n\n" +
+          default_table(paths) + "\n\n## Every model\n\n" + render(paths))
   with open(output, "w") as f:
     f.write(text)
   return text

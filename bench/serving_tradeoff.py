@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from bench import readme_block
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 README = os.path.join(os.path.dirname(HERE), "README.md")
@@ -228,15 +230,7 @@ def markdown(result: dict, serving: list, memory=None, load=None) -> str:
 
 
 def update_readme(readme_path: str, block: str):
-  with open(readme_path) as f:
-    text = f.read()
-  if README_BEGIN not in text or README_END not in text:
-    raise TradeoffError(f"{readme_path}: no '{README_BEGIN}' ... '{README_END}' block "
-                        "(pass --readme='' to skip the README)")
-  head, rest = text.split(README_BEGIN, 1)
-  _, tail = rest.split(README_END, 1)
-  with open(readme_path, "w") as f:
-    f.write(head + README_BEGIN + "\n" + block + README_END + tail)
+  readme_block.replace_block(readme_path, README_BEGIN, README_END, block, TradeoffError)
   print(f"updated the which-model block of {readme_path}")
 
 

@@ -93,6 +93,15 @@ def test_target_lines_and_rendered_file(count_floor, tmp_path):
   text = count_floor.write_rendered(str(tmp_path / "COUNT_FLOOR.md"), [str(path)])
   assert (tmp_path / "COUNT_FLOOR.md").read_text() == text
   assert "| heuristic: item_count | 0.7000" in text and first in text
+  # The default eta's row: targets with verdicts, then the comparisons without; a pair
+  # that has no rows is '-', fewer than 5 seeds is named.
+  row = ("| x (0.8320, 5) | +0.0100 ± 0.0000 met | +0.0050 ± 0.0000 met | "
+         "+0.1320 ± 0.0007 met | +0.0300 ± 0.0000 | - | - |")
+  assert row in count_floor.default_table([str(path)]).splitlines() and row in text
+  assert count_floor._gap_cell({"mean": 0.01, "se": 0.002, "seeds": 3}, 0.0) == \
+      "+0.0100 ± 0.0020 (3 seeds)"
+  assert count_floor._gap_cell({"mean": -0.01, "se": 0.002, "seeds": 5}, -0.002) == \
+      "-0.0100 ± 0.0020 not met"
 
 
 def test_summary_pairs_the_retrieval_controls_with_what_they_bound(count_floor):
