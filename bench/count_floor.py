@@ -13,8 +13,9 @@ the best validation AUC, then evaluates on the eval split: AUC, GAUC, logloss, t
 training-free baselines of eta_tf.baselines on the same eval samples, and for eta the
 retrieval diagnostics. Model names may carry a retrieval control: eta_random, eta_oracle
 (ModelConfig.retrieval), or name eta's signature (ETA_SIGNATURES: eta, eta_fields,
-eta_category_first, eta_category_only, eta_category_bias, eta_category_sink; pinned over
-ETA_OPTIONS_OFF, so a row's name keeps its meaning when defaults change). Writes every row
+eta_category_first, eta_category_only, eta_category_bias, eta_category_sink,
+eta_category_split; pinned over ETA_OPTIONS_OFF, so a row's name keeps its meaning when
+defaults change). Writes every row
 and the paired differences (mean ± standard error over seeds) of eta against each other
 model and against the best heuristic.
 """
@@ -70,6 +71,8 @@ ETA_SIGNATURES = {
                               signature_distance="category_only"),
     "eta_category_bias": dict(signature_fields="item_category",
                               signature_distance="category_first", category_bias=True),
+    "eta_category_split": dict(signature_fields="item_category",
+                               signature_distance="category_first", category_split=True),
     "eta_category_sink": dict(signature_fields="item_category",
                               signature_distance="category_first", category_bias=True,
                               attention_sink=True),
@@ -77,7 +80,7 @@ ETA_SIGNATURES = {
 
 
 # eta's attention options, off unless a name above turns them on.
-ETA_OPTIONS_OFF = dict(category_bias=False, attention_sink=False)
+ETA_OPTIONS_OFF = dict(category_bias=False, attention_sink=False, category_split=False)
 
 
 def model_config(name: str, **shapes) -> config_lib.ModelConfig:
@@ -329,6 +332,8 @@ behaviors at category distance 0 (SIM(hard)'s masking, ETA's order inside the ca
 `eta_category_bias` = category_first with a learned per-head attention bias for the
 retrieved of the candidate's category (ModelConfig.category_bias); `eta_category_sink` =
 that plus a zero-valued attention sink key (ModelConfig.attention_sink);
+`eta_category_split` = category_first attending over the retrieved of the candidate's
+category and over the rest separately (ModelConfig.category_split);
 `eta_random` / `eta_oracle` = retrieval controls of item-signature eta (exact-item
 matches then pseudo-random / the top-k of the block's own full attention: the floor and
 ceiling of a k-behavior retrieval); `eta_attention_hash` = the experiment between them

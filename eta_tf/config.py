@@ -80,7 +80,8 @@ class ModelConfig(_Config):
   # model must load as what it was.
   FIELDS_ADDED_LATER = {"target_stats": False, "signature_fields": "item",
                         "signature_distance": "category_first", "retrieval": "hamming",
-                        "category_bias": False, "attention_sink": False}
+                        "category_bias": False, "attention_sink": False,
+                        "category_split": False}
 
   model: str = option("eta", "Which model to train; only the long-history block differs.",
                       choices=MODEL_NAMES)
@@ -147,6 +148,12 @@ class ModelConfig(_Config):
                                "distance 0), so attention can learn SIM(hard)'s category "
                                "mask, softly, without losing the other retrieved "
                                "(docs/DESIGN.md §5). Not read with signature_fields=item.")
+  category_split: bool = option(False, "eta with signature_fields=item_category: attend "
+                                "over the retrieved of the candidate's category (category "
+                                "distance 0) and over the other retrieved separately, two "
+                                "long-term interests for the tower: SIM(hard)'s category "
+                                "mask without dropping what ETA retrieved beyond it "
+                                "(docs/DESIGN.md §5). Not read with signature_fields=item.")
   attention_sink: bool = option(False, "eta: one more, zero-valued key per head with a "
                                 "learned score in the attention over the retrieved k, so "
                                 "that when none of them scores above it the long-term "
@@ -160,6 +167,7 @@ class ModelConfig(_Config):
     self.target_stats = bool(self.target_stats)
     self.category_bias = bool(self.category_bias)
     self.attention_sink = bool(self.attention_sink)
+    self.category_split = bool(self.category_split)
     self.validate()
 
   @property
@@ -189,6 +197,10 @@ class ModelConfig(_Config):
         fail(field, "must be >= 1")
     if self.short_len > self.max_len:
       fail("short_len", f"must be <= max_len ({self.max_len})")
+    if self.category_split and (self.category_bias or self.attention_sink):
+      fail("category_split", "attends over each category part with its own softmax; "
+                             "category_bias and attention_sink act on one softmax: turn "
+                             "them off")
     if self.top_k > self.max_len:
       fail("top_k", f"must be <= max_len ({self.max_len})")
     if self.item_buckets < 2:

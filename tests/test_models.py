@@ -140,7 +140,8 @@ def _graph_op_types(meta_graph):
     ("eta", {"retrieval": "random"}), ("eta", {"retrieval": "oracle"}),
     ("eta", {"retrieval": "attention_hash"}),
     ("eta", {"target_stats": False}), ("eta", {"signature_fields": "item"}),
-    ("eta", {"signature_distance": "sum"}), ("eta", {"category_bias": False})])
+    ("eta", {"signature_distance": "sum"}), ("eta", {"category_bias": False}),
+    ("eta", {"category_split": True})])
 def test_saved_model_runs_in_tf1_session_loader(model_name, overrides, tmp_path):
   """What TF Serving does: the C++ loader via a TF1 session, feeding signature tensors."""
   tf.keras.utils.set_random_seed(5)

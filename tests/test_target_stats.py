@@ -322,6 +322,50 @@ def test_category_bias_attention_equals_numpy_reference(signature_distance):
   np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, rtol=1e-5, atol=1e-6)
 
 
+def test_category_split_attention_equals_numpy_reference():
+  """category_split: the same scores, one masked softmax over the retrieved at category
+  distance 0 and one over the rest, each through the output projection, concatenated
+  (numpy below); an empty part is the output bias. Export scores equal training's."""
+  tf.keras.utils.set_random_seed(13)
+  feats = _samples(seed=13)
+  config = ModelConfig(model="eta", signature_fields="item_category",
+                       signature_distance="category_first", category_split=True, **SMALL)
+  model = build_model(config)
+  block = model.long_block
+  context = _context(model, feats)
+  indices, _, mask, categories = (t.numpy() for t in block.retrieve_with_categories(context))
+  same = mask & (categories == 0)
+  other = mask & (categories > 0)
+  assert same.any() and other.any()
+  att = block.attention
+  keys, values = (t.numpy() for t in att.project_gathered_keys(context["behavior"], indices))
+  query = att.project_query(context["query"]).numpy()  # [B, 1, H, dh]
+  scores = (query[:, :, None] * keys).sum(-1)  # [B, 1, k, H]
+
+  def attend(part):
+    masked = np.where(part[..., None], scores, -np.inf)
+    with np.errstate(invalid="ignore"):  # an empty part: its weights are 0 (nan_to_num)
+      weights = np.exp(masked - masked.max(axis=2, keepdims=True))
+      weights = np.nan_to_num(weights / weights.sum(axis=2, keepdims=True))
+    heads = (weights[..., None] * values).sum(axis=2)  # [B, 1, H, dh]
+    return heads.reshape(heads.shape[:2] + (-1,)) @ att.output_kernel.numpy() + \
+        att.output_bias.numpy()
+
+  expected = np.concatenate([attend(same), attend(other)], axis=-1)
+  got = block(context).numpy()[..., :2 * att.output_dim]
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+  empty = ~same.any(axis=-1)  # [B, 1]: no retrieved of the candidate's category
+  assert empty.any()
+  np.testing.assert_allclose(got[empty][:, :att.output_dim],
+                             np.broadcast_to(att.output_bias.numpy(),
+                                             (empty.sum(), att.output_dim)), atol=1e-6)
+  before = model.predict_ctr(feats).numpy()
+  model.freeze_signatures()  # export: frozen per-bucket tables, same scores
+  np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ConfigError, match="category_split=True"):
+    ModelConfig(category_split=True, category_bias=True)
+
+
 def test_large_category_bias_is_sim_hards_mask_with_a_fallback():
   """A large bias makes category_first attention SIM(hard)'s category mask (the
   category_only control's output) wherever the candidate's category was retrieved;

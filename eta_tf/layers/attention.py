@@ -145,6 +145,27 @@ class TargetAttention(tf.keras.layers.Layer):
       mask = mask[:, None, None, :] if mask.shape.rank == 2 else mask[:, :, None, :]
       weights = _masked_softmax(scores, mask, axis=-1)
       context = tf.einsum("bnht,bthd->bnhd", weights, value_heads)
+    return self._output(context)
+
+  def attend_partitioned(self, query_heads, key_heads, value_heads, masks):
+    """attend() once per mask over the same per-query keys, concatenated.
+
+    Args:
+      query_heads: [B, N, H, dh]; key_heads, value_heads: [B, N, T, H, dh].
+      masks: a list of P bool [B, N, T] (e.g. disjoint subsets of the retrieved).
+    Returns:
+      [B, N, P · output_dim]: part p equals attend(..., masks[p]) (the scores are
+      computed once; a part whose mask is all False is the output bias).
+    """
+    scores = tf.reduce_sum(query_heads[:, :, None] * key_heads, axis=-1)  # [B, N, T, H]
+    parts = []
+    for mask in masks:
+      weights = _masked_softmax(scores, tf.cast(mask, tf.bool)[..., None], axis=2)
+      parts.append(self._output(tf.reduce_sum(weights[..., None] * value_heads, axis=2)))
+    return tf.concat(parts, axis=-1)
+
+  def _output(self, context):
+    """Heads [..., H, dh] -> the output projection [..., output_dim]."""
     shape = tf.shape(context)
     context = tf.reshape(context, tf.concat([shape[:-2], [self.num_heads * self.head_dim]], 0))
     return tf.tensordot(context, self.output_kernel, axes=[[-1], [0]]) + self.output_bias

@@ -169,6 +169,8 @@ class EtaBlock(LongHistoryBlock):
   (category_first_distances), and with `config.category_bias` the attention adds a
   learned per-head bias (SCORE_PACE x weight) to the scores of the retrieved at
   category-signature distance 0: a soft, learned version of SIM(hard)'s category mask.
+  With `config.category_split` it attends over the retrieved at category distance 0 and
+  over the others separately: output [B, N, 2 · output_dim (+ stats)].
   """
   uses_signatures = True
 
@@ -193,6 +195,8 @@ class EtaBlock(LongHistoryBlock):
       # prefer the candidate's category, up to SIM(hard)'s hard mask.
       self.category_bias = self.add_weight(name="category_bias",
                                            shape=(config.num_heads,), initializer="zeros")
+    # config.validate() keeps category_bias / attention_sink off with the split.
+    self.split_by_category = self.category_simhash is not None and config.category_split
     self.sink_logit = None
     if config.attention_sink:
       # Starts at score 0, inside the span of the cosine scores (±10).
@@ -329,8 +333,16 @@ class EtaBlock(LongHistoryBlock):
       same_category = tf.cast(tf.equal(categories, 0), tf.float32)[..., None]
       bias = same_category * (SCORE_PACE * self.category_bias)  # [B, N, k, H]
     sink = None if self.sink_logit is None else SCORE_PACE * self.sink_logit
-    out = self.attention.attend(query_heads, key_heads, value_heads, mask, score_bias=bias,
-                                sink_logit=sink)
+    if self.split_by_category:
+      # Same scores, two softmaxes: the candidate's category (SIM(hard)'s set, within
+      # the k) and the rest, each its own interest, so neither dilutes the other.
+      same = tf.logical_and(mask, tf.equal(categories, 0))
+      out = self.attention.attend_partitioned(
+          query_heads, key_heads, value_heads,
+          [same, tf.logical_and(mask, tf.logical_not(same))])
+    else:
+      out = self.attention.attend(query_heads, key_heads, value_heads, mask,
+                                  score_bias=bias, sink_logit=sink)
     if self.config.target_stats:
       out = tf.concat([out, distance_stats(distances, mask, self.config.top_k,
                                            self.distance_bits)], axis=-1)
