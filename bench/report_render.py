@@ -99,8 +99,10 @@ def converged_lines() -> list:
           "attention: the ceiling of a k-behavior retrieval) and the attention_hash "
           "experiment. Measured by `python -m bench.count_floor` (each command is in "
           "bench/results/count_floor_*.json), re-rendered here; every model, heuristic "
-          "row and diagnostic: [COUNT_FLOOR.md](COUNT_FLOOR.md) (`python -m "
-          "bench.count_floor --render`).", "", count_floor.default_table(paths), ""]
+          "row and diagnostic per data set below, also in [COUNT_FLOOR.md](COUNT_FLOOR.md) "
+          "with the data commands (`python -m bench.count_floor --render`).", "",
+          count_floor.default_table(paths), "", count_floor.MODEL_LEGEND,
+          count_floor.render(paths), ""]
 
 
 def write_report(args, budget, results, seconds):
