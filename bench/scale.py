@@ -135,27 +135,51 @@ def _tree_rss_bytes(root: int) -> int:
   return total
 
 
+# Progress lines of the user-sharded job that end a step (pipelines.sharded and
+# sharded_negatives / sharded_leakage log them), in order: the step each one closes.
+STEP_ENDS = (("partitioned the input", "partition"), ("grouped", "group by user"),
+             ("queries written", "negatives: queries + item weights"),
+             ("negatives drawn", "negatives: draw"),
+             ("negatives attached", "negatives: fallbacks + attach"),
+             ("global facts, then split", "(reading shard stats)"),
+             ("split and encode done", "global facts, split, encode, write"),
+             ("leakage check", "leakage check by item shard"),
+             ("done in", "(cleanup)"))
+
+
+def step_of(line: str):
+  """The step a progress line closes, or None."""
+  return next((step for marker, step in STEP_ENDS if marker in line), None)
+
+
 def run_measured(cmd, progress: str = "") -> dict:
-  """Runs cmd; wall seconds, peak process-tree RSS (polled every 0.2 s), its output.
+  """Runs cmd; wall seconds, peak process-tree RSS (polled every 0.2 s), its output, and
+  the peak RSS of each step (STEP_ENDS; what ran before the first progress line is in the
+  first step; one-pipeline runs have none).
 
   Output lines containing `progress` are echoed as they come (a long job's progress)."""
   started = time.time()
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  peak = [0]
+  peak, step_peak = [0], [0]
   done = threading.Event()
 
   def poll():
     while not done.is_set():
-      peak[0] = max(peak[0], _tree_rss_bytes(proc.pid))
+      rss = _tree_rss_bytes(proc.pid)
+      peak[0], step_peak[0] = max(peak[0], rss), max(step_peak[0], rss)
       done.wait(0.2)
 
   poller = threading.Thread(target=poll, daemon=True)
   poller.start()
-  lines = []
+  lines, steps = [], {}
   for line in proc.stdout:
     lines.append(line)
     if progress and progress in line:
       print("  " + line.rstrip()[-110:], flush=True)
+      step = step_of(line)
+      if step:
+        steps[step] = max(steps.get(step, 0), step_peak[0])
+        step_peak[0] = 0
   proc.wait()
   output = "".join(lines)
   done.set()
@@ -163,7 +187,7 @@ def run_measured(cmd, progress: str = "") -> dict:
   if proc.returncode:
     raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
   return {"seconds": round(time.time() - started, 2), "peak_rss_bytes": peak[0],
-          "output": output}
+          "step_peak_rss_bytes": steps, "output": output}
 
 
 def run_pipeline(log: str, out: str, shards: int, beam_args: str) -> dict:
@@ -177,6 +201,7 @@ def run_pipeline(log: str, out: str, shards: int, beam_args: str) -> dict:
   return {"seconds": measured["seconds"],
           "events_per_second": round(events / measured["seconds"]),
           "peak_rss_bytes": measured["peak_rss_bytes"],
+          "step_peak_rss_bytes": measured["step_peak_rss_bytes"],
           "user_shards": shards,
           "items": stats["items"],
           "bytes_written": stats["bytes_written"],

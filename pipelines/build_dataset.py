@@ -146,7 +146,7 @@ def group_into_sequences(valid, args):
 
 def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Callable,
                     counts: list, stat_entries: list, users: Optional[int] = None,
-                    negatives_attached: bool = False) -> None:
+                    negatives_attached: bool = False, leakage_inputs=None) -> None:
   """Global facts, filter, negatives, split, encode, write, then stats + schema.
 
   `sequences` feed the per-user chain; `fact_sequences(label)` gives the same users for a
@@ -156,7 +156,11 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
   edges of the matched catalog, the time split of the chain), so separate reads are what
   lets each stage stream. `users` (if known) makes the progress lines show an ETA.
   Matched negatives are drawn by keyed joins (pipelines.negative_join) unless
-  `negatives_attached` (the sharded job drew them already, per shard).
+  `negatives_attached` (the sharded job drew them already, per shard). The leakage check
+  joins target rows with item facts by item shard (leakage.KeyedLeakageCheck), unless
+  `leakage_inputs(check_edges)` gives a sharded_leakage.WriteLeakageInputs: then its
+  inputs are written by item shard and the sharded job computes it afterwards (with the
+  item count, when the matched sampler takes that from the item facts).
   """
   paths = _output_paths(args.output_dir)
   histogram = fact_sequences("Histogram") | "TargetTimeHistogram" >> TargetTimeHistogram()
@@ -170,27 +174,34 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
   # The check's own fixed resolution: a coarser sampler cannot make itself look good.
   check_edges = beam.pvalue.AsSingleton(histogram | "CheckWindows" >> beam.MapTuple(
       lambda times, counts: N.window_edges(times, counts, L.CHECK_WINDOWS)))
-  item_facts_table = fact_sequences("Histogram") | "BuildItemFacts" >> L.BuildItemFacts()
-  item_facts = beam.pvalue.AsSingleton(item_facts_table)
+  writer = leakage_inputs(check_edges) if leakage_inputs else None
+  if writer:
+    writer.facts(fact_sequences("Histogram"))
+  else:
+    item_facts = fact_sequences("Histogram") | "KeyedItemFacts" >> L.KeyedItemFacts(
+        N.ITEM_SHARDS)
   stat_entries.append(_entries(time_split, "time"))
   matched = args.negative_sampler == SAMPLER_MATCHED
   if matched:  # no (category, item) catalog: the sizes from item facts + category ids
-    sizes = (item_facts_table | "ItemCount" >> beam.Map(lambda facts: len(facts.items)),
-             fact_sequences("Histogram") | "CountCategories" >> CountCategories())
+    categories = fact_sequences("Histogram") | "CountCategories" >> CountCategories()
+    if not writer:  # (else counted by the sharded leakage step)
+      stat_entries.append(_entries(
+          item_facts | "ShardItems" >> beam.MapTuple(lambda _, rows: len(rows))
+          | "ItemCount" >> beam.CombineGlobally(sum), "items"))
   else:
     catalog = fact_sequences("Histogram") | "BuildCatalog" >> BuildCatalog()
-    sizes = (catalog | "ItemCount" >> beam.Map(lambda c: c.num_items),
-             catalog | "CategoryCount" >> beam.Map(lambda c: c.num_categories))
-  stat_entries += [_entries(sizes[0], "items"), _entries(sizes[1], "categories")]
+    categories = catalog | "CategoryCount" >> beam.Map(lambda c: c.num_categories)
+    stat_entries.append(_entries(catalog | "ItemCount" >> beam.Map(lambda c: c.num_items),
+                                 "items"))
+  stat_entries.append(_entries(categories, "categories"))
   draw_negatives = not args.impressions and args.negatives_per_positive
 
   if matched and draw_negatives and not negatives_attached:
     # Before the history filter: short-history targets count in the cells but get no
     # draw (query flag), and the filter then drops them as it always did.
-    everything = beam.pvalue.AsSingleton(
-        fact_sequences("Histogram") | "BuildItemWeights" >> N.BuildItemWeights())
+    weights = fact_sequences("Histogram") | "KeyedItemWeights" >> N.KeyedItemWeights()
     with_negatives = sequences | "MatchedNegatives" >> KeyedMatchedNegatives(
-        edges, everything, args.negatives_per_positive, args.seed, args.min_history)
+        edges, weights, args.negatives_per_positive, args.seed, args.min_history)
     sequences = with_negatives[VALID]
     counts.append(with_negatives[COUNTS])
 
@@ -228,9 +239,12 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
         | f"Bytes{label}" >> beam.Map(_file_bytes), "splits", split, "bytes_written"))
     stat_entries.append(_entries(
         splits[split] | f"Stats{label}" >> SplitStats(), "splits", split, "sequences"))
-    stat_entries.append(_entries(
-        splits[split] | f"Leakage{label}" >> L.LeakageCheck(item_facts, check_edges),
-        "splits", split, "leakage"))
+    if writer:
+      writer.queries(split, splits[split])
+    else:
+      stat_entries.append(_entries(
+          splits[split] | f"Leakage{label}" >> L.KeyedLeakageCheck(
+              item_facts, check_edges, N.ITEM_SHARDS), "splits", split, "leakage"))
 
   stat_entries.append(_entries(
       counts | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> SumCounts(), "counts"))
@@ -290,7 +304,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
         sources=_sources(args), read_text=read_text_lines,
         read_and_validate=read_and_validate, group_into_sequences=group_into_sequences,
         finish_pipeline=finish_pipeline,
-        dead_letter_prefix=_output_paths(args.output_dir)["dead_letter_prefix"]))
+        dead_letter_prefix=_output_paths(args.output_dir)["dead_letter_prefix"],
+        stats_path=_output_paths(args.output_dir)["stats"]))
   else:
     with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
       build_pipeline(pipeline, args)

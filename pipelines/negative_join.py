@@ -17,8 +17,11 @@ Every draw is seeded by (seed, user, target index, draw, level, candidate)
 (negatives.uniforms) and reads only its own category's rows, so the result does not
 depend on S, on which categories share a group, on bundling or on the runner: the
 one-pipeline job (S = ONE_PIPELINE_CATEGORY_SHARDS) and the user-sharded job (S = its
-shard count, one pipeline per key) write the same records. The "any item" fallback
-reads the one global table left, negatives.ItemWeights (a side input, 24 B per item).
+shard count, one pipeline per key) write the same records. The "any item" fallback is a
+third join, by item shard: draws that leave their category become candidates keyed by
+the item shard their weight offset falls in (only ITEM_SHARDS totals are broadcast),
+resolved against that shard's ItemWeights rows (ResolveFallbacks) and joined back by user
+with the rest (AttachNegatives).
 """
 import apache_beam as beam
 import numpy as np
@@ -72,18 +75,75 @@ class CategoryQueries(beam.PTransform):
                                                  self._min_history)
 
 
-def draw_group(blocks, edges: np.ndarray, everything: N.ItemWeights, num_negatives: int,
+# Columns of a fallback candidate row ("any item" level), keyed by the item shard its
+# weight offset falls in, and of a resolved (acceptable) candidate, keyed by user.
+C_USER, C_TARGET, C_DRAW, C_ROUND, C_POSITIVE, C_OFFSET = range(6)
+F_TARGET, F_DRAW, F_ROUND, F_ITEM, F_CATEGORY = range(5)
+_NO_ITEMS = N.ItemWeights(np.zeros((0, 3), np.int64))
+
+
+def fallback_candidates(users, targets, draws, positive_items, level: int,
+                        totals: np.ndarray, seed: int):
+  """Yields (item shard, int64 [c, 6] candidate rows) of draws [N] left for "any item".
+
+  Each draw's _MAX_ROUNDS candidates, seeded as in negatives.sample_matched_negatives
+  (seed, user, target, draw, level, round); the shard and offset inside it come from the
+  shard totals (negatives.fallback_offsets). None when no item exists at all.
+  """
+  if not len(users) or not totals.sum():
+    return
+  rounds = N._MAX_ROUNDS  # pylint: disable=protected-access  (the same rejection law)
+  rows = np.stack([np.repeat(users, rounds), np.repeat(targets, rounds),
+                   np.repeat(draws, rounds), np.tile(np.arange(rounds), len(users)),
+                   np.repeat(positive_items, rounds)], axis=1).astype(np.int64)
+  u = N.uniforms(seed, rows[:, C_USER], rows[:, C_TARGET], rows[:, C_DRAW],
+                 np.full(len(rows), level), rows[:, C_ROUND])
+  shards, offsets = N.fallback_offsets(u, totals)
+  rows = np.concatenate([rows, offsets[:, None]], axis=1)
+  for shard in np.unique(shards):
+    yield int(shard), rows[shards == shard]
+
+
+def resolve_fallbacks(weight_rows, candidate_blocks):
+  """One item shard: its ItemWeights rows and candidates -> [(user, int64 [f, 5]
+  (target, draw, round, item, category))] of the acceptable candidates (not the positive
+  item), which attach_negatives picks from (the first round of each draw)."""
+  blocks = [b for b in candidate_blocks if len(b)]
+  if not blocks:
+    return []
+  rows = np.concatenate(blocks)
+  weights = [w for w in weight_rows if len(w)]
+  table = N.ItemWeights(np.concatenate(weights))  # rows of this shard: its slice
+  items, categories = table.draw_at(rows[:, C_OFFSET])
+  keep = items != rows[:, C_POSITIVE]
+  rows, items, categories = rows[keep], items[keep], categories[keep]
+  out = np.stack([rows[:, C_TARGET], rows[:, C_DRAW], rows[:, C_ROUND], items, categories],
+                 axis=1)
+  order = np.argsort(rows[:, C_USER], kind="stable")  # blocks of several category groups
+  return _by_user(rows[order, C_USER], out[order])
+
+
+def _by_user(users: np.ndarray, rows: np.ndarray):
+  """[(user, rows of that user)] of rows [n, k] sorted by users [n]."""
+  starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+  ends = list(starts[1:]) + [len(users)]
+  return [(int(users[a]), rows[a:b]) for a, b in zip(starts, ends)]
+
+
+def draw_group(blocks, edges: np.ndarray, totals: np.ndarray, num_negatives: int,
                seed: int):
-  """Query rows of one key group -> ([(user, int64 [k, 5] negative rows)], counts).
+  """Query rows of one key group -> ([(user, int64 [k, 5] negative rows)],
+  [(item shard, fallback candidate rows)], counts).
 
   Negative rows: (target index, timestamp, item, category, label 0), in draw order for
-  each target; item 0 where nothing could be drawn (counted as negatives_unavailable).
+  each target; item 0 where the draw left the category: those are drawn from all items by
+  the keyed fallback (fallback_candidates -> resolve_fallbacks -> attach_negatives).
   """
   rows = np.concatenate(list(blocks))
   windows = N.window_of(rows[:, Q_TIMESTAMP], edges)
   cells = aggregate_rows(np.stack([rows[:, Q_CATEGORY], windows, rows[:, Q_ITEM]], axis=1),
                          np.ones(len(rows)))
-  catalog = N.MatchedCatalog(cells, edges, everything)
+  catalog = N.MatchedCatalog(cells, edges, _NO_ITEMS)
   queries = rows[rows[:, Q_NEEDS] == 1]
   queries = queries[np.lexsort((queries[:, Q_TARGET], queries[:, Q_USER]))]
   positives = np.stack([queries[:, Q_TIMESTAMP], queries[:, Q_ITEM], queries[:, Q_CATEGORY],
@@ -94,80 +154,141 @@ def draw_group(blocks, edges: np.ndarray, everything: N.ItemWeights, num_negativ
   for lo in range(0, len(queries), DRAW_CHUNK):
     hi = lo + DRAW_CHUNK
     piece, piece_counts = N.sample_matched_negatives(
-        positives[lo:hi], catalog, num_negatives, seed, queries[lo:hi][:, [Q_USER, Q_TARGET]])
+        positives[lo:hi], catalog, num_negatives, seed, queries[lo:hi][:, [Q_USER, Q_TARGET]],
+        any_item=False)
     pieces.append(piece)
     counts = {k: counts[k] + piece_counts[k] for k in counts}
   drawn = np.concatenate(pieces) if pieces else np.zeros((0, 4), np.int64)
-  counts["negatives_unavailable"] = int((drawn[:, ITEM_ID] == 0).sum())
-  out = np.concatenate([np.repeat(queries[:, Q_TARGET], num_negatives)[:, None], drawn],
-                       axis=1)
   users = np.repeat(queries[:, Q_USER], num_negatives)
-  starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
-  ends = list(starts[1:]) + [len(users)]
-  return [(int(users[a]), out[a:b]) for a, b in zip(starts, ends)], counts
+  targets = np.repeat(queries[:, Q_TARGET], num_negatives)
+  left = np.flatnonzero(drawn[:, ITEM_ID] == 0)
+  candidates = list(fallback_candidates(
+      users[left], targets[left], left % num_negatives,
+      np.repeat(queries[:, Q_ITEM], num_negatives)[left], N.any_item_level(catalog),
+      totals, seed))
+  out = np.concatenate([targets[:, None], drawn], axis=1)
+  return _by_user(users, out), candidates, counts
+
+
+FALLBACKS = "fallbacks"
 
 
 class DrawNegatives(beam.PTransform):
-  """(key, [query rows]) groups -> (user, negative rows) + `counts` (fallbacks, unavailable).
+  """(key, [query rows]) groups -> (user, negative rows) + `counts` (fallbacks in the
+  category) + FALLBACKS ((item shard, candidate rows) for the "any item" fallback).
 
-  `edges` (window edges) and `everything` (ItemWeights) are side inputs.
+  `edges` (window edges) and `totals` (item shard totals) are side inputs.
   """
 
-  def __init__(self, edges, everything, num_negatives: int, seed: int):
+  def __init__(self, edges, totals, num_negatives: int, seed: int):
     super().__init__()
-    self._edges, self._everything = edges, everything
+    self._edges, self._totals = edges, totals
     self._num_negatives, self._seed = num_negatives, seed
 
   def expand(self, groups):
     num_negatives, seed = self._num_negatives, self._seed
 
-    def draw(key_and_blocks, edges, everything):
-      by_user, counts = draw_group(key_and_blocks[1], edges, everything, num_negatives,
-                                   seed)
+    def draw(key_and_blocks, edges, totals):
+      by_user, candidates, counts = draw_group(key_and_blocks[1], edges, totals,
+                                               num_negatives, seed)
       counts = {k: v for k, v in counts.items() if v}
       if counts:
         yield beam.pvalue.TaggedOutput(COUNTS, counts)
+      for candidate in candidates:
+        yield beam.pvalue.TaggedOutput(FALLBACKS, candidate)
       yield from by_user
 
     return groups | "Draw" >> beam.FlatMap(
-        draw, edges=self._edges, everything=self._everything).with_outputs(COUNTS, main=VALID)
+        draw, edges=self._edges, totals=self._totals).with_outputs(COUNTS, FALLBACKS,
+                                                                   main=VALID)
 
 
-def attach_negatives(sequence: UserSequence, blocks) -> UserSequence:
-  """The sequence with each drawn negative right after its positive (unavailable ones,
-  item 0, dropped)."""
+class ResolveFallbacks(beam.PTransform):
+  """{'weights': (item shard, ItemWeights rows), 'candidates': (item shard, candidate
+  rows)} -> (user, acceptable fallback rows): a CoGroupByKey by item shard."""
+
+  def expand(self, inputs):
+    return (inputs
+            | "JoinByItemShard" >> beam.CoGroupByKey()
+            | "Resolve" >> beam.FlatMap(
+                lambda kv: resolve_fallbacks(kv[1]["weights"], kv[1]["candidates"])))
+
+
+def attach_negatives(sequence: UserSequence, blocks, fallback_blocks=()):
+  """(the sequence with each drawn negative right after its positive, counts).
+
+  Draws left at item 0 take the first acceptable fallback candidate of their (target,
+  draw) (counted negatives_fallback_any); those with none are dropped (counted
+  negatives_unavailable).
+  """
   blocks = list(blocks)
   if not blocks:
-    return sequence
+    return sequence, {}
   drawn = np.concatenate(blocks)
+  drawn = drawn[np.argsort(drawn[:, D_TARGET], kind="stable")]  # each target's in order
+  counts = {}
+  left = np.flatnonzero(drawn[:, 1 + ITEM_ID] == 0)
+  fallbacks = [f for f in fallback_blocks if len(f)]
+  if len(left) and fallbacks:
+    fb = np.concatenate(fallbacks)
+    fb = fb[np.lexsort((fb[:, F_ROUND], fb[:, F_DRAW], fb[:, F_TARGET]))]
+    first = np.r_[True, np.any(fb[1:, :2] != fb[:-1, :2], axis=1)]
+    fb = fb[first]  # the first acceptable round of each (target, draw)
+    target_starts = np.searchsorted(drawn[:, D_TARGET], drawn[left, D_TARGET])
+    draw_keys = np.stack([drawn[left, D_TARGET], left - target_starts], axis=1)
+    slot = np.searchsorted(fb[:, F_TARGET] * (1 << 20) + fb[:, F_DRAW],
+                           draw_keys[:, 0] * (1 << 20) + draw_keys[:, 1])
+    slot = np.minimum(slot, len(fb) - 1)
+    found = (fb[slot, F_TARGET] == draw_keys[:, 0]) & (fb[slot, F_DRAW] == draw_keys[:, 1])
+    drawn[left[found], 1 + ITEM_ID] = fb[slot[found], F_ITEM]
+    drawn[left[found], 1 + CATEGORY_ID] = fb[slot[found], F_CATEGORY]
+    counts["negatives_fallback_any"] = int(found.sum())
+  unavailable = int((drawn[:, 1 + ITEM_ID] == 0).sum())
+  if unavailable:
+    counts["negatives_unavailable"] = unavailable
   drawn = drawn[drawn[:, 1 + ITEM_ID] > 0]
   targets = sequence.targets
   # Stable sort by target index: the positive first (it comes first), then its draws.
   order = np.argsort(np.concatenate([np.arange(len(targets)), drawn[:, D_TARGET]]),
                      kind="stable")
   rows = np.concatenate([targets, drawn[:, 1:]])[order]
-  return sequence._replace(targets=rows)
+  return sequence._replace(targets=rows), {k: v for k, v in counts.items() if v}
 
 
 class AttachNegatives(beam.PTransform):
-  """{'sequences': UserSequences, 'negatives': (user, negative rows)} -> UserSequences."""
+  """{'sequences': UserSequences, 'negatives': (user, negative rows), 'fallbacks': (user,
+  fallback rows)} -> UserSequences + `counts` (negatives_fallback_any, _unavailable)."""
 
   def expand(self, inputs):
     keyed = inputs["sequences"] | "ByUser" >> beam.Map(lambda s: (s.user_id, s))
-    joined = {"sequence": keyed, "negatives": inputs["negatives"]} | "Join" >> (
-        beam.CoGroupByKey())
-    return joined | "Attach" >> beam.FlatMap(
-        lambda kv: [attach_negatives(s, kv[1]["negatives"]) for s in kv[1]["sequence"]])
+    joined = {"sequence": keyed, "negatives": inputs["negatives"],
+              "fallbacks": inputs["fallbacks"]} | "Join" >> beam.CoGroupByKey()
+
+    def attach(kv):
+      for sequence in kv[1]["sequence"]:
+        attached, counts = attach_negatives(sequence, kv[1]["negatives"],
+                                            kv[1]["fallbacks"])
+        if counts:
+          yield beam.pvalue.TaggedOutput(COUNTS, counts)
+        yield attached
+
+    return joined | "Attach" >> beam.FlatMap(attach).with_outputs(COUNTS, main=VALID)
 
 
 class KeyedMatchedNegatives(beam.PTransform):
-  """UserSequences -> the same with matched negatives, by the two keyed joins; also
-  `counts`. The one-pipeline form (the sharded job runs the same pieces per key)."""
+  """UserSequences -> the same with matched negatives, by the keyed joins; also `counts`.
+  The one-pipeline form (the sharded job runs the same pieces per key).
 
-  def __init__(self, edges, everything, num_negatives: int, seed: int, min_history: int,
+  `edges`: window edges (side input); `weights`: negatives.KeyedItemWeights' output
+  ({'rows': PCollection, 'totals': PCollection}).
+  """
+
+  def __init__(self, edges, weights, num_negatives: int, seed: int, min_history: int,
                num_shards: int = ONE_PIPELINE_CATEGORY_SHARDS):
     super().__init__()
-    self._draw = DrawNegatives(edges, everything, num_negatives, seed)
+    self._draw = DrawNegatives(edges, beam.pvalue.AsSingleton(weights["totals"]),
+                               num_negatives, seed)
+    self._weight_rows = weights["rows"]
     self._num_shards, self._min_history = num_shards, min_history
 
   def expand(self, sequences):
@@ -175,6 +296,9 @@ class KeyedMatchedNegatives(beam.PTransform):
              | "CategoryQueries" >> CategoryQueries(self._num_shards, self._min_history)
              | "GroupByCategory" >> beam.GroupByKey()
              | "DrawNegatives" >> self._draw)
-    attached = {"sequences": sequences, "negatives": drawn[VALID]} | "AttachNegatives" >> (
-        AttachNegatives())
-    return {VALID: attached, COUNTS: drawn[COUNTS]}
+    fallbacks = {"weights": self._weight_rows, "candidates": drawn[FALLBACKS]} | (
+        "ResolveFallbacks" >> ResolveFallbacks())
+    attached = {"sequences": sequences, "negatives": drawn[VALID], "fallbacks": fallbacks} | (
+        "AttachNegatives" >> AttachNegatives())
+    counts = (drawn[COUNTS], attached[COUNTS]) | "FlattenCounts" >> beam.Flatten()
+    return {VALID: attached[VALID], COUNTS: counts}

@@ -17,8 +17,13 @@ items (all frequency-weighted), and is counted by how far it went.
 
 Draws are made per category group by a keyed join (pipelines.negative_join), not from a
 broadcast table: a group holds the cells of its own categories only, so no worker needs
-the whole (category, window, item) table, which grows with the log. The one global table
-left is ItemWeights (the "any item" fallback; 24 bytes per item).
+the whole (category, window, item) table, which grows with the log. The "any item"
+fallback (ItemWeights over all positive-target items) is keyed too: its rows are held in
+ITEM_SHARDS shards by a hash of the item (`item_shard`), ordered shard by shard; a
+fallback candidate's uniform picks a weight offset in [0, total), the shard totals (ITEM_SHARDS
+numbers, the only broadcast) say which shard holds that offset, and the shard's own rows
+resolve it (negative_join.ResolveFallbacks). That is the same draw as one over the
+concatenated table, so the in-memory ItemWeights here is its exact reference.
 """
 from typing import Dict, Tuple
 
@@ -33,6 +38,9 @@ DEFAULT_TIME_WINDOWS = 100
 # stats.json counters: draws that left their (category, window) cell, by how far.
 FALLBACK_COUNTS = ("negatives_fallback_wider_window", "negatives_fallback_category",
                    "negatives_fallback_any")
+# Item shards of the keyed per-item tables ("any item" fallback, leakage facts). Fixed: the
+# fallback's draws depend on how its rows are ordered (shard by shard).
+ITEM_SHARDS = 16
 # Candidates per draw (rejection sampling) before a draw that keeps hitting the positive
 # item, or the wrong freshness, falls back to the next level.
 _MAX_ROUNDS = 16
@@ -91,6 +99,11 @@ def uniforms(seed: int, *keys: np.ndarray) -> np.ndarray:
   return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
+def item_shard(items: np.ndarray, num_shards: int = ITEM_SHARDS) -> np.ndarray:
+  """Item shard [N] in [0, num_shards) of each item: a fixed hash, the same on every worker."""
+  return np.minimum((uniforms(1, items) * num_shards).astype(np.int64), num_shards - 1)
+
+
 class _WeightedRows:
   """Rows sorted by an int64 key, with cumulative integer weights, for vectorised weighted
   draws inside key ranges: a draw in rows [start, end) picks row i with probability
@@ -125,20 +138,47 @@ class _WeightedRows:
 
 
 class ItemWeights(_WeightedRows):
-  """All positive-target items with their target counts: the "any item" fallback.
+  """Positive-target items with their target counts: the "any item" fallback.
 
-  Built from int64 [M, 3] rows (item, category, count), any order, duplicates summed.
-  Compact on purpose (it is the one global table the draws broadcast): item ids, their
-  category and cumulative counts, 24 bytes per (item, category).
+  Built from int64 [M, 3] rows (item, category, count), any order, duplicates summed;
+  rows ordered by (item_shard(item), item, category), so the rows of one item shard are
+  contiguous and a table built from one shard's rows is that slice of the whole table.
+  24 bytes per (item, category).
   """
 
   def __init__(self, rows: np.ndarray):
-    by_item = aggregate_rows(np.asarray(rows, np.int64).reshape(-1, 3)[:, :2],
-                             np.asarray(rows, np.int64).reshape(-1, 3)[:, 2])
-    super().__init__(None, by_item[:, 0], by_item[:, 2], categories=by_item[:, 1])
+    rows = np.asarray(rows, np.int64).reshape(-1, 3)
+    by_item = aggregate_rows(np.stack([item_shard(rows[:, 0]), rows[:, 0], rows[:, 1]],
+                                      axis=1), rows[:, 2])
+    super().__init__(None, by_item[:, 1], by_item[:, 3], categories=by_item[:, 2])
+    self.shards = by_item[:, 0]
 
   def __len__(self):
     return len(self.items)
+
+  def shard_totals(self) -> np.ndarray:
+    """int64 [ITEM_SHARDS]: summed weight of each item shard's rows."""
+    return np.bincount(self.shards, weights=np.diff(self.base),
+                       minlength=ITEM_SHARDS).astype(np.int64)
+
+  def draw_at(self, offsets: np.ndarray):
+    """(items, categories) [N] of the rows holding weight offsets [N] in [0, total)."""
+    rows = np.clip(np.searchsorted(self.base, offsets, side="right") - 1, 0,
+                   len(self.items) - 1)
+    return self.items[rows], self.categories[rows]
+
+
+def fallback_offsets(u: np.ndarray, shard_totals: np.ndarray):
+  """(item shard [N], offset [N] inside the shard) of uniforms u [N] over all items.
+
+  The weight offset min(floor(u * total), total - 1) of _WeightedRows.draw over the whole
+  ItemWeights, located in the shard whose rows hold it (empty shards are skipped).
+  """
+  cumulative = np.concatenate([[0], np.cumsum(shard_totals, dtype=np.int64)])
+  total = cumulative[-1]
+  offset = np.minimum((u * total).astype(np.int64), total - 1)
+  shard = np.searchsorted(cumulative, offset, side="right") - 1
+  return shard, offset - cumulative[shard]
 
 
 class MatchedCatalog:
@@ -187,7 +227,7 @@ class MatchedCatalog:
     return np.where(known, category_slots * (len(self._item_ids) + 1) + rank, -1)
 
   def __len__(self):
-    return len(self.everything)
+    return len(self.cells.items)
 
   def category_slots(self, categories: np.ndarray):
     """(slot [N] in category_ids, known [N]) of each category."""
@@ -215,9 +255,14 @@ class MatchedCatalog:
     return np.where((keys[slot] == query) & (query >= 0), first[slot], self.num_windows)
 
 
+def any_item_level(catalog: MatchedCatalog) -> int:
+  """The level key of the "any item" fallback's uniforms (after every category level)."""
+  return catalog.num_levels + 1
+
+
 def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
-                             num_negatives: int, seed: int, draw_keys: np.ndarray
-                             ) -> Tuple[np.ndarray, Dict[str, int]]:
+                             num_negatives: int, seed: int, draw_keys: np.ndarray,
+                             any_item: bool = True) -> Tuple[np.ndarray, Dict[str, int]]:
   """`num_negatives` negatives per positive row, matched in time window and category.
 
   Args:
@@ -237,7 +282,9 @@ def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
   the category has no item of matching freshness, any other item of the category is taken
   before leaving the category. Outside the category (all items, frequency-weighted) the
   freshness is not matched: that needs a global per-item table, and these draws are rare
-  (categories with a single item).
+  (categories with a single item). any_item=False stops before that level and leaves
+  those draws at item 0 for the keyed fallback (negative_join), which draws them exactly
+  as this function does from catalog.everything.
   """
   n = len(positives) * num_negatives
   out = np.zeros((n, 4), np.int64)
@@ -267,8 +314,10 @@ def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
              else "negatives_fallback_wider_window") for level in range(last + 1)]
   # Freshness gives way before the category does: the whole category, any item.
   levels.append(levels[-1][:3] + (False, "negatives_fallback_category"))
-  levels.append((catalog.everything, whole, np.ones(n, bool), False,
-                 "negatives_fallback_any"))
+  if any_item:
+    levels.append((catalog.everything, whole, np.ones(n, bool), False,
+                   "negatives_fallback_any"))
+  assert not any_item or len(levels) - 1 == any_item_level(catalog)
   rounds = np.arange(_MAX_ROUNDS)
   pending = np.arange(n)
   for level, (table, ranges_of, usable, match_freshness, counter) in enumerate(levels):
@@ -304,7 +353,7 @@ def sample_matched_negatives(positives: np.ndarray, catalog: MatchedCatalog,
 
 
 # ---------------------------------------------------------------------------------------
-# Beam: the global "any item" table from the candidate positive targets
+# Beam: the "any item" table from the candidate positive targets, keyed by item shard
 # ---------------------------------------------------------------------------------------
 def _item_counts(sequence: UserSequence) -> np.ndarray:
   """int64 [m, 3] (item, category, count) of one user's positive targets."""
@@ -312,22 +361,46 @@ def _item_counts(sequence: UserSequence) -> np.ndarray:
   return aggregate_rows(targets[:, [ITEM_ID, CATEGORY_ID]], np.ones(len(targets)))
 
 
-class _ItemCountsFn(CompactingCombineFn):
-  """Sum of per-user (item, category, count) tables -> ItemWeights."""
+def item_count_blocks(sequence: UserSequence):
+  """(item shard, int64 [m, 3] (item, category, count)) of one user's positive targets."""
+  rows = _item_counts(sequence)
+  shards = item_shard(rows[:, 0])
+  for shard in np.unique(shards):
+    yield int(shard), rows[shards == shard]
 
-  def block(self, sequence):
-    return _item_counts(sequence)
+
+class _ItemCountsFn(CompactingCombineFn):
+  """Sum of (item, category, count) row blocks -> the summed rows."""
+
+  def block(self, rows):
+    return rows
 
   def merge_blocks(self, blocks):
     rows = np.concatenate(blocks)
     return aggregate_rows(rows[:, :2], rows[:, 2])
 
   def finish(self, block):
-    return ItemWeights(np.zeros((0, 3), np.int64) if block is None else block)
+    return np.zeros((0, 3), np.int64) if block is None else block
 
 
-class BuildItemWeights(beam.PTransform):
-  """UserSequences (candidate positive targets) -> singleton ItemWeights."""
+def totals_of(shard_totals) -> np.ndarray:
+  """int64 [ITEM_SHARDS] from [(item shard, summed count)] pairs (any order)."""
+  totals = np.zeros(ITEM_SHARDS, np.int64)
+  for shard, total in shard_totals:
+    totals[shard] += total
+  return totals
+
+
+class KeyedItemWeights(beam.PTransform):
+  """UserSequences -> {'rows': (item shard, int64 [m, 3] (item, category, count) of the
+  shard), 'totals': singleton int64 [ITEM_SHARDS]} (ItemWeights, keyed by item shard)."""
 
   def expand(self, sequences):
-    return sequences | "SumItems" >> beam.CombineGlobally(_ItemCountsFn())
+    rows = (sequences
+            | "CountBlocks" >> beam.FlatMap(item_count_blocks)
+            | "SumPerShard" >> beam.CombinePerKey(_ItemCountsFn()))
+    totals = (rows
+              | "ShardTotal" >> beam.MapTuple(lambda shard, r: (shard, int(r[:, 2].sum())))
+              | "AllTotals" >> beam.combiners.ToList()
+              | "Totals" >> beam.Map(totals_of))
+    return {"rows": rows, "totals": totals}

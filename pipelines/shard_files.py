@@ -29,6 +29,12 @@ def has_files(pattern: str) -> bool:
   return any(r.metadata_list for r in FileSystems.match([pattern]))
 
 
+def has_records(pattern: str) -> bool:
+  """Whether any file matching `pattern` is non-empty (an empty partition still writes a
+  file of 0 bytes)."""
+  return any(m.size_in_bytes for r in FileSystems.match([pattern]) for m in r.metadata_list)
+
+
 class WritePickled(beam.PTransform):
   """Any picklable values -> TFRecord files `prefix`-*.tfrecord."""
 
@@ -64,3 +70,9 @@ def write_pickle_file(path: str, value) -> None:
 def read_pickle_file(path: str):
   with FileSystems.open(path) as f:
     return pickle.loads(f.read())
+
+
+def read_pickled_or_nothing(pipeline, label: str, pattern: str):
+  """ReadPickled(pattern), or an empty PCollection where no file matches."""
+  return (pipeline | f"Read{label}" >> ReadPickled(pattern) if has_files(pattern)
+          else pipeline | f"No{label}" >> beam.Create([]))

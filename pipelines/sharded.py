@@ -14,17 +14,19 @@ by the largest shard and by the global tables, not by the log:
   3. matched negatives by keyed joins, one pipeline per shard (pipelines.sharded_negatives):
      one pass writes each user's candidate positives into category shards; per category
      shard, the negatives are drawn from that shard's own cells and written to their
-     users' shards; per user shard, sequences and negatives are joined by user;
+     users' shards (draws that leave the category are resolved per item shard); per user
+     shard, sequences and negatives are joined by user;
   4. one pipeline over all shards' sequences, read twice so that every stage streams
      instead of buffering every sequence until its side inputs exist: the target time
-     histogram, item facts and category count; the per-user chain (filter, split,
-     encode, write).
+     histogram and category count; the per-user chain (filter, split, encode, write),
+     which also writes the leakage check's target rows and item facts by item shard;
+  5. the leakage check, one pipeline per item shard (pipelines.sharded_leakage).
 
 Records and stats.json equal the one-pipeline job's (tests/test_pipeline_sharded.py):
 users are independent once grouped, each negative is seeded by (seed, user, target) and
 drawn from its own category's cells, and the global facts are sums over the same
-sequences. What is still global: the item facts of the leakage check and the "any item"
-fallback table (O(distinct items), not O(events)).
+sequences. No step holds a per-item table bigger than one item shard: the item facts
+of the leakage check and the "any item" fallback's weights are keyed by item shard.
 """
 import json
 import logging
@@ -37,6 +39,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import metadata_files
 from pipelines import parsing
 from pipelines import shard_files as F
+from pipelines import sharded_leakage
 from pipelines import sharded_negatives
 from pipelines.build_dataset_flags import SAMPLER_MATCHED
 from pipelines.split_stats import SumCounts
@@ -99,6 +102,7 @@ class JobStages(NamedTuple):
   group_into_sequences: Callable
   finish_pipeline: Callable
   dead_letter_prefix: str
+  stats_path: str  # stats.json (the sharded leakage check adds its AUCs afterwards)
 
 
 def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
@@ -176,8 +180,14 @@ def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
     _LOG.info("user shards: global facts, then split and encode for %d users", users)
     chain = (read_sequences("Attached", sharded_negatives.ATTACHED) if attach
              else read_sequences("Sequences"))
-    stages.finish_pipeline(pipeline, args, chain, read_sequences, counts, entries,
-                           users=users, negatives_attached=attach)
+    stages.finish_pipeline(
+        pipeline, args, chain, read_sequences, counts, entries, users=users,
+        negatives_attached=attach,
+        leakage_inputs=lambda edges: sharded_leakage.WriteLeakageInputs(
+            work_dir, num_shards, edges))
+  _LOG.info("user shards: split and encode done, %.0f s", time.time() - started)
+  sharded_leakage.run(options_for, work_dir, num_shards, stages.stats_path,
+                      count_items=args.negative_sampler == SAMPLER_MATCHED)
   _LOG.info("user shards: done in %.0f s", time.time() - started)
   FileSystems.delete([work_dir])
 

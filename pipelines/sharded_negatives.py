@@ -4,16 +4,23 @@ one pipeline per key, so that no step holds more than one shard of the log.
 On the local runner every shuffle is held in memory, so a CoGroupByKey over the whole log
 costs as much as the broadcast table it replaces. Here each join runs per shard:
 
-  a. one pass over the stored sequences: window edges and the "any item" ItemWeights (a
-     small pickle file), and each user's candidate positive targets partitioned into
-     `num_shards` category shards (negative_join.CategoryQueries);
+  a. one pass over the stored sequences: window edges and the item shard totals of the
+     "any item" fallback (a small pickle file), that fallback's ItemWeights rows by item
+     shard, and each user's candidate positive targets partitioned into `num_shards`
+     category shards (negative_join.CategoryQueries);
   b. per category shard: group its query rows by key, draw (negative_join.DrawNegatives),
-     write each user's negatives into the file of the user's shard; sum the counters;
-  c. per user shard: join its sequences with their negatives by user
+     write each user's negatives into the file of the user's shard and the draws that
+     left their category, as candidates, into the file of their item shard; sum the
+     counters;
+  c. per item shard with candidates: resolve them against that shard's ItemWeights rows
+     (negative_join.ResolveFallbacks; min(num_shards, ITEM_SHARDS) pipelines, each
+     joining its item shards one by one), written to their users' shards;
+  d. per user shard: join its sequences with their negatives and fallbacks by user
      (negative_join.AttachNegatives) and store the result for the final pipeline.
 
-The draws are those of the one-pipeline job (seeded per target, per category:
-negative_join), so the records are the same.
+No step holds a per-item table bigger than one item shard. The draws are those of the
+one-pipeline job (seeded per target, per category: negative_join), so the records are
+the same.
 """
 import json
 import logging
@@ -32,7 +39,7 @@ from pipelines.split_stats import SumCounts
 from pipelines.tags import COUNTS, VALID
 
 _LOG = logging.getLogger("pipelines.sharded")
-QUERIES, ATTACHED = "queries", "attached"
+QUERIES, ATTACHED, WEIGHTS = "queries", "attached", "item_weights"
 
 
 def _facts_path(work_dir: str) -> str:
@@ -43,27 +50,49 @@ def _negatives_kind(user_shard: int) -> str:
   return f"negatives-u{user_shard:05d}"
 
 
-def _counts_path(work_dir: str, shard: int) -> str:
-  return F.shard_name(work_dir, "negative_counts", shard) + ".json"
+def _fallbacks_kind(user_shard: int) -> str:
+  return f"fallbacks-u{user_shard:05d}"
+
+
+def _candidates_kind(item_shard: int) -> str:
+  return f"candidates-i{item_shard:05d}"
+
+
+def _counts_path(work_dir: str, shard: int, kind: str = "negative_counts") -> str:
+  return F.shard_name(work_dir, kind, shard) + ".json"
 
 
 def _write_counts(_, path, counts):
   metadata_files.write_json(path, counts)
 
 
+def _write_summed_counts(pipeline, counts, path: str) -> None:
+  summed = counts | "SumCounts" >> SumCounts()
+  _ = (pipeline | "Once" >> beam.Create([None])
+       | "WriteCounts" >> beam.Map(_write_counts, path=path,
+                                   counts=beam.pvalue.AsSingleton(summed)))
+
+
 def _facts_and_queries(args, options_for, work_dir: str, sequences: str, num_shards: int):
-  """Step a: edges + ItemWeights to a file; query rows partitioned by category shard."""
+  """Step a: edges + item shard totals to a file; ItemWeights rows by item shard; query
+  rows partitioned by category shard."""
   with beam.Pipeline(options=options_for()) as pipeline:
     stored = pipeline | "ReadSequences" >> F.ReadPickled(sequences)
     num_windows = args.negative_time_windows
     edges = (stored | "TargetTimeHistogram" >> TargetTimeHistogram()
              | "TimeWindows" >> beam.MapTuple(
                  lambda times, counts: N.window_edges(times, counts, num_windows)))
-    weights = stored | "BuildItemWeights" >> N.BuildItemWeights()
+    weights = stored | "KeyedItemWeights" >> N.KeyedItemWeights()
     _ = (pipeline | "Once" >> beam.Create([_facts_path(work_dir)])
          | "WriteFacts" >> beam.Map(
-             lambda path, edges, weights: F.write_pickle_file(path, (edges, weights)),
-             edges=beam.pvalue.AsSingleton(edges), weights=beam.pvalue.AsSingleton(weights)))
+             lambda path, edges, totals: F.write_pickle_file(path, (edges, totals)),
+             edges=beam.pvalue.AsSingleton(edges),
+             totals=beam.pvalue.AsSingleton(weights["totals"])))
+    by_item_shard = weights["rows"] | "ByItemShard" >> beam.Partition(
+        lambda kv, n: kv[0], N.ITEM_SHARDS)
+    for shard in range(N.ITEM_SHARDS):
+      _ = by_item_shard[shard] | f"WriteWeights{shard}" >> F.WritePickled(
+          F.shard_name(work_dir, WEIGHTS, shard))
     parts = (stored
              | "CategoryQueries" >> J.CategoryQueries(num_shards, args.min_history)
              | "ByCategoryShard" >> beam.Partition(lambda kv, n: kv[0], num_shards))
@@ -78,37 +107,67 @@ def _draw(args, options_for, work_dir: str, shard: int, num_shards: int):
     facts = (pipeline | "FactsPath" >> beam.Create([_facts_path(work_dir)])
              | "ReadFacts" >> beam.Map(F.read_pickle_file))
     edges = beam.pvalue.AsSingleton(facts | "Edges" >> beam.Map(lambda f: f[0]))
-    everything = beam.pvalue.AsSingleton(facts | "ItemWeights" >> beam.Map(lambda f: f[1]))
+    totals = beam.pvalue.AsSingleton(facts | "Totals" >> beam.Map(lambda f: f[1]))
     drawn = (pipeline
              | "ReadQueries" >> F.ReadPickled(F.shard_name(work_dir, QUERIES, shard) + "-*")
              | "GroupByCategory" >> beam.GroupByKey()
-             | "DrawNegatives" >> J.DrawNegatives(edges, everything,
+             | "DrawNegatives" >> J.DrawNegatives(edges, totals,
                                                   args.negatives_per_positive, args.seed))
     parts = drawn[VALID] | "ByUserShard" >> beam.Partition(
         lambda kv, n: F.shard_of_user(kv[0], n), num_shards)
     for user_shard in range(num_shards):
       _ = parts[user_shard] | f"WriteNegatives{user_shard}" >> F.WritePickled(
           F.shard_name(work_dir, _negatives_kind(user_shard), shard))
-    summed = drawn[COUNTS] | "SumCounts" >> SumCounts()
-    _ = (pipeline | "Once" >> beam.Create([None])
-         | "WriteCounts" >> beam.Map(_write_counts, path=_counts_path(work_dir, shard),
-                                     counts=beam.pvalue.AsSingleton(summed)))
+    candidates = drawn[J.FALLBACKS] | "ByItemShard" >> beam.Partition(
+        lambda kv, n: kv[0], N.ITEM_SHARDS)
+    for item_shard in range(N.ITEM_SHARDS):
+      _ = candidates[item_shard] | f"WriteCandidates{item_shard}" >> F.WritePickled(
+          F.shard_name(work_dir, _candidates_kind(item_shard), shard))
+    _write_summed_counts(pipeline, drawn[COUNTS], _counts_path(work_dir, shard))
+
+
+def _resolve(options_for, work_dir: str, item_shards: List[int], num_shards: int):
+  """Step c for some item shards (one pipeline; each shard's weights joined alone)."""
+  with beam.Pipeline(options=options_for()) as pipeline:
+    resolved = []
+    for item_shard in item_shards:
+      weights = pipeline | f"ReadWeights{item_shard}" >> F.ReadPickled(
+          F.shard_name(work_dir, WEIGHTS, item_shard) + "-*")
+      candidates = pipeline | f"ReadCandidates{item_shard}" >> F.ReadPickled(
+          F.all_shards(work_dir, _candidates_kind(item_shard)))
+      resolved.append({"weights": weights, "candidates": candidates}
+                      | f"Resolve{item_shard}" >> J.ResolveFallbacks())
+    parts = (resolved | "Flatten" >> beam.Flatten()
+             | "ByUserShard" >> beam.Partition(lambda kv, n: F.shard_of_user(kv[0], n),
+                                               num_shards))
+    for user_shard in range(num_shards):
+      _ = parts[user_shard] | f"WriteFallbacks{user_shard}" >> F.WritePickled(
+          F.shard_name(work_dir, _fallbacks_kind(user_shard), item_shards[0]))
 
 
 def _attach(options_for, work_dir: str, sequences: str, shard: int):
-  """Step c for one user shard."""
+  """Step d for one user shard."""
   with beam.Pipeline(options=options_for()) as pipeline:
     stored = pipeline | "ReadSequences" >> F.ReadPickled(sequences)
-    pattern = F.all_shards(work_dir, _negatives_kind(shard))
-    negatives = (pipeline | "ReadNegatives" >> F.ReadPickled(pattern)
-                 if F.has_files(pattern) else pipeline | "NoNegatives" >> beam.Create([]))
-    attached = {"sequences": stored, "negatives": negatives} | "Attach" >> (
-        J.AttachNegatives())
-    _ = attached | "WriteAttached" >> F.WritePickled(F.shard_name(work_dir, ATTACHED, shard))
+    negatives = F.read_pickled_or_nothing(pipeline, "Negatives",
+                                 F.all_shards(work_dir, _negatives_kind(shard)))
+    fallbacks = F.read_pickled_or_nothing(pipeline, "Fallbacks",
+                                 F.all_shards(work_dir, _fallbacks_kind(shard)))
+    attached = {"sequences": stored, "negatives": negatives, "fallbacks": fallbacks} | (
+        "Attach" >> J.AttachNegatives())
+    _ = attached[VALID] | "WriteAttached" >> F.WritePickled(
+        F.shard_name(work_dir, ATTACHED, shard))
+    _write_summed_counts(pipeline, attached[COUNTS],
+                         _counts_path(work_dir, shard, "attach_counts"))
+
+
+def _read_counts(path: str) -> dict:
+  with FileSystems.open(path) as f:
+    return json.loads(f.read().decode("utf-8"))
 
 
 def run(args, options_for, work_dir: str, sequences_kind: str, num_shards: int) -> List[dict]:
-  """Steps a-c; returns the draws' count dicts. Afterwards F.all_shards(work_dir, ATTACHED)
+  """Steps a-d; returns the draws' count dicts. Afterwards F.all_shards(work_dir, ATTACHED)
   holds every user's sequence with its negatives."""
   started = time.time()
   _facts_and_queries(args, options_for, work_dir, F.all_shards(work_dir, sequences_kind),
@@ -120,13 +179,22 @@ def run(args, options_for, work_dir: str, sequences_kind: str, num_shards: int) 
     if not F.has_files(F.shard_name(work_dir, QUERIES, shard) + "-*"):
       continue
     _draw(args, options_for, work_dir, shard, num_shards)
-    with FileSystems.open(_counts_path(work_dir, shard)) as f:
-      counts.append(json.loads(f.read().decode("utf-8")))
+    counts.append(_read_counts(_counts_path(work_dir, shard)))
   _LOG.info("user shards: negatives drawn in %d category shards, %.0f s", num_shards,
             time.time() - started)
+  # Item shards with candidates, in min(num_shards, ITEM_SHARDS) pipelines: a pipeline
+  # holds ~1/num_shards of the item weights, as the other steps hold ~1/num_shards of the
+  # log (and a small job does not start ITEM_SHARDS pipelines).
+  pending = [k for k in range(N.ITEM_SHARDS)
+             if F.has_records(F.all_shards(work_dir, _candidates_kind(k)))]
+  groups = min(num_shards, N.ITEM_SHARDS)
+  for group in range(groups):
+    if pending[group::groups]:
+      _resolve(options_for, work_dir, pending[group::groups], num_shards)
   for shard in range(num_shards):
     sequences = F.shard_name(work_dir, sequences_kind, shard) + "-*"
     if F.has_files(sequences):
       _attach(options_for, work_dir, sequences, shard)
+      counts.append(_read_counts(_counts_path(work_dir, shard, "attach_counts")))
   _LOG.info("user shards: negatives attached, %.0f s", time.time() - started)
   return counts

@@ -73,8 +73,8 @@ class SplitStats(beam.PTransform):
     return sequences | "Stats" >> beam.CombineGlobally(_SplitStatsFn())
 
 
-class _SumDictsFn(beam.CombineFn):
-  """Key-wise sum of {name: int} dicts."""
+class SumDictsFn(beam.CombineFn):
+  """Key-wise sum of {key: int} dicts (any hashable keys)."""
 
   def create_accumulator(self):
     return collections.Counter()
@@ -97,7 +97,7 @@ class SumCounts(beam.PTransform):
   """{name: int} dicts -> one dict of key-wise sums ({} for an empty input)."""
 
   def expand(self, counts):
-    return counts | "Sum" >> beam.CombineGlobally(_SumDictsFn())
+    return counts | "Sum" >> beam.CombineGlobally(SumDictsFn())
 
 
 def nest(entries: Iterable) -> dict:

@@ -23,10 +23,10 @@ def _queries(seed=0, users=40, categories=9):
   return np.concatenate(rows)
 
 
-def _draws(groups, edges, everything, num_negatives=3, seed=5):
+def _draws(groups, edges, totals, num_negatives=3, seed=5):
   out = {}
   for blocks in groups:
-    by_user, _ = J.draw_group(blocks, edges, everything, num_negatives, seed)
+    by_user, _, _ = J.draw_group(blocks, edges, totals, num_negatives, seed)
     for user, rows in by_user:
       for row in rows:
         out.setdefault((user, int(row[0])), []).append(tuple(row[1:].tolist()))
@@ -37,6 +37,7 @@ def test_draws_do_not_depend_on_how_categories_are_grouped(monkeypatch):
   rows = _queries()
   edges = np.asarray([250, 500, 750])
   everything = N.ItemWeights(np.stack([rows[:, 4], rows[:, 0], np.ones(len(rows))], axis=1))
+  everything = everything.shard_totals()
   one_group = _draws([[rows]], edges, everything)
   assert sum(len(v) for v in one_group.values()) == 3 * rows[:, 5].sum()
   for num_shards in (2, 5, 64):
@@ -84,10 +85,17 @@ def test_attach_negatives_puts_each_after_its_positive():
   drawn = [np.asarray([[2, 30, 8, 2, 0], [2, 30, 0, 0, 0]], np.int64),
            np.asarray([[0, 10, 5, 1, 0], [0, 10, 6, 1, 0]], np.int64)]
   sequence = UserSequence(7, np.zeros((0, 4), np.int64), targets)
-  got = J.attach_negatives(sequence, drawn).targets
+  attached, counts = J.attach_negatives(sequence, drawn)
+  got = attached.targets
   assert np.array_equal(got, _attach_reference(targets, np.concatenate(drawn)))
   assert got[:, 3].tolist() == [1, 0, 0, 1, 1, 0]  # the unavailable draw (item 0) dropped
-  assert J.attach_negatives(sequence, []) is sequence
+  assert counts == {"negatives_unavailable": 1}
+  assert J.attach_negatives(sequence, []) == (sequence, {})
+  # A fallback for draw 1 of target 2 (rounds 3 and 1 acceptable: round 1 taken).
+  fallbacks = [np.asarray([[2, 1, 3, 40, 4], [2, 1, 1, 41, 5]], np.int64)]
+  attached, counts = J.attach_negatives(sequence, drawn, fallbacks)
+  assert attached.targets[-1].tolist() == [30, 41, 5, 0]
+  assert counts == {"negatives_fallback_any": 1}
 
 
 def test_keyed_matched_negatives_transform_equals_the_numpy_pieces():
@@ -101,18 +109,20 @@ def test_keyed_matched_negatives_transform_equals_the_numpy_pieces():
   everything = N.ItemWeights(np.concatenate(
       [np.stack([s.targets[:, 1], s.targets[:, 2], np.ones(2)], axis=1) for s in sequences]))
   blocks = [b for s in sequences for _, b in J.query_blocks(s, 1, 1)]
-  by_user, counts = J.draw_group(blocks, edges, everything, 2, 11)
+  by_user, candidates, counts = J.draw_group(blocks, edges, everything.shard_totals(), 2, 11)
+  assert not candidates  # every category has another item here
   drawn = dict(by_user)
-  expected = {s.user_id: J.attach_negatives(s, [drawn[s.user_id]]).targets.tolist()
+  expected = {s.user_id: J.attach_negatives(s, [drawn[s.user_id]])[0].targets.tolist()
               for s in sequences}
   with beam.Pipeline(runner=LOCAL_RUNNER) as p:
     side = lambda value, label: beam.pvalue.AsSingleton(p | label >> beam.Create([value]))
-    out = (p | beam.Create(sequences)
-           | J.KeyedMatchedNegatives(side(edges, "edges"), side(everything, "everything"),
-                                     2, 11, min_history=1, num_shards=3))
+    sequences_in = p | beam.Create(sequences)
+    out = sequences_in | J.KeyedMatchedNegatives(
+        side(edges, "edges"), sequences_in | N.KeyedItemWeights(), 2, 11, min_history=1,
+        num_shards=3)
 
     def check(actual):
       assert {s.user_id: s.targets.tolist() for s in actual} == expected
 
     assert_that(out[VALID], check)
-  assert all(len(expected[u]) == 6 for u in expected) and not counts["negatives_unavailable"]
+  assert all(len(expected[u]) == 6 for u in expected) and not any(counts.values())

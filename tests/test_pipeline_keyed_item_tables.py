@@ -1,0 +1,147 @@
+"""The per-item tables keyed by item shard (issue 12, item 6): the "any item" negative
+fallback and the leakage check's item facts equal their one-global-table references."""
+import collections
+
+import apache_beam as beam
+from apache_beam.testing.util import assert_that
+import numpy as np
+
+from pipelines import leakage as L
+from pipelines import negative_join as J
+from pipelines import negatives as N
+from pipelines.build_dataset import LOCAL_RUNNER
+from pipelines.records import UserSequence, prior_counts
+from pipelines.tags import COUNTS, VALID
+
+EDGES = np.asarray([300, 600])
+
+
+def _sequences(seed=0, users=30):
+  """Users with histories and positive targets; categories 1-3 have many items, 4-9 one
+  item each (their draws must leave the category: the "any item" fallback)."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for user in range(1, users + 1):
+    n = int(rng.integers(2, 8))
+    history = np.stack([np.sort(rng.integers(0, 900, n)), rng.integers(1, 40, n),
+                        rng.integers(1, 4, n), np.ones(n)], axis=1).astype(np.int64)
+    t = int(rng.integers(1, 6))
+    categories = rng.integers(1, 10, t)
+    items = np.where(categories >= 4, 100 + categories, rng.integers(1, 40, t))
+    targets = np.stack([np.sort(rng.integers(0, 900, t)), items, categories, np.ones(t)],
+                       axis=1).astype(np.int64)
+    out.append(UserSequence(user, history, targets))
+  return out
+
+
+def _reference_negatives(sequences, num_negatives, seed):
+  """One global MatchedCatalog (its own ItemWeights over all items), drawn per user."""
+  rows = np.concatenate([s.targets for s in sequences])
+  windows = N.window_of(rows[:, 0], EDGES)
+  cells = np.stack([rows[:, 2], windows, rows[:, 1], np.ones(len(rows))], axis=1)
+  catalog = N.MatchedCatalog(cells, EDGES)  # everything: built from all rows
+  out, totals = {}, collections.Counter()
+  for s in sequences:
+    keys = np.stack([np.full(len(s.targets), s.user_id), np.arange(len(s.targets))], axis=1)
+    drawn, counts = N.sample_matched_negatives(s.targets, catalog, num_negatives, seed, keys)
+    totals.update(counts)
+    drawn = np.concatenate([np.repeat(keys[:, 1], num_negatives)[:, None], drawn], axis=1)
+    out[s.user_id] = J.attach_negatives(s, [drawn])[0].targets.tolist()
+  return out, totals
+
+
+def test_keyed_any_item_fallback_equals_the_global_table_draws():
+  sequences = _sequences()
+  expected, reference_counts = _reference_negatives(sequences, 3, seed=7)
+  assert reference_counts["negatives_fallback_any"] > 20  # the keyed path is exercised
+  with beam.Pipeline(runner=LOCAL_RUNNER) as p:
+    seqs = p | beam.Create(sequences)
+    edges = beam.pvalue.AsSingleton(p | "Edges" >> beam.Create([EDGES]))
+    out = seqs | J.KeyedMatchedNegatives(edges, seqs | N.KeyedItemWeights(), 3, 7,
+                                         min_history=0, num_shards=4)
+
+    def check_records(actual):
+      assert {s.user_id: s.targets.tolist() for s in actual} == expected
+
+    def check_counts(actual):
+      summed = collections.Counter()
+      for counts in actual:
+        summed.update(counts)
+      assert summed["negatives_fallback_any"] == reference_counts["negatives_fallback_any"]
+      assert summed["negatives_fallback_category"] == reference_counts[
+          "negatives_fallback_category"]
+
+    assert_that(out[VALID], check_records, label="records")
+    assert_that(out[COUNTS], check_counts, label="counts")
+
+
+def test_fallback_offsets_locate_the_global_draw():
+  rng = np.random.default_rng(1)
+  rows = np.stack([rng.integers(1, 500, 300), rng.integers(1, 9, 300),
+                   rng.integers(1, 5, 300)], axis=1)
+  table = N.ItemWeights(rows)
+  u = N.uniforms(3, np.arange(5000))
+  whole = table.draw(np.zeros(5000, np.int64), np.full(5000, len(table)), u)
+  shards, offsets = N.fallback_offsets(u, table.shard_totals())
+  got_items = np.zeros(5000, np.int64)
+  for shard in np.unique(shards):
+    part = N.ItemWeights(rows[N.item_shard(rows[:, 0]) == shard])  # one shard's rows only
+    got_items[shards == shard] = part.draw_at(offsets[shards == shard])[0]
+  assert np.array_equal(got_items, whole[0])
+
+
+def _reference_leakage(sequences):
+  """Plain Python: item counts and first times over all histories, pairwise AUCs."""
+  count, first = collections.Counter(), {}
+  for s in sequences:
+    for t, item, _, _ in s.history.tolist():
+      count[item] += 1
+      first[item] = min(first.get(item, t), t)
+  out = {}
+  for split in ("train", "eval"):
+    scores = {name: {0: [], 1: []} for name in L.SCORES}
+    for s in sequences:
+      for t, item, _, label in s.targets.tolist():
+        if (t >= 600) != (split == "eval"):
+          continue
+        start = max([e for e in EDGES.tolist() if e <= t], default=-(1 << 63))
+        scores["popularity"][label].append(count[item])
+        scores["seen_before_window"][label].append(int(first.get(item, 1 << 62) < start))
+    out[split] = {}
+    for name, by_label in scores.items():
+      pairs = [(p > n) + 0.5 * (p == n) for p in by_label[1] for n in by_label[0]]
+      out[split][f"{name}_auc"] = sum(pairs) / len(pairs)
+  return out
+
+
+def test_keyed_leakage_check_equals_the_global_item_facts():
+  sequences = []
+  for s in _sequences(seed=2, users=40):  # half the targets negatives
+    labels = (np.arange(len(s.targets)) % 2).astype(np.int64)
+    sequences.append(s._replace(targets=np.concatenate(
+        [s.targets[:, :3], labels[:, None]], axis=1)))
+  reference = _reference_leakage(sequences)
+  facts = L.item_facts([L._item_rows(s) for s in sequences])  # pylint: disable=protected-access
+  results = {}
+  with beam.Pipeline(runner=LOCAL_RUNNER) as p:
+    seqs = p | beam.Create(sequences)
+    edges = beam.pvalue.AsSingleton(p | "Edges" >> beam.Create([EDGES]))
+    keyed_facts = seqs | L.KeyedItemFacts(5)
+    for split in ("train", "eval"):
+      part = [s._replace(targets=s.targets[(s.targets[:, 0] >= 600) == (split == "eval")])
+              for s in sequences]
+      global_table = collections.Counter()
+      for s in part:
+        global_table.update(L.score_histograms(s, facts, EDGES))
+      results[split] = L.summarize(global_table)
+      keyed = (p | f"{split}Seqs" >> beam.Create(part)
+               | f"{split}Check" >> L.KeyedLeakageCheck(keyed_facts, edges, 5))
+
+      def check(actual, split=split):
+        assert actual == [results[split]]  # bit-identical to the global table's AUCs
+
+      assert_that(keyed, check, label=f"{split}Equal")
+  for split, aucs in reference.items():
+    for name, value in aucs.items():
+      assert abs(results[split][name] - value) < 1e-12, (split, name)
+  assert prior_counts(sequences[0]).dtype.kind == "i"
