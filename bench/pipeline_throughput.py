@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 
+from bench import machine
 from pipelines import build_dataset, synthetic  # (sets the tf-keras env)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -34,6 +35,7 @@ def main(argv=None):
   logging.basicConfig(level=logging.INFO, force=True,
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   logging.getLogger("apache_beam").setLevel(logging.WARNING)
+  header = machine.start_run("python -m bench.pipeline_throughput", argv)
   runs = []
   with tempfile.TemporaryDirectory() as tmp:
     for size in (int(s) for s in args.events.split(",")):
@@ -53,7 +55,9 @@ def main(argv=None):
                                              "splits", "bytes_written")}}
       logging.info("%d events: %.1f s, %d events/s", rows, seconds, run["events_per_second"])
       runs.append(run)
-  result = {"machine_cores": os.cpu_count(), "beam_args": beam_args, "runs": runs}
+  # The machine, load before/after and the command: timings on a shared machine need them.
+  result = dict(machine.finish_run(header), machine_cores=os.cpu_count(), beam_args=beam_args,
+                runs=runs)
   if len(runs) >= 2:
     (a, b) = runs[0], runs[-1]
     per_event = (b["pipeline_seconds"] - a["pipeline_seconds"]) / (

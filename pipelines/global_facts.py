@@ -20,8 +20,14 @@ class CompactingCombineFn(beam.CombineFn):
   the merged ones (and _MIN_PENDING): each row is re-merged O(log n) times, never once
   per element (checking a running total, not re-summing the pending list). (Not named
   `compact`: that is Beam's own CombineFn hook for accumulators.)
+
+  Per-key combines (CombinePerKey over item shards) use KEYED_MIN_PENDING: each key has
+  its own accumulator, and one whose rows never reach 2^20 would hold every element's
+  small block (tens of thousands of numpy arrays per key, ~100 B of overhead each) until
+  the end -- memory growing with the log, not with the merged table.
   """
   _MIN_PENDING = 1 << 20
+  KEYED_MIN_PENDING = 1 << 16
 
   def block(self, element):
     raise NotImplementedError

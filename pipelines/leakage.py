@@ -149,7 +149,9 @@ def shard_histogram(facts: ItemFacts, queries) -> Dict[tuple, int]:
 
 
 class _RowsFn(_ItemFactsFn):
-  """_ItemFactsFn over (item, count, first time) row blocks, output the merged rows."""
+  """_ItemFactsFn over (item, count, first time) row blocks, output the merged rows (per
+  item shard)."""
+  _MIN_PENDING = CompactingCombineFn.KEYED_MIN_PENDING
 
   def block(self, rows):
     return rows
@@ -161,6 +163,7 @@ class _RowsFn(_ItemFactsFn):
 class _QueryCountsFn(CompactingCombineFn):
   """Query row blocks [t, 3] -> distinct (item, label, window start, targets) rows: what a
   split's targets are, aggregated, so the join holds no per-target row."""
+  _MIN_PENDING = CompactingCombineFn.KEYED_MIN_PENDING
 
   def block(self, rows):
     return aggregate_rows(rows, np.ones(len(rows), np.int64))

@@ -370,7 +370,8 @@ def item_count_blocks(sequence: UserSequence):
 
 
 class _ItemCountsFn(CompactingCombineFn):
-  """Sum of (item, category, count) row blocks -> the summed rows."""
+  """Sum of (item, category, count) row blocks -> the summed rows (per item shard)."""
+  _MIN_PENDING = CompactingCombineFn.KEYED_MIN_PENDING
 
   def block(self, rows):
     return rows

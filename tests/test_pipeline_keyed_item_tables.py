@@ -145,3 +145,21 @@ def test_keyed_leakage_check_equals_the_global_item_facts():
     for name, value in aucs.items():
       assert abs(results[split][name] - value) < 1e-12, (split, name)
   assert prior_counts(sequences[0]).dtype.kind == "i"
+
+
+def test_keyed_combines_merge_instead_of_holding_every_block():
+  """A per-key accumulator merges its pending blocks at KEYED_MIN_PENDING rows, not 2^20:
+  one that held every user's block until the end would grow with the log."""
+  rng = np.random.default_rng(4)
+  fn = N._ItemCountsFn()  # pylint: disable=protected-access
+  acc, blocks = fn.create_accumulator(), []
+  for _ in range(8000):  # 160k rows, > KEYED_MIN_PENDING
+    blocks.append(np.stack([rng.integers(1, 3000, 20), rng.integers(1, 9, 20),
+                            np.ones(20, np.int64)], axis=1))
+    acc = fn.add_input(acc, blocks[-1])
+  assert acc[0] is not None and len(acc[1]) < 8000 / 2
+  merged = fn.extract_output(acc)
+  reference = collections.Counter()
+  for block in blocks:
+    reference.update((int(i), int(c)) for i, c, _ in block)
+  assert {(i, c): n for i, c, n in merged.tolist()} == reference
