@@ -5,6 +5,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 
 from bench import count_floor
@@ -45,7 +46,8 @@ def update_readme(readme_path: str, report_text: str, results_dir: str):
   for line in report_text.splitlines():
     if line.startswith("#"):
       line = "##" + line.replace("# eta-tf benchmark report", "# Our measurements", 1)
-    line = line.replace("](", f"]({prefix}/") if line.startswith("![") else line
+    # Links to files beside REPORT.md (plots, COUNT_FLOOR.md), relative to the README.
+    line = re.sub(r"\]\((?!https?:|#|/)", f"]({prefix}/", line)
     body.append(line)
   readme_block.replace_block(readme_path, README_BEGIN, README_END,
                              "\n".join([*body, "", PAPER_FIGURES.rstrip()]))
