@@ -14,16 +14,18 @@ from eta_tf.ops import hamming
 MASK64 = (1 << 64) - 1
 
 
-def np_distances(query, keys):
-  """int64 [B, N, W], [B, L, W] -> int [B, N, L] via bin(x ^ y).count('1')."""
-  b, n, _ = query.shape
+def np_distances(query, keys, word_weights=None):
+  """int64 [B, N, W], [B, L, W] -> int [B, N, L] via bin(x ^ y).count('1') (word w
+  counted word_weights[w] times)."""
+  b, n, words = query.shape
+  weights = word_weights or (1,) * words
   length = keys.shape[1]
   out = np.zeros((b, n, length), np.int64)
   for i in range(b):
     for j in range(n):
       for m in range(length):
-        out[i, j, m] = sum(bin((int(x) & MASK64) ^ (int(y) & MASK64)).count("1")
-                           for x, y in zip(query[i, j], keys[i, m]))
+        out[i, j, m] = sum(w * bin((int(x) & MASK64) ^ (int(y) & MASK64)).count("1")
+                           for x, y, w in zip(query[i, j], keys[i, m], weights))
   return out
 
 
@@ -53,8 +55,8 @@ def random_case(seed, batch, n, length, words, distinct=6, valid_rate=0.8):
   return query.astype(np.int64), keys.astype(np.int64), valid
 
 
-def assert_matches_reference(result, query, keys, valid, k):
-  expected = np_select(np_distances(query, keys), valid, k)
+def assert_matches_reference(result, query, keys, valid, k, word_weights=None):
+  expected = np_select(np_distances(query, keys, word_weights), valid, k)
   for got, want, name in zip(result, expected, ("indices", "distances", "mask")):
     got = np.asarray(got)
     assert got.shape == want.shape, name
@@ -99,6 +101,34 @@ def test_hamming_top_k_equals_brute_force(batch, n, length, words, k, block_size
   result = hamming.hamming_top_k(query, keys, valid, k=k, block_size=block_size,
                                  use_xla=use_xla)
   assert_matches_reference(result, query, keys, valid, k)
+
+
+# (batch, n, length, words, k, block_size, word_weights): category_first's weights (item
+# word 1, category word m + 1 = 65: int16 block sums up to 4224), and uneven ones.
+WEIGHTED_CASES = [
+    (2, 3, 50, 2, 4, 4, (1, 65)),
+    (2, 40, 300, 2, 48, 8, (1, 65)),   # the automatic path's shape (N >= 32) forced
+    (1, 2, 37, 4, 5, 2, (1, 1, 65, 65)),
+    (2, 2, 45, 3, 5, 0, (3, 1, 2)),     # direct path
+]
+
+
+@pytest.mark.parametrize("use_xla", [False, True])
+@pytest.mark.parametrize("batch,n,length,words,k,block_size,word_weights", WEIGHTED_CASES)
+def test_weighted_hamming_top_k_equals_brute_force(batch, n, length, words, k, block_size,
+                                                   word_weights, use_xla):
+  """Weighted words (ETA's category-first order): the same exact rule on the weighted
+  distance, through the fused blockwise path, XLA or not, and the direct one."""
+  query, keys, valid = random_case(length + k + words, batch, n, length, words)
+  valid[0, :length // 2] = False
+  result = hamming.hamming_top_k(query, keys, valid, k=k, block_size=block_size,
+                                 use_xla=use_xla, word_weights=word_weights)
+  assert_matches_reference(result, query, keys, valid, k, word_weights)
+  np.testing.assert_array_equal(
+      hamming.hamming_distance(query, keys, word_weights).numpy(),
+      np_distances(query, keys, word_weights))
+  with pytest.raises(ValueError, match="word_weights"):
+    hamming.hamming_top_k(query, keys, valid, k=k, word_weights=(1,) * (words + 1))
 
 
 def nearest_first(indices, distances, mask):

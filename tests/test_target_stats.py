@@ -205,8 +205,9 @@ def test_category_first_distances_equal_numpy_reference():
   pool = rng.integers(-2 ** 63, 2 ** 63 - 1, (5, 2), dtype=np.int64)
   history = pool[rng.integers(0, 5, (3, 10))]  # [B, L, 2W] item word ‖ category word
   candidate = pool[rng.integers(0, 5, (3, 2))]
-  got = long_history.category_first_distances(tf.constant(candidate), tf.constant(history),
-                                              m).numpy()
+  from eta_tf.ops import hamming  # pylint: disable=g-import-not-at-top
+  got = hamming.hamming_distance(tf.constant(candidate), tf.constant(history),
+                                 long_history.category_first_weights(1, m)).numpy()
   bits = lambda s: bits_ops.unpack_bits(tf.constant(s), 2 * m).numpy()  # noqa: E731
   hb, cb = bits(history), bits(candidate)
   item = _popcount_distance(cb[..., :m], hb[..., :m])

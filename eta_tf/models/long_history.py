@@ -124,38 +124,16 @@ def distance_stats(distances, mask, k: int, num_bits: int):
                    tf.cast(nearest, tf.float32) / num_bits], axis=-1)
 
 
-def category_first_distances(candidate_signatures, history_signatures, num_bits: int):
-  """Lexicographic (category, item) distance of item ‖ category signatures, int32 [B, N, L].
+def category_first_weights(words: int, num_bits: int) -> tuple:
+  """Word weights of item ‖ category signatures (W words each) ranked category first.
 
-  candidate_signatures int64 [B, N, 2W], history_signatures int64 [B, L, 2W] (W words of
-  item bits, then W of category bits, m = num_bits per field):
-  category distance · (m + 1) + item distance, so any behavior whose category signature is
-  nearer comes first and item distance orders the rest. XOR + popcount like the sum;
-  at most m·(m + 2), which select_nearest's int32 keys hold for L < 2^31 / (m·(m + 2) + 2)
-  (500k behaviors at m = 64).
+  hamming_distance with them is category distance · (m + 1) + item distance (m =
+  num_bits per field), so any behavior whose category signature is nearer comes first
+  and item distance orders the rest. At most m·(m + 2): int16 block sums in
+  hamming_top_k's fused pass, int32 order keys for L < 2^31 / (m·(m + 2) + 2) (500k
+  behaviors at m = 64).
   """
-  words = candidate_signatures.shape[-1] // 2
-  item = hamming_ops.hamming_distance(candidate_signatures[..., :words],
-                                      history_signatures[..., :words])
-  category = hamming_ops.hamming_distance(candidate_signatures[..., words:],
-                                          history_signatures[..., words:])
-  return category * (num_bits + 1) + item
-
-
-_category_first_distances_xla = tf.function(category_first_distances, jit_compile=True,
-                                            autograph=False)
-
-
-def category_first_keys(candidate_signatures, history_signatures, num_bits: int,
-                        use_xla: bool):
-  """category_first_distances, under XLA if `use_xla` (the hamming_xla distance pass:
-  XOR, popcount and the weighted sum fused, no per-field [B, N, L] buffers); N is padded
-  to a bucket size, as in hamming_top_k, so serving compiles a bounded set of shapes."""
-  if not use_xla:
-    return category_first_distances(candidate_signatures, history_signatures, num_bits)
-  n = tf.shape(candidate_signatures)[1]
-  padded = tf.pad(candidate_signatures, [[0, 0], [0, hamming_ops.bucket_size(n) - n], [0, 0]])
-  return _category_first_distances_xla(padded, history_signatures, num_bits)[:, :n]
+  return (1,) * words + (num_bits + 1,) * words
 
 
 class EtaBlock(LongHistoryBlock):
@@ -166,7 +144,7 @@ class EtaBlock(LongHistoryBlock):
   rest of the block is the same. With `config.target_stats` the output also carries
   distance_stats of the retrieved. With signature_fields=item_category,
   `config.signature_distance` ranks by the sum of the field distances or category first
-  (category_first_distances), and with `config.category_bias` the attention adds a
+  (category_first_weights), and with `config.category_bias` the attention adds a
   learned per-head bias (SCORE_PACE x weight) to the scores of the retrieved at
   category-signature distance 0: a soft, learned version of SIM(hard)'s category mask.
   With `config.category_split` it attends over the retrieved at category distance 0 and
@@ -282,11 +260,12 @@ class EtaBlock(LongHistoryBlock):
     by_sum = self.category_simhash is None or self.config.signature_distance == "sum"
     if self.config.retrieval == "hamming" and not by_sum:  # category_first / category_only
       m = self.config.hash_bits
-      keys = category_first_keys(candidate_signatures, history_signatures, m,
-                                 self.config.hamming_xla)
-      # select_nearest over N x L int32 keys: hamming_top_k's fused pass keeps uint8
-      # distances, and these exceed 255.
-      indices, keys, mask = hamming_ops.select_nearest(keys, valid, k, sort=False)
+      # hamming_top_k's fused pass on the weighted distance (int16 block sums), the
+      # same exact order as select_nearest over the N x L keys, without storing them.
+      indices, keys, mask = hamming_ops.hamming_top_k(
+          candidate_signatures, history_signatures, valid, k,
+          use_xla=self.config.hamming_xla, sort=False,
+          word_weights=category_first_weights(self.config.hash_words, m))
       if self.config.signature_distance == "category_only":  # category distance 0 only
         mask = tf.logical_and(mask, keys <= m)
       # Statistics and diagnostics read the summed distance, as with "sum".

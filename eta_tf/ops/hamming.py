@@ -82,26 +82,47 @@ def _resolve_block_size(static_length, k: int, block_size) -> int:
   return size
 
 
-def hamming_distance(query_signatures: tf.Tensor, key_signatures: tf.Tensor) -> tf.Tensor:
-  """popcount(query XOR key) summed over words.
+def _check_weights(word_weights, words):
+  """word_weights as a tuple of W positive ints (None: all 1)."""
+  if word_weights is None:
+    return None
+  word_weights = tuple(int(w) for w in word_weights)
+  if words is None or len(word_weights) != words or min(word_weights) < 1:
+    raise ValueError(f"word_weights={word_weights}: need one int >= 1 per signature word "
+                     f"(W={words}, static)")
+  return word_weights
+
+
+def max_distance(words: int, word_weights=None) -> int:
+  """The largest (weighted) distance of W-word signatures: 64 · sum of the weights."""
+  return 64 * (sum(word_weights) if word_weights is not None else words)
+
+
+def hamming_distance(query_signatures: tf.Tensor, key_signatures: tf.Tensor,
+                     word_weights=None) -> tf.Tensor:
+  """popcount(query XOR key) summed over words, word w counted word_weights[w] times.
 
   Args:
     query_signatures: int64 [B, N, W].
     key_signatures: int64 [B, L, W].
+    word_weights: None (all 1) or W static ints >= 1: e.g. item ‖ category signatures
+      ranked category first weigh the category words m + 1 (ETA's category_first).
   Returns:
     int32 [B, N, L].
   """
   query = tf.convert_to_tensor(query_signatures, tf.int64)
   keys = tf.convert_to_tensor(key_signatures, tf.int64)
   words = query.shape[-1]
-  if words is None:
+  if words is None and word_weights is None:
     x = tf.bitwise.bitwise_xor(query[:, :, None, :], keys[:, None, :, :])
     return tf.reduce_sum(tf.cast(tf.raw_ops.PopulationCount(x=x), tf.int32), axis=-1)
+  word_weights = _check_weights(word_weights, words) or (1,) * words
   # One [B, N, L] XOR per word: no [B, N, L, W] intermediate.
   total = None
-  for w in range(words):
+  for w, weight in enumerate(word_weights):
     x = tf.bitwise.bitwise_xor(query[:, :, w, None], keys[:, None, :, w])
     count = tf.cast(tf.raw_ops.PopulationCount(x=x), tf.int32)
+    count = count * weight if weight != 1 else count
     total = count if total is None else total + count
   return total
 
@@ -191,7 +212,7 @@ def select_nearest(distances: tf.Tensor, valid: tf.Tensor, k: int, block_size=No
 
 
 # ------------------------------------------------------------------ fused Hamming top-k
-def _block_keys(query, block_signatures, block_valid):
+def _block_keys(query, block_signatures, block_valid, word_weights=None):
   """Unique block keys int32 [B, N, nb]: (min distance in block) * nb + recency rank.
 
   Args:
@@ -199,22 +220,28 @@ def _block_keys(query, block_signatures, block_valid):
     block_signatures: int64 [B, W, b, nb] (b static), invalid behaviors replaced.
     block_valid: bool [B, nb], False for blocks without any real behavior (their keys
       come after every real block's, still unique).
+    word_weights: None or W static ints (hamming_distance's).
   """
   words = query.shape[-1]
   block = block_signatures.shape[2]
   num_blocks = tf.shape(block_signatures)[-1]
-  # Distances fit uint8 up to 3 words (<= 192); 4 words can reach 256.
-  dtype = tf.uint8 if words <= 3 else tf.int16
+  weights = word_weights or (1,) * words
+  # The narrowest type that holds the largest distance: uint8 up to 3 unweighted words
+  # (<= 192), int16 up to 32767 (4 words, or category-first's 64·(m + 2) at m = 64).
+  largest = max_distance(words, word_weights)
+  dtype = tf.uint8 if largest <= 255 else tf.int16 if largest <= 32767 else tf.int32
   block_min = None
   # b separate [B, N, nb] passes: small intermediates, 2.5-3x faster than one
   # [B, N, b, nb] broadcast followed by a reduction (bench: non-XLA block keys).
   for r in range(block):
     total = None
-    for w in range(words):
+    for w, weight in enumerate(weights):
       x = tf.bitwise.bitwise_xor(query[:, :, w, None], block_signatures[:, None, w, r])
       count = tf.raw_ops.PopulationCount(x=x)  # uint8 [B, N, nb]
       if dtype != tf.uint8:
         count = tf.cast(count, dtype)
+      if weight != 1:
+        count = count * tf.constant(weight, dtype)
       total = count if total is None else total + count
     block_min = total if block_min is None else tf.minimum(block_min, total)
   rank = num_blocks - 1 - tf.range(num_blocks, dtype=tf.int32)
@@ -222,19 +249,23 @@ def _block_keys(query, block_signatures, block_valid):
   return tf.where(block_valid[:, None, :], keys, (INT32_MAX - num_blocks) + rank)
 
 
-def _rescore(query, block_signatures, block_base, best_blocks, padded_length):
+def _rescore(query, block_signatures, block_base, best_blocks, padded_length,
+             word_weights=None):
   """Exact order keys int32 [B, N, k*b] of every behavior in the chosen blocks.
 
   Args:
     query: int64 [B, N, W]; block_signatures: int64 [B, nb, b, W] (as given);
     block_base: int32 [B, nb, b], the order key without the distance term;
-    best_blocks: int32 [B, N, k].
+    best_blocks: int32 [B, N, k]; word_weights: None or W static ints.
   """
   words = query.shape[-1]
   chosen = tf.gather(block_signatures, best_blocks, batch_dims=1)  # [B, N, k, b, W]
   counts = tf.raw_ops.PopulationCount(
       x=tf.bitwise.bitwise_xor(query[:, :, None, None, :], chosen))
-  if words == 1:
+  if word_weights is not None:
+    distances = tf.reduce_sum(tf.cast(counts, tf.int32) * tf.constant(word_weights, tf.int32),
+                              axis=-1)
+  elif words == 1:
     distances = tf.cast(counts[..., 0], tf.int32)
   else:
     distances = tf.reduce_sum(tf.cast(counts, tf.int32), axis=-1)
@@ -261,7 +292,8 @@ def bucket_size(n: tf.Tensor) -> tf.Tensor:
 
 
 def hamming_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
-                  block_size=None, use_xla: bool = False, sort: bool = True):
+                  block_size=None, use_xla: bool = False, sort: bool = True,
+                  word_weights=None):
   """Exact Hamming top-k, fused: select_nearest(hamming_distance(q, keys), valid, k).
 
   Same result, bit for bit, as the two-step composition (see the module docstring for how
@@ -278,6 +310,9 @@ def hamming_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
       (TF Serving must then run with --xla_cpu_compilation_enabled=true).
     sort: nearest first (True) or the same k in an unspecified, deterministic order
       (False: no final sort; ETA's attention does not depend on the order).
+    word_weights: None (all words count 1) or W static ints >= 1: the distance is
+      hamming_distance's weighted sum (ETA's category_first: the category words weigh
+      m + 1). Keys need (max_distance + 2) · max(L, k) < 2^31.
   Returns:
     indices int32 [B, N, k] (0 where masked), distances int32 [B, N, k] (0 where masked),
     mask bool [B, N, k]; if `sort`, nearest first, ties to the more recent behavior.
@@ -285,15 +320,17 @@ def hamming_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
   query = tf.convert_to_tensor(query_signatures, tf.int64)
   keys = tf.convert_to_tensor(key_signatures, tf.int64)
   words = query.shape[-1]
+  word_weights = _check_weights(word_weights, words)
   if valid is None:
     valid = tf.ones(tf.shape(keys)[:2], tf.bool)
   valid = tf.convert_to_tensor(valid, tf.bool)
   b = _resolve_block_size(keys.shape[1], k, block_size)
-  direct = lambda: select_nearest(hamming_distance(query, keys), valid, k, block_size=0,  # noqa: E731
-                                  sort=sort)
+  direct = lambda: select_nearest(hamming_distance(query, keys, word_weights), valid, k,  # noqa: E731
+                                  block_size=0, sort=sort)
   if words is None or b == 0:
     return direct()
-  blockwise = lambda: _blockwise_top_k(query, keys, valid, k, b, use_xla, sort)  # noqa: E731
+  blockwise = lambda: _blockwise_top_k(query, keys, valid, k, b, use_xla, sort,  # noqa: E731
+                                       word_weights)
   if block_size is not None:
     return blockwise()  # explicitly asked for
   n = query.shape[1]
@@ -302,7 +339,8 @@ def hamming_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
   return tf.cond(tf.shape(query)[1] >= _MIN_BLOCKWISE_CANDIDATES, blockwise, direct)
 
 
-def _blockwise_top_k(query, keys, valid, k: int, b: int, use_xla: bool, sort: bool):
+def _blockwise_top_k(query, keys, valid, k: int, b: int, use_xla: bool, sort: bool,
+                     word_weights=None):
   """hamming_top_k with blocks of b behaviors (module docstring, steps 1-4)."""
   words = query.shape[-1]
 
@@ -330,13 +368,14 @@ def _blockwise_top_k(query, keys, valid, k: int, b: int, use_xla: bool, sort: bo
     n = tf.shape(query)[1]
     bucket_pad = bucket_size(n) - n
     padded_query = tf.pad(query, [[0, 0], [0, bucket_pad], [0, 0]])
-    block_keys = _block_keys_xla(padded_query, filled, block_valid)[:, :n]
+    block_keys = _block_keys_xla(padded_query, filled, block_valid, word_weights)[:, :n]
     best_blocks = _k_smallest_positions(block_keys, k)
     order_key = _rescore_xla(padded_query, block_signatures, block_base,
                              tf.pad(best_blocks, [[0, 0], [0, bucket_pad], [0, 0]]),
-                             padded_length)[:, :n]
+                             padded_length, word_weights)[:, :n]
   else:
-    block_keys = _block_keys(query, filled, block_valid)
+    block_keys = _block_keys(query, filled, block_valid, word_weights)
     best_blocks = _k_smallest_positions(block_keys, k)  # [B, N, k]
-    order_key = _rescore(query, block_signatures, block_base, best_blocks, padded_length)
+    order_key = _rescore(query, block_signatures, block_base, best_blocks, padded_length,
+                         word_weights)
   return _decode(_k_smallest(order_key, k, sort), padded_length)
