@@ -324,8 +324,8 @@ RENDERED = ("count_floor_synthetic_default.json", "count_floor_synthetic_harder.
             "count_floor_taobao_calibrated_uniform.json",
             "count_floor_synthetic_default_without_target_stats.json")
 MODEL_LEGEND = """Model names: `eta` = item signatures; `eta_fields` = SimHash(item) ‖
-SimHash(category), distances added; `eta_category_first` = the same signatures ranked category distance first
-(ModelConfig.signature_distance); `eta_category_only` = category_first keeping only the
+SimHash(category), distances added; `eta_category_first` = the same signatures ranked
+category distance first (ModelConfig.signature_distance); `eta_category_only` = category_first keeping only the
 behaviors at category distance 0 (SIM(hard)'s masking, ETA's order inside the category);
 `eta_category_bias` = category_first with a learned per-head attention bias for the
 retrieved of the candidate's category (ModelConfig.category_bias); `eta_category_sink` =
@@ -381,11 +381,16 @@ Uniform negatives (synthetic default) and MovieLens impressions are unchanged.
 """
 
 
+def rendered_paths() -> list:
+  """The committed results of RENDERED that exist, in order."""
+  return [os.path.join(RESULTS, name) for name in RENDERED
+          if os.path.exists(os.path.join(RESULTS, name))]
+
+
 def write_rendered(output: str, paths=None) -> str:
-  """COUNT_FLOOR.md from the committed results (RENDERED that exist, or `paths`)."""
+  """COUNT_FLOOR.md from the committed results (rendered_paths(), or `paths`)."""
   if paths is None:
-    paths = [os.path.join(RESULTS, name) for name in RENDERED
-             if os.path.exists(os.path.join(RESULTS, name))]
+    paths = rendered_paths()
   text = (RENDER_HEADER + "\n## The default eta on every setting\n\n" +
           default_table(paths) + "\n\n## Every model\n\n" + render(paths))
   with open(output, "w") as f:

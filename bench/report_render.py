@@ -88,8 +88,7 @@ def eta_signature() -> str:
 def converged_lines() -> list:
   """The converged comparison of the default eta (bench/count_floor.py's committed
   results), first in the report: the numbers issue 13's targets are judged on."""
-  paths = [os.path.join(count_floor.RESULTS, name) for name in count_floor.RENDERED
-           if os.path.exists(os.path.join(count_floor.RESULTS, name))]
+  paths = count_floor.rendered_paths()
   if not paths:
     return []
   return ["## Converged comparison: the default eta, the count floor and the controls", "",

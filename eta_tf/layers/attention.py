@@ -135,11 +135,10 @@ class TargetAttention(tf.keras.layers.Layer):
       # "bnhd,bnthd->bnht" to N·H tiny batched matmuls ([1, dh] x [dh, k]), much slower
       # on CPU than one elementwise pass. Scores stay [B, N, k, H] and the softmax runs
       # over axis 2 (_masked_softmax), so no transpose is needed.
-      scores = tf.reduce_sum(query_heads[:, :, None] * key_heads, axis=-1)  # [B, N, k, H]
+      scores = _per_query_scores(query_heads, key_heads)  # [B, N, k, H]
       if score_bias is not None:
         scores += score_bias
-      weights = _masked_softmax(scores, mask[..., None], axis=2, sink_logit=sink_logit)
-      context = tf.reduce_sum(weights[..., None] * value_heads, axis=2)  # [B, N, H, dh]
+      context = _per_query_context(scores, mask, value_heads, sink_logit)  # [B, N, H, dh]
     else:
       scores = tf.einsum("bnhd,bthd->bnht", query_heads, key_heads)
       mask = mask[:, None, None, :] if mask.shape.rank == 2 else mask[:, :, None, :]
@@ -157,12 +156,10 @@ class TargetAttention(tf.keras.layers.Layer):
       [B, N, P · output_dim]: part p equals attend(..., masks[p]) (the scores are
       computed once; a part whose mask is all False is the output bias).
     """
-    scores = tf.reduce_sum(query_heads[:, :, None] * key_heads, axis=-1)  # [B, N, T, H]
-    parts = []
-    for mask in masks:
-      weights = _masked_softmax(scores, tf.cast(mask, tf.bool)[..., None], axis=2)
-      parts.append(self._output(tf.reduce_sum(weights[..., None] * value_heads, axis=2)))
-    return tf.concat(parts, axis=-1)
+    scores = _per_query_scores(query_heads, key_heads)  # [B, N, T, H]
+    return tf.concat([self._output(_per_query_context(scores, tf.cast(mask, tf.bool),
+                                                      value_heads))
+                      for mask in masks], axis=-1)
 
   def _output(self, context):
     """Heads [..., H, dh] -> the output projection [..., output_dim]."""
@@ -189,6 +186,18 @@ class TargetAttention(tf.keras.layers.Layer):
                    "key_dim": self.key_dim, "shared_prefix_dim": self.shared_prefix_dim,
                    "normalize_qk": self.normalize_qk, "initial_scale": self.initial_scale})
     return config
+
+
+def _per_query_scores(query_heads, key_heads):
+  """Scores [B, N, T, H] of queries [B, N, H, dh] over their own keys [B, N, T, H, dh]."""
+  return tf.reduce_sum(query_heads[:, :, None] * key_heads, axis=-1)
+
+
+def _per_query_context(scores, mask, value_heads, sink_logit=None):
+  """Softmax over T of scores [B, N, T, H] where mask bool [B, N, T], applied to values
+  [B, N, T, H, dh] -> [B, N, H, dh]."""
+  weights = _masked_softmax(scores, mask[..., None], axis=2, sink_logit=sink_logit)
+  return tf.reduce_sum(weights[..., None] * value_heads, axis=2)
 
 
 def _masked_softmax(scores, mask, axis, sink_logit=None):
