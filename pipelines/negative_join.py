@@ -27,6 +27,7 @@ import apache_beam as beam
 import numpy as np
 
 from pipelines import negatives as N
+from pipelines.global_facts import CompactingCombineFn
 from pipelines.parsing import CATEGORY_ID, ITEM_ID, KIND, TIMESTAMP
 from pipelines.records import UserSequence, aggregate_rows, prior_counts
 from pipelines.tags import COUNTS, VALID
@@ -130,25 +131,38 @@ def _by_user(users: np.ndarray, rows: np.ndarray):
   return [(int(users[a]), rows[a:b]) for a, b in zip(starts, ends)]
 
 
-def draw_group(blocks, edges: np.ndarray, totals: np.ndarray, num_negatives: int,
-               seed: int):
-  """Query rows of one key group -> ([(user, int64 [k, 5] negative rows)],
-  [(item shard, fallback candidate rows)], counts).
+def cell_counts(rows: np.ndarray, edges: np.ndarray) -> np.ndarray:
+  """int64 [m, 4] (category, window, item, count) of query rows [n, 6]: the cells of the
+  MatchedCatalog (every candidate positive counts, needed or not). Sums of these over any
+  split of the rows are the cells of the whole (CellCounts combines them)."""
+  windows = N.window_of(rows[:, Q_TIMESTAMP], edges)
+  return aggregate_rows(np.stack([rows[:, Q_CATEGORY], windows, rows[:, Q_ITEM]], axis=1),
+                        np.ones(len(rows)))
+
+
+def catalog_of(cells: np.ndarray, edges: np.ndarray) -> N.MatchedCatalog:
+  """The MatchedCatalog of summed cell rows (cell_counts'), without the "any item" table
+  (that fallback is the keyed join by item shard)."""
+  return N.MatchedCatalog(cells, edges, _NO_ITEMS)
+
+
+def draw_queries(rows: np.ndarray, catalog: N.MatchedCatalog, totals: np.ndarray,
+                 num_negatives: int, seed: int):
+  """Query rows [n, 6] of some users (each user's rows of a category shard together) and
+  the catalog of their categories -> ([(user, int64 [k, 5] negative rows)], [(item shard,
+  fallback candidate rows)], counts). Only rows with Q_NEEDS get negatives.
 
   Negative rows: (target index, timestamp, item, category, label 0), in draw order for
   each target; item 0 where the draw left the category: those are drawn from all items by
-  the keyed fallback (fallback_candidates -> resolve_fallbacks -> attach_negatives).
+  the keyed fallback (fallback_candidates -> resolve_fallbacks -> attach_negatives). Every
+  draw is keyed (seed, user, target, draw, level, candidate), so the result for a user does
+  not depend on which other users' rows come in the same call.
   """
-  rows = np.concatenate(list(blocks))
-  windows = N.window_of(rows[:, Q_TIMESTAMP], edges)
-  cells = aggregate_rows(np.stack([rows[:, Q_CATEGORY], windows, rows[:, Q_ITEM]], axis=1),
-                         np.ones(len(rows)))
-  catalog = N.MatchedCatalog(cells, edges, _NO_ITEMS)
   queries = rows[rows[:, Q_NEEDS] == 1]
   queries = queries[np.lexsort((queries[:, Q_TARGET], queries[:, Q_USER]))]
   positives = np.stack([queries[:, Q_TIMESTAMP], queries[:, Q_ITEM], queries[:, Q_CATEGORY],
                         np.ones(len(queries), np.int64)], axis=1)
-  # In chunks: a draw's temporaries are ~16 candidates x ~10 arrays; a group can hold
+  # In chunks: a draw's temporaries are ~16 candidates x ~10 arrays; a call can hold
   # millions of positives. Draws are keyed, so chunking does not change them.
   pieces, counts = [], dict.fromkeys(N.FALLBACK_COUNTS, 0)
   for lo in range(0, len(queries), DRAW_CHUNK):
@@ -170,6 +184,45 @@ def draw_group(blocks, edges: np.ndarray, totals: np.ndarray, num_negatives: int
   return _by_user(users, out), candidates, counts
 
 
+def draw_group(blocks, edges: np.ndarray, totals: np.ndarray, num_negatives: int,
+               seed: int):
+  """Query rows of one key group -> draw_queries' result, the catalog built from the
+  group's own rows (the one-pipeline job's GroupByKey form)."""
+  rows = np.concatenate(list(blocks))
+  return draw_queries(rows, catalog_of(cell_counts(rows, edges), edges), totals,
+                      num_negatives, seed)
+
+
+def _draw_outputs(by_user, candidates, counts):
+  """draw_queries' result as DrawNegatives' tagged outputs."""
+  counts = {k: v for k, v in counts.items() if v}
+  if counts:
+    yield beam.pvalue.TaggedOutput(COUNTS, counts)
+  for candidate in candidates:
+    yield beam.pvalue.TaggedOutput(FALLBACKS, candidate)
+  yield from by_user
+
+
+class _CellCountsFn(CompactingCombineFn):
+  """Sum of cell_counts blocks -> the summed (category, window, item, count) rows."""
+
+  def __init__(self, edges):
+    super().__init__()
+    self._edges = edges
+
+  def block(self, rows):  # unsummed (count 1 each): a per-user block is a few rows
+    windows = N.window_of(rows[:, Q_TIMESTAMP], self._edges)
+    return np.stack([rows[:, Q_CATEGORY], windows, rows[:, Q_ITEM],
+                     np.ones(len(rows), np.int64)], axis=1)
+
+  def merge_blocks(self, blocks):
+    rows = np.concatenate(blocks)
+    return aggregate_rows(rows[:, :3], rows[:, 3])
+
+  def finish(self, block):
+    return np.zeros((0, 4), np.int64) if block is None else block
+
+
 FALLBACKS = "fallbacks"
 
 
@@ -189,18 +242,57 @@ class DrawNegatives(beam.PTransform):
     num_negatives, seed = self._num_negatives, self._seed
 
     def draw(key_and_blocks, edges, totals):
-      by_user, candidates, counts = draw_group(key_and_blocks[1], edges, totals,
-                                               num_negatives, seed)
-      counts = {k: v for k, v in counts.items() if v}
-      if counts:
-        yield beam.pvalue.TaggedOutput(COUNTS, counts)
-      for candidate in candidates:
-        yield beam.pvalue.TaggedOutput(FALLBACKS, candidate)
-      yield from by_user
+      yield from _draw_outputs(*draw_group(key_and_blocks[1], edges, totals, num_negatives,
+                                           seed))
 
     return groups | "Draw" >> beam.FlatMap(
         draw, edges=self._edges, totals=self._totals).with_outputs(COUNTS, FALLBACKS,
                                                                    main=VALID)
+
+
+DRAW_BATCH_BLOCKS = 4096  # per-user query blocks drawn in one numpy pass (streaming form)
+
+
+class StreamingDrawNegatives(beam.PTransform):
+  """Pipeline -> DrawNegatives' outputs for the query rows of `pattern` (CategoryQueries'
+  (key, rows) pairs, as written by the sharded job), without grouping them.
+
+  The catalog is the combine of the cells of every query row (a side input: one row per
+  distinct (category, window, item), not per query); the queries are then read a second
+  time and drawn in batches as they stream past. Reading twice, instead of one read
+  feeding both, keeps the local runner from holding the queries until the catalog is
+  done: memory is the catalog plus a batch, however many positives a category has. The
+  draws are those of DrawNegatives (keyed per target; the catalog of a category is the
+  same), so the records are too.
+
+  `read(label)` -> a PTransform from the pipeline to the (key, rows) pairs; `edges`,
+  `totals`: window edges and item shard totals (numpy arrays, not side inputs).
+  """
+
+  def __init__(self, read, edges, totals, num_negatives: int, seed: int):
+    super().__init__()
+    self._read, self._edges, self._totals = read, edges, totals
+    self._num_negatives, self._seed = num_negatives, seed
+
+  def expand(self, pipeline):
+    edges, totals = self._edges, self._totals
+    num_negatives, seed = self._num_negatives, self._seed
+    catalog = (pipeline | "ReadForCells" >> self._read()
+               | "CellRows" >> beam.Map(lambda kv: kv[1])
+               | "SumCells" >> beam.CombineGlobally(_CellCountsFn(edges))
+               | "Catalog" >> beam.Map(catalog_of, edges))
+
+    def draw(blocks, catalog):
+      yield from _draw_outputs(*draw_queries(np.concatenate(blocks), catalog, totals,
+                                             num_negatives, seed))
+
+    return (pipeline | "ReadForDraws" >> self._read()
+            | "QueryRows" >> beam.Map(lambda kv: kv[1])
+            | "Needed" >> beam.Filter(lambda rows: bool(rows[:, Q_NEEDS].any()))
+            | "Batch" >> beam.BatchElements(min_batch_size=DRAW_BATCH_BLOCKS,
+                                            max_batch_size=DRAW_BATCH_BLOCKS)
+            | "Draw" >> beam.FlatMap(draw, catalog=beam.pvalue.AsSingleton(catalog))
+            .with_outputs(COUNTS, FALLBACKS, main=VALID))
 
 
 class ResolveFallbacks(beam.PTransform):

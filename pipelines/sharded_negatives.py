@@ -8,7 +8,9 @@ costs as much as the broadcast table it replaces. Here each join runs per shard:
      "any item" fallback (a small pickle file), that fallback's ItemWeights rows by item
      shard, and each user's candidate positive targets partitioned into `num_shards`
      category shards (negative_join.CategoryQueries);
-  b. per category shard: group its query rows by key, draw (negative_join.DrawNegatives),
+  b. per category shard: sum its query rows' cells into the catalog, then draw the
+     queries as they stream past (negative_join.StreamingDrawNegatives: not grouped, so
+     a popular category's positives are never held at once),
      write each user's negatives into the file of the user's shard and the draws that
      left their category, as candidates, into the file of their item shard; sum the
      counters;
@@ -102,17 +104,14 @@ def _facts_and_queries(args, options_for, work_dir: str, sequences: str, num_sha
 
 
 def _draw(args, options_for, work_dir: str, shard: int, num_shards: int):
-  """Step b for one category shard."""
+  """Step b for one category shard (its queries streamed, not grouped: a category's
+  positives grow with the log, its catalog only with its items)."""
+  edges, totals = F.read_pickle_file(_facts_path(work_dir))
+  queries = F.shard_name(work_dir, QUERIES, shard) + "-*"
   with beam.Pipeline(options=options_for()) as pipeline:
-    facts = (pipeline | "FactsPath" >> beam.Create([_facts_path(work_dir)])
-             | "ReadFacts" >> beam.Map(F.read_pickle_file))
-    edges = beam.pvalue.AsSingleton(facts | "Edges" >> beam.Map(lambda f: f[0]))
-    totals = beam.pvalue.AsSingleton(facts | "Totals" >> beam.Map(lambda f: f[1]))
-    drawn = (pipeline
-             | "ReadQueries" >> F.ReadPickled(F.shard_name(work_dir, QUERIES, shard) + "-*")
-             | "GroupByCategory" >> beam.GroupByKey()
-             | "DrawNegatives" >> J.DrawNegatives(edges, totals,
-                                                  args.negatives_per_positive, args.seed))
+    drawn = pipeline | "DrawNegatives" >> J.StreamingDrawNegatives(
+        lambda: F.ReadPickled(queries), edges, totals, args.negatives_per_positive,
+        args.seed)
     parts = drawn[VALID] | "ByUserShard" >> beam.Partition(
         lambda kv, n: F.shard_of_user(kv[0], n), num_shards)
     for user_shard in range(num_shards):

@@ -126,3 +126,45 @@ def test_keyed_matched_negatives_transform_equals_the_numpy_pieces():
 
     assert_that(out[VALID], check)
   assert all(len(expected[u]) == 6 for u in expected) and not any(counts.values())
+
+
+def test_streaming_draw_equals_the_grouped_draw(monkeypatch):
+  """The sharded job's StreamingDrawNegatives (catalog combined, queries drawn in batches
+  as they stream) writes the draws, fallback candidates and counts of draw_group."""
+  rows = _queries(seed=3)
+  # A category with a single item: its draws leave the category (fallback candidates).
+  lonely = np.asarray([[99, 7, 0, 400, 77, 1], [99, 8, 0, 420, 77, 1]], np.int64)
+  # Two items of one category in different windows: draws leave their window.
+  apart = np.asarray([[98, 9, 0, 100, 55, 1], [98, 10, 0, 900, 56, 1]], np.int64)
+  rows = np.concatenate([rows, lonely, apart])
+  edges = np.asarray([250, 500, 750])
+  totals = N.ItemWeights(np.stack([rows[:, 4], rows[:, 0], np.ones(len(rows))],
+                                  axis=1)).shard_totals()
+  by_user, candidates, counts = J.draw_group([rows], edges, totals, 3, 5)
+  assert candidates and sum(counts.values())
+  expected = {u: r.tolist() for u, r in by_user}
+  expected_candidates = sorted(r for _, c in candidates for r in c.tolist())
+  pairs = [(0, rows[rows[:, 1] == user]) for user in np.unique(rows[:, 1])]
+  monkeypatch.setattr(J, "DRAW_BATCH_BLOCKS", 3)  # several batches
+  with beam.Pipeline(runner=LOCAL_RUNNER) as p:
+    out = p | J.StreamingDrawNegatives(lambda: beam.Create(pairs), edges, totals, 3, 5)
+
+    def check_draws(actual):
+      got = {}
+      for user, r in actual:
+        got.setdefault(user, []).extend(r.tolist())
+      assert got == expected
+
+    def check_candidates(actual):
+      assert sorted(r for _, c in actual for r in c.tolist()) == expected_candidates
+
+    def check_counts(actual):
+      summed = {}
+      for c in actual:
+        for k, v in c.items():
+          summed[k] = summed.get(k, 0) + v
+      assert summed == {k: v for k, v in counts.items() if v}
+
+    assert_that(out[VALID], check_draws, label="draws")
+    assert_that(out[J.FALLBACKS], check_candidates, label="candidates")
+    assert_that(out["counts"], check_counts, label="counts")
