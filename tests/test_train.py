@@ -46,12 +46,20 @@ def test_bad_flags_fail_with_one_line_and_exit_2(tmp_path, small_data_dir):
 
 
 def test_train_writes_metrics_and_is_deterministic(tmp_path, small_data_dir):
+  # The two runs are independent processes (--num_threads=1 each), started together: the
+  # second core trains the second run instead of idling.
+  # 4 eval batches, not the whole eval split (3 passes of 216 batches per run): the
+  # metrics still read every trained weight. test_train_faults runs the default.
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "eta_tf.train", *SMALL_TRAIN_FLAGS,
+       f"--data_dir={small_data_dir}", f"--model_dir={tmp_path / f'run{i}'}", "--epochs=2",
+       "--steps=8", "--eval_steps=4", "--num_threads=1", "--noexport", "--verbose=0"],
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
   runs = []
-  for i in range(2):
-    model_dir = tmp_path / f"run{i}"
-    _train(f"--data_dir={small_data_dir}", f"--model_dir={model_dir}", "--epochs=2",
-           "--steps=8", "--num_threads=1", "--noexport", "--verbose=0")
-    with open(model_dir / "eval_metrics.json") as f:
+  for i, proc in enumerate(procs):
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    with open(tmp_path / f"run{i}" / "eval_metrics.json") as f:
       runs.append(json.load(f))
   a, b = runs
   for key in ("auc", "gauc", "logloss", "positive_rate", "overlap_at_8"):
@@ -65,7 +73,8 @@ def test_sigkill_mid_epoch_resumes_from_checkpoint(tmp_path, small_data_dir):
   model_dir = tmp_path / "killed"
   args = [sys.executable, "-m", "eta_tf.train", *SMALL_TRAIN_FLAGS,
           f"--data_dir={small_data_dir}", f"--model_dir={model_dir}", "--epochs=2",
-          "--steps=40", "--checkpoint_every_steps=5", "--noexport", "--verbose=0"]
+          "--steps=40", "--checkpoint_every_steps=5", "--eval_steps=2", "--noexport",
+          "--verbose=0"]
   proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   backup = model_dir / "backup"
   deadline = time.time() + 300
