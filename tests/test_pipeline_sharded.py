@@ -12,8 +12,8 @@ from pipelines import build_dataset, parsing, sharded, synthetic
 
 # Lines that exercise the routing: every accepted row of one user must reach one shard.
 ODD_LINES = [
-    b"\xef\xbb\xbf5,1,2,pv,1511600000",  # BOM before the user id
-    b" 0005 ,9,9,pv,1511600001\r",  # same user 5, spaces, leading zeros, CR
+    b"\xef\xbb\xbf6,1,2,pv,1511600000",  # BOM before the user id
+    b" 0006 ,9,9,pv,1511600001\r",  # same user 6, spaces, leading zeros, CR
     b"xx,1,1,pv,1511600002",  # non-integer user: rejected wherever it lands
     b"5,1,2,pv",  # wrong column count, readable user
     b"\xff\xfe,1,2,pv,1511600003",  # invalid UTF-8
@@ -76,11 +76,16 @@ def noisy_log(tmp_path_factory):
 
 
 def test_time_split_matched_negatives_same_as_one_pipeline(noisy_log):
+  # 2 shards (each costs ~6 s of pipelines): user 6's odd lines belong in shard 0, where
+  # neither a hash of their raw user field nor of the whole line would put them.
+  for line in ODD_LINES[:2]:
+    assert sharded.user_shard(line, 2) == 0
+    assert zlib.crc32(line.split(b",")[0]) % 2 == zlib.crc32(line) % 2 == 1
   tmp, path = noisy_log
   one = build_dataset.run([f"--input={path}", f"--output_dir={tmp / 'one'}"])
   many = build_dataset.run([f"--input={path}", f"--output_dir={tmp / 'many'}",
-                            "--user_shards=3"])
-  assert many["params"]["user_shards"] == 3
+                            "--user_shards=2"])
+  assert many["params"]["user_shards"] == 2
   assert many["rows"]["behaviors"]["rejected"] >= len(ODD_LINES) - 2
   _assert_same_job(tmp / "one", one, tmp / "many", many)
 
@@ -95,12 +100,14 @@ def test_impressions_user_last_same_as_one_pipeline(tmp_path):
       impressions.append(f"{user},{rng.randint(1, 60)},{rng.randint(1, 5)},"
                          f"{1005 + 10 * t},{rng.randint(0, 1)}")
   impressions += ["7,1,1,1200,2", " 07 ,3,1,1210,1"]  # bad label; user 7 with spaces
+  # ... whose line a hash of its bytes would put in the other one of the 2 shards.
+  assert sharded.user_shard(b" 07 ,3,1,1210,1", 2) != zlib.crc32(b" 07 ,3,1,1210,1") % 2
   (tmp_path / "b.csv").write_text("\n".join(behaviors) + "\n")
   (tmp_path / "i.csv").write_text("\n".join(impressions) + "\n")
   flags = [f"--input={tmp_path / 'b.csv'}", f"--impressions={tmp_path / 'i.csv'}",
            "--split=user_last"]
   one = build_dataset.run(flags + [f"--output_dir={tmp_path / 'one'}"])
-  many = build_dataset.run(flags + [f"--output_dir={tmp_path / 'many'}", "--user_shards=4"])
+  many = build_dataset.run(flags + [f"--output_dir={tmp_path / 'many'}", "--user_shards=2"])
   assert many["rows"]["impressions"]["rejected_by_reason"] == {parsing.REASON_BAD_LABEL: 1}
   _assert_same_job(tmp_path / "one", one, tmp_path / "many", many)
 
