@@ -392,6 +392,37 @@ def totals_of(shard_totals) -> np.ndarray:
   return totals
 
 
+def item_shard_totals(sequence: UserSequence) -> np.ndarray:
+  """int64 [ITEM_SHARDS]: one user's positive targets per item shard (summed over users,
+  the shard totals of the whole ItemWeights)."""
+  items = sequence.targets[sequence.targets[:, KIND] == 1, ITEM_ID]
+  return np.bincount(item_shard(items), minlength=ITEM_SHARDS).astype(np.int64)
+
+
+class SumItemCounts(beam.PTransform):
+  """(item shard, int64 [m, 3] (item, category, count)) blocks -> one summed block per item
+  shard: that shard's ItemWeights rows."""
+
+  def expand(self, blocks):
+    return blocks | "SumPerShard" >> beam.CombinePerKey(_ItemCountsFn())
+
+
+class ItemShardTotals(beam.PTransform):
+  """UserSequences -> singleton int64 [ITEM_SHARDS], without building the per-item rows
+  (16 numbers per user summed: the sharded job's step that reads the whole log)."""
+
+  def expand(self, sequences):
+    return (sequences | "PerUser" >> beam.Map(item_shard_totals)
+            | "Sum" >> beam.CombineGlobally(_sum_arrays))
+
+
+def _sum_arrays(arrays) -> np.ndarray:
+  total = np.zeros(ITEM_SHARDS, np.int64)
+  for array in arrays:
+    total += array
+  return total
+
+
 class KeyedItemWeights(beam.PTransform):
   """UserSequences -> {'rows': (item shard, int64 [m, 3] (item, category, count) of the
   shard), 'totals': singleton int64 [ITEM_SHARDS]} (ItemWeights, keyed by item shard)."""
@@ -399,7 +430,7 @@ class KeyedItemWeights(beam.PTransform):
   def expand(self, sequences):
     rows = (sequences
             | "CountBlocks" >> beam.FlatMap(item_count_blocks)
-            | "SumPerShard" >> beam.CombinePerKey(_ItemCountsFn()))
+            | "SumItemCounts" >> SumItemCounts())
     totals = (rows
               | "ShardTotal" >> beam.MapTuple(lambda shard, r: (shard, int(r[:, 2].sum())))
               | "AllTotals" >> beam.combiners.ToList()

@@ -4,18 +4,19 @@ one pipeline per key, so that no step holds more than one shard of the log.
 On the local runner every shuffle is held in memory, so a CoGroupByKey over the whole log
 costs as much as the broadcast table it replaces. Here each join runs per shard:
 
-  a. one pass over the stored sequences: window edges and the item shard totals of the
-     "any item" fallback (a small pickle file), that fallback's ItemWeights rows by item
-     shard, and each user's candidate positive targets partitioned into `num_shards`
-     category shards (negative_join.CategoryQueries);
+  a. one pass over the stored sequences, streamed (nothing per item or per event is
+     combined here): window edges and the item shard totals of the "any item" fallback (a
+     small pickle file), each user's (item, category, count) blocks of that fallback's
+     table partitioned by item shard, and each user's candidate positive targets
+     partitioned into `num_shards` category shards (negative_join.CategoryQueries);
   b. per category shard: sum its query rows' cells into the catalog, then draw the
      queries as they stream past (negative_join.StreamingDrawNegatives: not grouped, so
      a popular category's positives are never held at once),
      write each user's negatives into the file of the user's shard and the draws that
      left their category, as candidates, into the file of their item shard; sum the
      counters;
-  c. per item shard with candidates: resolve them against that shard's ItemWeights rows
-     (negative_join.ResolveFallbacks; min(num_shards, ITEM_SHARDS) pipelines, each
+  c. per item shard with candidates: sum its count blocks into its ItemWeights rows and
+     resolve the candidates against them (negative_join.ResolveFallbacks; min(num_shards, ITEM_SHARDS) pipelines, each
      joining its item shards one by one), written to their users' shards;
   d. per user shard: join its sequences with their negatives and fallbacks by user
      (negative_join.AttachNegatives) and store the result for the final pipeline.
@@ -41,7 +42,7 @@ from pipelines.split_stats import SumCounts
 from pipelines.tags import COUNTS, VALID
 
 _LOG = logging.getLogger("pipelines.sharded")
-QUERIES, ATTACHED, WEIGHTS = "queries", "attached", "item_weights"
+QUERIES, ATTACHED, ITEM_COUNTS = "queries", "attached", "item_counts"
 
 
 def _facts_path(work_dir: str) -> str:
@@ -76,25 +77,28 @@ def _write_summed_counts(pipeline, counts, path: str) -> None:
 
 
 def _facts_and_queries(args, options_for, work_dir: str, sequences: str, num_shards: int):
-  """Step a: edges + item shard totals to a file; ItemWeights rows by item shard; query
-  rows partitioned by category shard."""
+  """Step a: edges + item shard totals to a file; the ItemWeights count blocks (unsummed)
+  and the query rows, partitioned by item shard and by category shard."""
   with beam.Pipeline(options=options_for()) as pipeline:
     stored = pipeline | "ReadSequences" >> F.ReadPickled(sequences)
     num_windows = args.negative_time_windows
     edges = (stored | "TargetTimeHistogram" >> TargetTimeHistogram()
              | "TimeWindows" >> beam.MapTuple(
                  lambda times, counts: N.window_edges(times, counts, num_windows)))
-    weights = stored | "KeyedItemWeights" >> N.KeyedItemWeights()
+    # The "any item" table is not summed here: its count blocks go to their item shard's
+    # files and each shard is summed alone in step c (summing all 16 shards in this pass
+    # held ~8x the table: 750 MB at 16M events). Only the 16 shard totals are summed.
+    totals = stored | "ItemShardTotals" >> N.ItemShardTotals()
     _ = (pipeline | "Once" >> beam.Create([_facts_path(work_dir)])
          | "WriteFacts" >> beam.Map(
              lambda path, edges, totals: F.write_pickle_file(path, (edges, totals)),
              edges=beam.pvalue.AsSingleton(edges),
-             totals=beam.pvalue.AsSingleton(weights["totals"])))
-    by_item_shard = weights["rows"] | "ByItemShard" >> beam.Partition(
-        lambda kv, n: kv[0], N.ITEM_SHARDS)
+             totals=beam.pvalue.AsSingleton(totals)))
+    by_item_shard = (stored | "ItemCountBlocks" >> beam.FlatMap(N.item_count_blocks)
+                     | "ByItemShard" >> beam.Partition(lambda kv, n: kv[0], N.ITEM_SHARDS))
     for shard in range(N.ITEM_SHARDS):
-      _ = by_item_shard[shard] | f"WriteWeights{shard}" >> F.WritePickled(
-          F.shard_name(work_dir, WEIGHTS, shard))
+      _ = by_item_shard[shard] | f"WriteItemCounts{shard}" >> F.WritePickled(
+          F.shard_name(work_dir, ITEM_COUNTS, shard))
     parts = (stored
              | "CategoryQueries" >> J.CategoryQueries(num_shards, args.min_history)
              | "ByCategoryShard" >> beam.Partition(lambda kv, n: kv[0], num_shards))
@@ -126,12 +130,14 @@ def _draw(args, options_for, work_dir: str, shard: int, num_shards: int):
 
 
 def _resolve(options_for, work_dir: str, item_shards: List[int], num_shards: int):
-  """Step c for some item shards (one pipeline; each shard's weights joined alone)."""
+  """Step c for some item shards (one pipeline; each shard's count blocks summed into its
+  ItemWeights rows and joined alone)."""
   with beam.Pipeline(options=options_for()) as pipeline:
     resolved = []
     for item_shard in item_shards:
-      weights = pipeline | f"ReadWeights{item_shard}" >> F.ReadPickled(
-          F.shard_name(work_dir, WEIGHTS, item_shard) + "-*")
+      weights = (pipeline | f"ReadItemCounts{item_shard}" >> F.ReadPickled(
+          F.shard_name(work_dir, ITEM_COUNTS, item_shard) + "-*")
+                 | f"SumItemCounts{item_shard}" >> N.SumItemCounts())
       candidates = pipeline | f"ReadCandidates{item_shard}" >> F.ReadPickled(
           F.all_shards(work_dir, _candidates_kind(item_shard)))
       resolved.append({"weights": weights, "candidates": candidates}

@@ -34,12 +34,12 @@ def _sequences(seed=0, users=30):
   return out
 
 
-def _reference_negatives(sequences, num_negatives, seed):
+def _reference_negatives(sequences, num_negatives, seed, edges=EDGES):
   """One global MatchedCatalog (its own ItemWeights over all items), drawn per user."""
   rows = np.concatenate([s.targets for s in sequences])
-  windows = N.window_of(rows[:, 0], EDGES)
+  windows = N.window_of(rows[:, 0], edges)
   cells = np.stack([rows[:, 2], windows, rows[:, 1], np.ones(len(rows))], axis=1)
-  catalog = N.MatchedCatalog(cells, EDGES)  # everything: built from all rows
+  catalog = N.MatchedCatalog(cells, edges)  # everything: built from all rows
   out, totals = {}, collections.Counter()
   for s in sequences:
     keys = np.stack([np.full(len(s.targets), s.user_id), np.arange(len(s.targets))], axis=1)
@@ -73,6 +73,41 @@ def test_keyed_any_item_fallback_equals_the_global_table_draws():
 
     assert_that(out[VALID], check_records, label="records")
     assert_that(out[COUNTS], check_counts, label="counts")
+
+
+def test_sharded_negative_steps_equal_the_global_table_draws(tmp_path):
+  """pipelines.sharded_negatives (item counts summed per item shard in step c, queries
+  drawn streaming in step b) writes the draws of one global catalog and ItemWeights."""
+  import types  # pylint: disable=g-import-not-at-top
+  from pipelines import shard_files as F  # pylint: disable=g-import-not-at-top
+  from pipelines import sharded_negatives as SN  # pylint: disable=g-import-not-at-top
+  sequences, work, num_shards = _sequences(seed=5, users=40), str(tmp_path), 2
+  with beam.Pipeline(runner=LOCAL_RUNNER) as p:
+    parts = p | beam.Create(sequences) | beam.Partition(
+        lambda s, n: F.shard_of_user(s.user_id, n), num_shards)
+    for shard in range(num_shards):
+      _ = parts[shard] | f"Write{shard}" >> F.WritePickled(
+          F.shard_name(work, "sequences", shard))
+  args = types.SimpleNamespace(negative_time_windows=3, min_history=0,
+                               negatives_per_positive=3, seed=7)
+  counts = SN.run(args, lambda: beam.options.pipeline_options.PipelineOptions(
+      runner=LOCAL_RUNNER), work, "sequences", num_shards)
+  edges, totals = F.read_pickle_file(SN._facts_path(work))  # pylint: disable=protected-access
+  # The reference with the job's own window edges (target time quantiles).
+  expected, reference_counts = _reference_negatives(sequences, 3, seed=7, edges=edges)
+  assert reference_counts["negatives_fallback_any"] > 20  # the keyed path is exercised
+  assert totals.sum() == sum(int(s.targets[:, 3].sum()) for s in sequences)
+  summed = collections.Counter()
+  for c in counts:
+    summed.update(c)
+  assert summed["negatives_fallback_any"] == reference_counts["negatives_fallback_any"]
+  with beam.Pipeline(runner=LOCAL_RUNNER) as p:
+    attached = p | F.ReadPickled(F.all_shards(work, SN.ATTACHED))
+
+    def check(actual):
+      assert {s.user_id: s.targets.tolist() for s in actual} == expected
+
+    assert_that(attached, check)
 
 
 def test_fallback_offsets_locate_the_global_draw():
