@@ -11,6 +11,7 @@ import pytest
 
 from conftest import SMALL_TRAIN_FLAGS
 from conftest import run_module
+from eta_tf import release
 from eta_tf import saved_model
 from eta_tf import features as F
 from serving import model_config_file
@@ -86,9 +87,9 @@ def test_served_scores_by_version_label_and_after_promote(exported):
     client.close()
 
     # A second model: exported as version 2 (added, labels untouched), labelled canary
-    # once it serves, then promoted to stable.
-    run_module("eta_tf.export", f"--model_dir={exported['runs'][2]}",
-               f"--export_base={base}", "--model_name=eta")
+    # once it serves, then promoted to stable. Exported in-process, by the function
+    # `python -m eta_tf.export` runs (that CLI's second export: test_export.py).
+    release.export_trained(exported["runs"][2], base, "eta")
     server.wait_for_state("eta", 2)
     labels = dict(model_config_file.read_config(config_path).model_config_list.config[0]
                   .version_labels)
