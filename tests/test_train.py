@@ -1,17 +1,17 @@
-"""`python -m eta_tf.train` end to end: errors, resume after SIGKILL, determinism, workers."""
+"""`python -m eta_tf.train` end to end: errors, determinism, evaluation, workers (SIGKILL and
+resume: test_train_faults.py)."""
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from conftest import SMALL_TRAIN_FLAGS
 from conftest import run_module
+from eta_tf import features as F
 
 
 def _train(*args, **kw):
@@ -69,33 +69,22 @@ def test_train_writes_metrics_and_is_deterministic(tmp_path, small_data_dir):
   assert any((tmp_path / "run0" / "tensorboard").iterdir())
 
 
-def test_sigkill_mid_epoch_resumes_from_checkpoint(tmp_path, small_data_dir):
-  model_dir = tmp_path / "killed"
-  args = [sys.executable, "-m", "eta_tf.train", *SMALL_TRAIN_FLAGS,
-          f"--data_dir={small_data_dir}", f"--model_dir={model_dir}", "--epochs=2",
-          "--steps=40", "--checkpoint_every_steps=5", "--eval_steps=2", "--noexport",
-          "--verbose=0"]
-  proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  backup = model_dir / "backup"
-  deadline = time.time() + 300
-  try:
-    # Kill once a mid-run checkpoint exists (a few steps in, before the end).
-    while time.time() < deadline and proc.poll() is None:
-      if backup.exists() and any(p.name.startswith("chief") or p.suffix == ".index"
-                                 for p in backup.rglob("*")):
-        time.sleep(1.0)
-        break
-      time.sleep(0.2)
-    assert proc.poll() is None, "training finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-  finally:
-    proc.wait()
-  assert not (model_dir / "eval_metrics.json").exists()
-  result = subprocess.run(args, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  with open(model_dir / "eval_metrics.json") as f:
-    metrics = json.load(f)
-  assert metrics["train_steps"] == 80  # same total as an uninterrupted run
+def test_default_evaluation_reads_the_whole_eval_split(trained_eta, small_data_dir):
+  """--eval_steps' default (None): every eval target once; a number: that many batches.
+  (In-process on the session's model: the CLI runs here pass --eval_steps to stay fast.)"""
+  from eta_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from eta_tf import data  # pylint: disable=g-import-not-at-top
+  from eta_tf import training  # pylint: disable=g-import-not-at-top
+  assert config_lib.TrainConfig().eval_steps is None
+  model = trained_eta[1]
+  dataset = data.make_dataset(small_data_dir, F.EVAL_SPLIT, model.config.max_len, 64,
+                              shuffle=False, include_user_id=True)
+  with open(os.path.join(small_data_dir, "stats.json")) as f:
+    targets = json.load(f)["splits"]["eval"]["targets"]
+  assert targets > 2 * 64
+  assert training.evaluate(model, dataset)["eval_examples"] == targets
+  with open(os.path.join(trained_eta[0], "eval_metrics.json")) as f:  # eval_steps=2
+    assert json.load(f)["eval_examples"] == 2 * 64
 
 
 def _free_port():

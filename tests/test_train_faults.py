@@ -1,7 +1,9 @@
-"""`python -m eta_tf.train` under faults: SIGKILL during the final evaluation and during the
-export, then a restart with the same flags resumes after training (no step retrained) and
-ends with the same step count and one published version; a model_dir trained with other
-flags is refused, naming the field."""
+"""`python -m eta_tf.train` under faults: SIGKILL mid-epoch (after a BackupAndRestore
+checkpoint), during the final evaluation and during the export; each restart with the same
+flags resumes (after training: no step retrained) and the run ends with the step count of
+an uninterrupted run and one published version; a model_dir trained with other flags is
+refused, naming the field. (One chain of restarts, so that each kill point costs one
+trainer process.)"""
 import json
 import os
 import re
@@ -12,13 +14,15 @@ import time
 
 from conftest import SMALL_TRAIN_FLAGS
 
-STEPS = 6
+STEPS, EPOCHS = 20, 2
 
 
 def _args(small_data_dir, model_dir, export_base):
+  # --eval_steps=2: the evaluations are not what is killed or resumed here (the default,
+  # the whole eval split: test_train.test_default_evaluation_reads_the_whole_eval_split).
   return [sys.executable, "-m", "eta_tf.train", *SMALL_TRAIN_FLAGS,
-          f"--data_dir={small_data_dir}", f"--model_dir={model_dir}", "--epochs=1",
-          f"--steps={STEPS}", "--checkpoint_every_steps=3",
+          f"--data_dir={small_data_dir}", f"--model_dir={model_dir}", f"--epochs={EPOCHS}",
+          f"--steps={STEPS}", "--checkpoint_every_steps=5", "--eval_steps=2",
           f"--export_base={export_base}", "--model_name=eta"]
 
 
@@ -39,8 +43,17 @@ def _kill_when(args, ready, timeout=300, stdout=subprocess.DEVNULL):
 def test_sigkill_during_eval_and_during_export_then_resume(tmp_path, small_data_dir):
   model_dir, export_base = tmp_path / "run", tmp_path / "export"
   args = _args(small_data_dir, model_dir, export_base)
+  backup = model_dir / "backup"
 
-  # 1. Killed during the final evaluation: final weights written, metrics not yet.
+  # 0. Killed mid-epoch, once the first BackupAndRestore checkpoint (step 5 of 20) is
+  # complete (its `checkpoint` state file is written last).
+  _kill_when(args, lambda: backup.is_dir() and any(
+      p.name == "checkpoint" for p in backup.rglob("*")))
+  assert not (model_dir / "final").exists()
+  assert not (model_dir / "eval_metrics.json").exists()
+
+  # 1. Restarted from that checkpoint; killed during the final evaluation: final weights
+  # written, metrics not yet.
   with open(tmp_path / "run1.log", "w") as log:  # stdout is a file, not a terminal
     _kill_when(args, lambda: (model_dir / "final" / "train_state.json").exists(),
                stdout=log)
@@ -65,7 +78,7 @@ def test_sigkill_during_eval_and_during_export_then_resume(tmp_path, small_data_
   assert result.returncode == 0, result.stderr[-3000:]
   assert "resuming after training" in result.stdout
   summary = json.loads(result.stdout.strip().splitlines()[-1])
-  assert summary["train_steps"] == STEPS
+  assert summary["train_steps"] == EPOCHS * STEPS  # same total as an uninterrupted run
   assert summary["export"] == str(model_base / "1")
   assert (model_base / "1" / "saved_model.pb").exists()
   assert not (model_dir / "backup").exists()  # the run is finished
