@@ -324,7 +324,10 @@ def main(argv=None):
                       help="batches timed in the trainer input pipeline (default 100)")
   parser.add_argument("--beam_args", default=DEFAULT_BEAM_ARGS,
                       help=f"Beam options of the pipeline runs (default {DEFAULT_BEAM_ARGS!r})")
-  parser.add_argument("--work_dir", default=None, help="keep logs/outputs here (default tmp)")
+  parser.add_argument("--work_dir", default=None,
+                      help="parent of the run's scratch directory (created if missing; "
+                           "default the system temp dir); the scratch directory is removed "
+                           "at the end")
   parser.add_argument("--output_dir", default=RESULTS_DIR)
   parser.add_argument("--output_name", default=RESULTS_FILE,
                       help=f"results file name in --output_dir (default {RESULTS_FILE})")
@@ -361,6 +364,8 @@ def main(argv=None):
   one_pipeline_sizes = ([int(s) for s in args.one_pipeline_events.split(",") if s]
                         if args.one_pipeline_events is not None else sizes[:1])
   runs, one_pipeline_runs = [], []
+  if args.work_dir:  # a scratch dir inside it (made if missing): never the dir itself
+    os.makedirs(args.work_dir, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
     for size in sizes:
       log = os.path.join(work, f"log_{size}.csv")
