@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SMALL_TRAIN_FLAGS
 from conftest import run_module
+from conftest import train_small
 from eta_tf import release
 from eta_tf import saved_model
 from eta_tf import features as F
@@ -24,16 +24,16 @@ from serving.local_server import LocalServer
 def exported(tmp_path_factory, small_data_dir, trained_eta):
   """Two trained eta runs (different seeds) and the export of the first as version 1.
 
-  Run 1 goes through `python -m eta_tf.train` with its export; run 2, the model exported
-  later as version 2, is the session's trained_eta (seed 0, trained in-process like
-  `eta_tf.train --noexport`): a second training process would only repeat run 1's path.
+  Both in-process, by the functions `python -m eta_tf.train` runs (training.train, then
+  release.export_trained): run 1 trained here (seed 1), run 2 the session's trained_eta
+  (seed 0). The CLI's own train-then-export path is test_train_faults.py's and the README
+  walkthrough's.
   """
   root = tmp_path_factory.mktemp("export")
   model_dir = root / "run1"
-  run_module("eta_tf.train", *SMALL_TRAIN_FLAGS, f"--data_dir={small_data_dir}",
-             f"--model_dir={model_dir}", "--epochs=1", "--steps=6", "--eval_steps=2",
-             "--seed=1", f"--export_base={root / 'export'}", "--model_name=eta",
-             "--verbose=0")
+  trained = train_small("eta", small_data_dir, model_dir, seed=1, steps=6)
+  release.export_trained(str(model_dir), str(root / "export"), "eta",
+                         data_dir=small_data_dir, trained_model=trained)
   return {"root": root, "base": str(root / "export"),
           "runs": {1: str(model_dir), 2: trained_eta[0]}, "data_dir": small_data_dir}
 
