@@ -245,8 +245,17 @@ def fit_runs(runs) -> dict:
   rss_items = linear_fit([r["pipeline"]["items"] for r in runs],
                          [r["pipeline"]["peak_rss_bytes"] for r in runs])
   out_bytes = linear_fit(events, [r["pipeline"]["bytes_written"] for r in runs])
+  # The line over all sizes under-predicts a job whose cost per event still rises with
+  # size (more user shards -> more, smaller per-shard blocks per user, until each block
+  # is one target): the last segment's marginal rate, continued from the largest run, is
+  # the conservative extrapolation.
+  (e0, s0), (e1, s1) = sorted((r["events"], r["pipeline"]["seconds"]) for r in runs)[-2:]
+  last_rate = (s1 - s0) / (e1 - e0) if e1 > e0 else float("nan")
   return {
       "pipeline_seconds": seconds,
+      "microseconds_per_event": {str(r["events"]): round(
+          1e6 * r["pipeline"]["seconds"] / r["events"], 1) for r in runs},
+      "last_segment_events_per_second": round(1 / last_rate) if last_rate > 0 else None,
       "marginal_events_per_second": round(1 / seconds["slope"]) if seconds["slope"] > 0
       else None,
       "pipeline_peak_rss_bytes": rss,
@@ -256,6 +265,8 @@ def fit_runs(runs) -> dict:
           "events": FULL_TAOBAO_EVENTS,
           "pipeline_hours": round((seconds["intercept"] + seconds["slope"] *
                                    FULL_TAOBAO_EVENTS) / 3600, 2),
+          "pipeline_hours_last_segment": round(
+              (s1 + last_rate * (FULL_TAOBAO_EVENTS - e1)) / 3600, 2),
           "pipeline_peak_rss_gib_linear": round((rss["intercept"] + rss["slope"] *
                                                  FULL_TAOBAO_EVENTS) / 2 ** 30, 2),
           "items": FULL_TAOBAO_ITEMS,

@@ -58,6 +58,22 @@ def test_linear_fit_recovers_a_line():
   assert fit["r2"] == pytest.approx(1)
 
 
+def test_fit_runs_extrapolates_the_last_segment_too():
+  """Seconds rising faster than linear: the last segment's rate, continued, is slower
+  (more hours) than the line over all sizes."""
+  runs = [{"events": e, "pipeline": {"seconds": s, "peak_rss_bytes": 1e9, "items": e // 2,
+                                     "bytes_written": 27 * e}}
+          for e, s in ((1_000_000, 100.0), (4_000_000, 500.0), (16_000_000, 2500.0))]
+  fit = scale.fit_runs(runs)
+  assert fit["last_segment_events_per_second"] == 6000  # 12M events in 2000 s
+  assert fit["microseconds_per_event"] == {"1000000": 100.0, "4000000": 125.0,
+                                           "16000000": 156.2}
+  hours = fit["full_userbehavior_extrapolation"]
+  expected = (2500 + (scale.FULL_TAOBAO_EVENTS - 16_000_000) / 6000) / 3600
+  assert hours["pipeline_hours_last_segment"] == pytest.approx(expected, abs=0.01)
+  assert hours["pipeline_hours_last_segment"] > hours["pipeline_hours"]
+
+
 def test_joint_fit_separates_events_from_items(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
 
