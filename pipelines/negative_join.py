@@ -131,6 +131,19 @@ def _by_user(users: np.ndarray, rows: np.ndarray):
   return [(int(users[a]), rows[a:b]) for a, b in zip(starts, ends)]
 
 
+def with_user_column(user: int, rows: np.ndarray) -> np.ndarray:
+  """(user, rows [m, k]) -> [m, 1 + k], the user id first: several users' negative or
+  fallback rows in one stored batch (the sharded job)."""
+  return np.concatenate([np.full((len(rows), 1), user, np.int64), rows], axis=1)
+
+
+def split_by_user(batch: np.ndarray):
+  """with_user_column's batch -> [(user, rows [m, k])] (stable: each user's rows keep
+  their order)."""
+  batch = batch[np.argsort(batch[:, 0], kind="stable")]
+  return _by_user(batch[:, 0], batch[:, 1:])
+
+
 def cell_counts(rows: np.ndarray, edges: np.ndarray) -> np.ndarray:
   """int64 [m, 4] (category, window, item, count) of query rows [n, 6]: the cells of the
   MatchedCatalog (every candidate positive counts, needed or not). Sums of these over any
@@ -250,7 +263,7 @@ class DrawNegatives(beam.PTransform):
                                                                    main=VALID)
 
 
-DRAW_BATCH_BLOCKS = 4096  # per-user query blocks drawn in one numpy pass (streaming form)
+DRAW_BATCH_ROWS = 1 << 16  # query rows drawn in one numpy pass (streaming form)
 
 
 class StreamingDrawNegatives(beam.PTransform):
@@ -283,14 +296,17 @@ class StreamingDrawNegatives(beam.PTransform):
                | "Catalog" >> beam.Map(catalog_of, edges))
 
     def draw(blocks, catalog):
+      if not blocks:  # (BatchElements sized by rows can close an empty batch)
+        return
       yield from _draw_outputs(*draw_queries(np.concatenate(blocks), catalog, totals,
                                              num_negatives, seed))
 
     return (pipeline | "ReadForDraws" >> self._read()
             | "QueryRows" >> beam.Map(lambda kv: kv[1])
             | "Needed" >> beam.Filter(lambda rows: bool(rows[:, Q_NEEDS].any()))
-            | "Batch" >> beam.BatchElements(min_batch_size=DRAW_BATCH_BLOCKS,
-                                            max_batch_size=DRAW_BATCH_BLOCKS)
+            | "Batch" >> beam.BatchElements(min_batch_size=DRAW_BATCH_ROWS,
+                                            max_batch_size=DRAW_BATCH_ROWS,
+                                            element_size_fn=len)
             | "Draw" >> beam.FlatMap(draw, catalog=beam.pvalue.AsSingleton(catalog))
             .with_outputs(COUNTS, FALLBACKS, main=VALID))
 

@@ -6,6 +6,10 @@ import zlib
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+import numpy as np
 
 SUFFIX = ".tfrecord"
 
@@ -33,6 +37,55 @@ def has_records(pattern: str) -> bool:
   """Whether any file matching `pattern` is non-empty (an empty partition still writes a
   file of 0 bytes)."""
   return any(m.size_in_bytes for r in FileSystems.match([pattern]) for m in r.metadata_list)
+
+
+class _ConcatenateRowsByKey(beam.DoFn):
+  """(key, int64 rows [m, k]) -> (key, the rows of many elements concatenated), per bundle.
+
+  A user's block per shard is a few rows; written, read and unpickled one by one, their
+  count (users x shards) -- not the rows -- set the sharded job's time, which then grew
+  faster than the log. Pending rows are flushed, every key at once, when they reach
+  `max_pending_rows` (memory bounded however many keys) and at the end of the bundle.
+  Rows are never split or reordered within an element, so a consumer that needs one
+  element's rows together (a target's draws) still gets them together.
+  """
+
+  def __init__(self, max_pending_rows: int):
+    super().__init__()
+    self._max_pending_rows = max_pending_rows
+    self._pending, self._rows = {}, 0
+
+  def start_bundle(self):
+    self._pending, self._rows = {}, 0
+
+  def _flush(self):
+    pending, self._pending, self._rows = self._pending, {}, 0
+    return [(key, np.concatenate(blocks)) for key, blocks in pending.items()]
+
+  def process(self, kv):
+    key, rows = kv
+    if not len(rows):
+      return
+    self._pending.setdefault(key, []).append(rows)
+    self._rows += len(rows)
+    if self._rows >= self._max_pending_rows:
+      yield from self._flush()
+
+  def finish_bundle(self):
+    for kv in self._flush():
+      yield WindowedValue(kv, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+class ConcatenateRowsByKey(beam.PTransform):
+  """(key, int64 rows) -> (key, concatenated rows): fewer, larger elements (see
+  _ConcatenateRowsByKey). Keys must be hashable; the rows of a key keep no order."""
+
+  def __init__(self, max_pending_rows: int = 1 << 20):
+    super().__init__()
+    self._max_pending_rows = max_pending_rows
+
+  def expand(self, pairs):
+    return pairs | "Concatenate" >> beam.ParDo(_ConcatenateRowsByKey(self._max_pending_rows))
 
 
 class WritePickled(beam.PTransform):

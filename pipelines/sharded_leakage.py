@@ -4,8 +4,9 @@ The check needs, for each target row, facts about its item (pipelines.leakage). 
 local runner a CoGroupByKey of every split's target rows with the item facts would hold
 them all in memory, so here:
 
-  1. the final pipeline writes, as it streams, each user's item fact rows and each split's
-     target (query) rows into `num_shards` files by a hash of the item (WriteLeakageInputs);
+  1. the final pipeline writes, as it streams, the users' item fact rows and each split's
+     target (query) rows into `num_shards` files by a hash of the item, many users' rows
+     per stored element (F.ConcatenateRowsByKey; WriteLeakageInputs);
   2. per item shard, one pipeline sums that shard's facts (1/num_shards of the items) and
      turns its query rows into score histograms (run);
   3. the histograms are summed over shards into the AUCs, and stats.json gets them (and
@@ -61,13 +62,16 @@ class WriteLeakageInputs:
 
   def facts(self, sequences) -> None:
     self._write(sequences | "LeakageFactBlocks" >> beam.FlatMap(
-        L.fact_blocks, self._num_shards), FACTS, "LeakageFacts")
+        L.fact_blocks, self._num_shards)
+        | "LeakageFactBatches" >> F.ConcatenateRowsByKey(), FACTS, "LeakageFacts")
 
   def queries(self, split: str, sequences) -> None:
     label, num_shards = f"LeakageQueries{split.capitalize()}", self._num_shards
-    blocks = sequences | f"{label}Blocks" >> beam.FlatMap(
-        lambda s, edges: ((k, (split, rows)) for k, rows in L.query_blocks(
-            s, edges, num_shards)), self._edges)
+    blocks = (sequences
+              | f"{label}Blocks" >> beam.FlatMap(
+                  lambda s, edges: L.query_blocks(s, edges, num_shards), self._edges)
+              | f"{label}Batches" >> F.ConcatenateRowsByKey()
+              | f"{label}Split" >> beam.MapTuple(lambda k, rows: (k, (split, rows))))
     self._write(blocks, QUERIES, label)
 
 

@@ -65,6 +65,28 @@ def _counts_path(work_dir: str, shard: int, kind: str = "negative_counts") -> st
   return F.shard_name(work_dir, kind, shard) + ".json"
 
 
+def _write_batched(pairs, num_keys: int, prefix_of, label: str) -> None:
+  """(key in [0, num_keys), int64 rows) -> the file `prefix_of(key)` of each key, the rows
+  of many elements concatenated per key (F.ConcatenateRowsByKey: stored elements scale
+  with rows, not with users x shards)."""
+  parts = (pairs | f"Concatenate{label}" >> F.ConcatenateRowsByKey()
+           | f"{label}ByKey" >> beam.Partition(lambda kv, n: kv[0], num_keys))
+  for key in range(num_keys):
+    _ = parts[key] | f"Write{label}{key}" >> F.WritePickled(prefix_of(key))
+
+
+def _by_user_shard(pairs, num_shards: int, label: str):
+  """(user, rows) -> (user shard, rows with the user id first: J.with_user_column)."""
+  return pairs | f"{label}ToUserShard" >> beam.MapTuple(
+      lambda user, rows: (F.shard_of_user(user, num_shards), J.with_user_column(user, rows)))
+
+
+def _read_by_user(pipeline, label: str, pattern: str):
+  """_by_user_shard's stored batches -> (user, rows), one per user and batch."""
+  return (F.read_pickled_or_nothing(pipeline, label, pattern)
+          | f"{label}ByUser" >> beam.FlatMap(lambda kv: J.split_by_user(kv[1])))
+
+
 def _write_counts(_, path, counts):
   metadata_files.write_json(path, counts)
 
@@ -94,17 +116,12 @@ def _facts_and_queries(args, options_for, work_dir: str, sequences: str, num_sha
              lambda path, edges, totals: F.write_pickle_file(path, (edges, totals)),
              edges=beam.pvalue.AsSingleton(edges),
              totals=beam.pvalue.AsSingleton(totals)))
-    by_item_shard = (stored | "ItemCountBlocks" >> beam.FlatMap(N.item_count_blocks)
-                     | "ByItemShard" >> beam.Partition(lambda kv, n: kv[0], N.ITEM_SHARDS))
-    for shard in range(N.ITEM_SHARDS):
-      _ = by_item_shard[shard] | f"WriteItemCounts{shard}" >> F.WritePickled(
-          F.shard_name(work_dir, ITEM_COUNTS, shard))
-    parts = (stored
-             | "CategoryQueries" >> J.CategoryQueries(num_shards, args.min_history)
-             | "ByCategoryShard" >> beam.Partition(lambda kv, n: kv[0], num_shards))
-    for shard in range(num_shards):
-      _ = parts[shard] | f"WriteQueries{shard}" >> F.WritePickled(
-          F.shard_name(work_dir, QUERIES, shard))
+    _write_batched(stored | "ItemCountBlocks" >> beam.FlatMap(N.item_count_blocks),
+                   N.ITEM_SHARDS, lambda k: F.shard_name(work_dir, ITEM_COUNTS, k),
+                   "ItemCounts")
+    _write_batched(stored | "CategoryQueries" >> J.CategoryQueries(num_shards,
+                                                                   args.min_history),
+                   num_shards, lambda k: F.shard_name(work_dir, QUERIES, k), "Queries")
 
 
 def _draw(args, options_for, work_dir: str, shard: int, num_shards: int):
@@ -116,16 +133,11 @@ def _draw(args, options_for, work_dir: str, shard: int, num_shards: int):
     drawn = pipeline | "DrawNegatives" >> J.StreamingDrawNegatives(
         lambda: F.ReadPickled(queries), edges, totals, args.negatives_per_positive,
         args.seed)
-    parts = drawn[VALID] | "ByUserShard" >> beam.Partition(
-        lambda kv, n: F.shard_of_user(kv[0], n), num_shards)
-    for user_shard in range(num_shards):
-      _ = parts[user_shard] | f"WriteNegatives{user_shard}" >> F.WritePickled(
-          F.shard_name(work_dir, _negatives_kind(user_shard), shard))
-    candidates = drawn[J.FALLBACKS] | "ByItemShard" >> beam.Partition(
-        lambda kv, n: kv[0], N.ITEM_SHARDS)
-    for item_shard in range(N.ITEM_SHARDS):
-      _ = candidates[item_shard] | f"WriteCandidates{item_shard}" >> F.WritePickled(
-          F.shard_name(work_dir, _candidates_kind(item_shard), shard))
+    _write_batched(_by_user_shard(drawn[VALID], num_shards, "Negatives"), num_shards,
+                   lambda k: F.shard_name(work_dir, _negatives_kind(k), shard), "Negatives")
+    _write_batched(drawn[J.FALLBACKS], N.ITEM_SHARDS,
+                   lambda k: F.shard_name(work_dir, _candidates_kind(k), shard),
+                   "Candidates")
     _write_summed_counts(pipeline, drawn[COUNTS], _counts_path(work_dir, shard))
 
 
@@ -142,22 +154,20 @@ def _resolve(options_for, work_dir: str, item_shards: List[int], num_shards: int
           F.all_shards(work_dir, _candidates_kind(item_shard)))
       resolved.append({"weights": weights, "candidates": candidates}
                       | f"Resolve{item_shard}" >> J.ResolveFallbacks())
-    parts = (resolved | "Flatten" >> beam.Flatten()
-             | "ByUserShard" >> beam.Partition(lambda kv, n: F.shard_of_user(kv[0], n),
-                                               num_shards))
-    for user_shard in range(num_shards):
-      _ = parts[user_shard] | f"WriteFallbacks{user_shard}" >> F.WritePickled(
-          F.shard_name(work_dir, _fallbacks_kind(user_shard), item_shards[0]))
+    resolved = resolved | "Flatten" >> beam.Flatten()
+    _write_batched(_by_user_shard(resolved, num_shards, "Fallbacks"), num_shards,
+                   lambda k: F.shard_name(work_dir, _fallbacks_kind(k), item_shards[0]),
+                   "Fallbacks")
 
 
 def _attach(options_for, work_dir: str, sequences: str, shard: int):
   """Step d for one user shard."""
   with beam.Pipeline(options=options_for()) as pipeline:
     stored = pipeline | "ReadSequences" >> F.ReadPickled(sequences)
-    negatives = F.read_pickled_or_nothing(pipeline, "Negatives",
-                                 F.all_shards(work_dir, _negatives_kind(shard)))
-    fallbacks = F.read_pickled_or_nothing(pipeline, "Fallbacks",
-                                 F.all_shards(work_dir, _fallbacks_kind(shard)))
+    negatives = _read_by_user(pipeline, "Negatives",
+                              F.all_shards(work_dir, _negatives_kind(shard)))
+    fallbacks = _read_by_user(pipeline, "Fallbacks",
+                              F.all_shards(work_dir, _fallbacks_kind(shard)))
     attached = {"sequences": stored, "negatives": negatives, "fallbacks": fallbacks} | (
         "Attach" >> J.AttachNegatives())
     _ = attached[VALID] | "WriteAttached" >> F.WritePickled(

@@ -145,7 +145,7 @@ def test_streaming_draw_equals_the_grouped_draw(monkeypatch):
   expected = {u: r.tolist() for u, r in by_user}
   expected_candidates = sorted(r for _, c in candidates for r in c.tolist())
   pairs = [(0, rows[rows[:, 1] == user]) for user in np.unique(rows[:, 1])]
-  monkeypatch.setattr(J, "DRAW_BATCH_BLOCKS", 3)  # several batches
+  monkeypatch.setattr(J, "DRAW_BATCH_ROWS", 7)  # several batches
   with beam.Pipeline(runner=LOCAL_RUNNER) as p:
     out = p | J.StreamingDrawNegatives(lambda: beam.Create(pairs), edges, totals, 3, 5)
 
@@ -168,3 +168,29 @@ def test_streaming_draw_equals_the_grouped_draw(monkeypatch):
     assert_that(out[VALID], check_draws, label="draws")
     assert_that(out[J.FALLBACKS], check_candidates, label="candidates")
     assert_that(out["counts"], check_counts, label="counts")
+
+
+def test_concatenated_batches_keep_every_row_and_split_back_by_user():
+  """The sharded job's stored batches (shard_files.ConcatenateRowsByKey over
+  with_user_column rows) hold every row once, per key, and split_by_user gives each
+  user's rows back in their order."""
+  from pipelines import shard_files as F  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  pairs = [(int(rng.integers(0, 3)), J.with_user_column(
+      user, rng.integers(0, 100, (int(rng.integers(1, 5)), 2)))) for user in range(60)]
+  with beam.Pipeline(runner=LOCAL_RUNNER) as p:
+    out = p | beam.Create(pairs) | F.ConcatenateRowsByKey(max_pending_rows=10)
+
+    def check(actual):
+      assert len(actual) < len(pairs)  # batched
+      assert all(len(rows) <= 10 + 4 for _, rows in actual)  # flushed at the bound
+      for key in range(3):
+        got = [r for k, rows in actual if k == key for r in rows.tolist()]
+        want = [r for k, rows in pairs if k == key for r in rows.tolist()]
+        assert sorted(got) == sorted(want)
+        users = dict(J.split_by_user(np.concatenate(
+            [rows for k, rows in actual if k == key])))
+        for _, rows in [kv for kv in pairs if kv[0] == key]:
+          assert users[int(rows[0, 0])].tolist() == rows[:, 1:].tolist()
+
+    assert_that(out, check)
