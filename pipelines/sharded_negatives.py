@@ -11,19 +11,20 @@ costs as much as the broadcast table it replaces. Here each join runs per shard:
      partitioned into `num_shards` category shards (negative_join.CategoryQueries);
   b. per category shard: sum its query rows' cells into the catalog, then draw the
      queries as they stream past (negative_join.StreamingDrawNegatives: not grouped, so
-     a popular category's positives are never held at once),
-     write each user's negatives into the file of the user's shard and the draws that
-     left their category, as candidates, into the file of their item shard; sum the
-     counters;
+     a popular category's positives are never held at once); write the negatives into
+     the files of their users' shards and the draws that left their category, as
+     candidates, into the files of their item shards; sum the counters;
   c. per item shard with candidates: sum its count blocks into its ItemWeights rows and
-     resolve the candidates against them (negative_join.ResolveFallbacks; min(num_shards, ITEM_SHARDS) pipelines, each
-     joining its item shards one by one), written to their users' shards;
+     resolve the candidates against them (negative_join.ResolveFallbacks;
+     min(num_shards, ITEM_SHARDS) pipelines, each joining its item shards one by one),
+     written to their users' shards;
   d. per user shard: join its sequences with their negatives and fallbacks by user
      (negative_join.AttachNegatives) and store the result for the final pipeline.
 
-No step holds a per-item table bigger than one item shard. The draws are those of the
-one-pipeline job (seeded per target, per category: negative_join), so the records are
-the same.
+No step holds a per-item table bigger than one item shard. Every intermediate file holds
+batches of many users' rows per shard (_write_batched), so the elements stored grow with
+the rows, not with users x shards. The draws are those of the one-pipeline job (seeded
+per target, per category: negative_join), so the records are the same.
 """
 import json
 import logging
@@ -109,7 +110,7 @@ def _facts_and_queries(args, options_for, work_dir: str, sequences: str, num_sha
                  lambda times, counts: N.window_edges(times, counts, num_windows)))
     # The "any item" table is not summed here: its count blocks go to their item shard's
     # files and each shard is summed alone in step c (summing all 16 shards in this pass
-    # held ~8x the table: 750 MB at 16M events). Only the 16 shard totals are summed.
+    # held ~8x the table: +750 MB at 16M events). Only the 16 shard totals are summed.
     totals = stored | "ItemShardTotals" >> N.ItemShardTotals()
     _ = (pipeline | "Once" >> beam.Create([_facts_path(work_dir)])
          | "WriteFacts" >> beam.Map(
