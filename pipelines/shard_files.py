@@ -2,6 +2,7 @@
 TFRecords of Python values, and the user -> shard hash.
 """
 import pickle
+import uuid
 import zlib
 
 import apache_beam as beam
@@ -86,6 +87,65 @@ class ConcatenateRowsByKey(beam.PTransform):
 
   def expand(self, pairs):
     return pairs | "Concatenate" >> beam.ParDo(_ConcatenateRowsByKey(self._max_pending_rows))
+
+
+class _WriteRowsByKey(_ConcatenateRowsByKey):
+  """_ConcatenateRowsByKey's batches, each written to its own file `prefix_of(key)`-<uuid>
+  .pickle (temporary name, then renamed) instead of emitted; yields nothing."""
+
+  def __init__(self, prefix_of, max_pending_rows: int):
+    super().__init__(max_pending_rows)
+    self._prefix_of = prefix_of
+
+  def _flush(self):
+    for key, rows in super()._flush():
+      path = f"{self._prefix_of(key)}-{uuid.uuid4().hex}{BATCH_SUFFIX}"
+      write_pickle_file(path + ".tmp", (key, rows))
+      FileSystems.rename([path + ".tmp"], [path])
+    return []
+
+
+BATCH_SUFFIX = ".pickle"
+
+
+class WriteBatchesByKey(beam.PTransform):
+  """(key, int64 rows) -> files `prefix_of(key)`-<uuid>.pickle of concatenated rows, in one
+  transform for any number of keys.
+
+  A Partition into one TFRecord sink per key costs each pipeline ~0.17 s of runner stages
+  per sink (measured: the draw step at 16M events, 32 pipelines x 48 sinks); with a sink
+  per user shard in each of the per-shard pipelines that is quadratic in the shard count
+  (~2 h of a full UserBehavior run at 200 shards). Here a DoFn writes each key's batch to
+  a file of its own. For the local sharded job: a retried bundle would leave its files
+  (the local runner does not retry; distributed runners do not run this path).
+  """
+
+  def __init__(self, prefix_of, max_pending_rows: int = 1 << 20):
+    super().__init__()
+    self._prefix_of, self._max_pending_rows = prefix_of, max_pending_rows
+
+  def expand(self, pairs):
+    return pairs | "WriteBatches" >> beam.ParDo(
+        _WriteRowsByKey(self._prefix_of, self._max_pending_rows))
+
+
+def _batch_files(pattern: str):
+  return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list
+                if m.path.endswith(BATCH_SUFFIX))
+
+
+class ReadBatches(beam.PTransform):
+  """Pipeline -> the (key, rows) batches of WriteBatchesByKey's files matching `pattern`
+  (none if no file matches), read one file at a time."""
+
+  def __init__(self, pattern: str):
+    super().__init__()
+    self._pattern = pattern
+
+  def expand(self, pipeline):
+    return (pipeline | "Pattern" >> beam.Create([self._pattern])
+            | "Files" >> beam.FlatMap(_batch_files)
+            | "Read" >> beam.Map(read_pickle_file))
 
 
 class WritePickled(beam.PTransform):

@@ -22,7 +22,7 @@ costs as much as the broadcast table it replaces. Here each join runs per shard:
      (negative_join.AttachNegatives) and store the result for the final pipeline.
 
 No step holds a per-item table bigger than one item shard. Every intermediate file holds
-batches of many users' rows per shard (_write_batched), so the elements stored grow with
+batches of many users' rows per shard (shard_files.WriteBatchesByKey), so the elements stored grow with
 the rows, not with users x shards. The draws are those of the one-pipeline job (seeded
 per target, per category: negative_join), so the records are the same.
 """
@@ -66,16 +66,6 @@ def _counts_path(work_dir: str, shard: int, kind: str = "negative_counts") -> st
   return F.shard_name(work_dir, kind, shard) + ".json"
 
 
-def _write_batched(pairs, num_keys: int, prefix_of, label: str) -> None:
-  """(key in [0, num_keys), int64 rows) -> the file `prefix_of(key)` of each key, the rows
-  of many elements concatenated per key (F.ConcatenateRowsByKey: stored elements scale
-  with rows, not with users x shards)."""
-  parts = (pairs | f"Concatenate{label}" >> F.ConcatenateRowsByKey()
-           | f"{label}ByKey" >> beam.Partition(lambda kv, n: kv[0], num_keys))
-  for key in range(num_keys):
-    _ = parts[key] | f"Write{label}{key}" >> F.WritePickled(prefix_of(key))
-
-
 def _by_user_shard(pairs, num_shards: int, label: str):
   """(user, rows) -> (user shard, rows with the user id first: J.with_user_column)."""
   return pairs | f"{label}ToUserShard" >> beam.MapTuple(
@@ -84,7 +74,7 @@ def _by_user_shard(pairs, num_shards: int, label: str):
 
 def _read_by_user(pipeline, label: str, pattern: str):
   """_by_user_shard's stored batches -> (user, rows), one per user and batch."""
-  return (F.read_pickled_or_nothing(pipeline, label, pattern)
+  return (pipeline | f"Read{label}" >> F.ReadBatches(pattern)
           | f"{label}ByUser" >> beam.FlatMap(lambda kv: J.split_by_user(kv[1])))
 
 
@@ -117,12 +107,14 @@ def _facts_and_queries(args, options_for, work_dir: str, sequences: str, num_sha
              lambda path, edges, totals: F.write_pickle_file(path, (edges, totals)),
              edges=beam.pvalue.AsSingleton(edges),
              totals=beam.pvalue.AsSingleton(totals)))
-    _write_batched(stored | "ItemCountBlocks" >> beam.FlatMap(N.item_count_blocks),
-                   N.ITEM_SHARDS, lambda k: F.shard_name(work_dir, ITEM_COUNTS, k),
-                   "ItemCounts")
-    _write_batched(stored | "CategoryQueries" >> J.CategoryQueries(num_shards,
-                                                                   args.min_history),
-                   num_shards, lambda k: F.shard_name(work_dir, QUERIES, k), "Queries")
+    # Intermediate files: batches of many users' rows per shard (F.WriteBatchesByKey),
+    # so what is stored grows with the rows, not with users x shards.
+    _ = (stored | "ItemCountBlocks" >> beam.FlatMap(N.item_count_blocks)
+         | "WriteItemCounts" >> F.WriteBatchesByKey(
+             lambda k: F.shard_name(work_dir, ITEM_COUNTS, k)))
+    _ = (stored | "CategoryQueries" >> J.CategoryQueries(num_shards, args.min_history)
+         | "WriteQueries" >> F.WriteBatchesByKey(
+             lambda k: F.shard_name(work_dir, QUERIES, k)))
 
 
 def _draw(args, options_for, work_dir: str, shard: int, num_shards: int):
@@ -132,13 +124,13 @@ def _draw(args, options_for, work_dir: str, shard: int, num_shards: int):
   queries = F.shard_name(work_dir, QUERIES, shard) + "-*"
   with beam.Pipeline(options=options_for()) as pipeline:
     drawn = pipeline | "DrawNegatives" >> J.StreamingDrawNegatives(
-        lambda: F.ReadPickled(queries), edges, totals, args.negatives_per_positive,
+        lambda: F.ReadBatches(queries), edges, totals, args.negatives_per_positive,
         args.seed)
-    _write_batched(_by_user_shard(drawn[VALID], num_shards, "Negatives"), num_shards,
-                   lambda k: F.shard_name(work_dir, _negatives_kind(k), shard), "Negatives")
-    _write_batched(drawn[J.FALLBACKS], N.ITEM_SHARDS,
-                   lambda k: F.shard_name(work_dir, _candidates_kind(k), shard),
-                   "Candidates")
+    _ = (_by_user_shard(drawn[VALID], num_shards, "Negatives")
+         | "WriteNegatives" >> F.WriteBatchesByKey(
+             lambda k: F.shard_name(work_dir, _negatives_kind(k), shard)))
+    _ = drawn[J.FALLBACKS] | "WriteCandidates" >> F.WriteBatchesByKey(
+        lambda k: F.shard_name(work_dir, _candidates_kind(k), shard))
     _write_summed_counts(pipeline, drawn[COUNTS], _counts_path(work_dir, shard))
 
 
@@ -148,17 +140,17 @@ def _resolve(options_for, work_dir: str, item_shards: List[int], num_shards: int
   with beam.Pipeline(options=options_for()) as pipeline:
     resolved = []
     for item_shard in item_shards:
-      weights = (pipeline | f"ReadItemCounts{item_shard}" >> F.ReadPickled(
+      weights = (pipeline | f"ReadItemCounts{item_shard}" >> F.ReadBatches(
           F.shard_name(work_dir, ITEM_COUNTS, item_shard) + "-*")
                  | f"SumItemCounts{item_shard}" >> N.SumItemCounts())
-      candidates = pipeline | f"ReadCandidates{item_shard}" >> F.ReadPickled(
+      candidates = pipeline | f"ReadCandidates{item_shard}" >> F.ReadBatches(
           F.all_shards(work_dir, _candidates_kind(item_shard)))
       resolved.append({"weights": weights, "candidates": candidates}
                       | f"Resolve{item_shard}" >> J.ResolveFallbacks())
     resolved = resolved | "Flatten" >> beam.Flatten()
-    _write_batched(_by_user_shard(resolved, num_shards, "Fallbacks"), num_shards,
-                   lambda k: F.shard_name(work_dir, _fallbacks_kind(k), item_shards[0]),
-                   "Fallbacks")
+    _ = (_by_user_shard(resolved, num_shards, "Fallbacks")
+         | "WriteFallbacks" >> F.WriteBatchesByKey(
+             lambda k: F.shard_name(work_dir, _fallbacks_kind(k), item_shards[0])))
 
 
 def _attach(options_for, work_dir: str, sequences: str, shard: int):

@@ -1,7 +1,7 @@
 """Matched negatives by keyed joins (issue 12, item 6): grouping-independent draws, the
 join back to each user's sequence, and the Beam form against the numpy pieces."""
 import apache_beam as beam
-from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import assert_that, equal_to
 import numpy as np
 
 from pipelines import negative_join as J
@@ -168,6 +168,30 @@ def test_streaming_draw_equals_the_grouped_draw(monkeypatch):
     assert_that(out[VALID], check_draws, label="draws")
     assert_that(out[J.FALLBACKS], check_candidates, label="candidates")
     assert_that(out["counts"], check_counts, label="counts")
+
+
+def test_batch_files_round_trip_every_row_per_key(tmp_path):
+  """shard_files.WriteBatchesByKey writes each key's batches under its own prefix (one
+  transform for all keys); ReadBatches gives back every row once; no match -> nothing."""
+  from pipelines import shard_files as F  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(5)
+  pairs = [(int(rng.integers(0, 4)), rng.integers(0, 50, (int(rng.integers(1, 6)), 3)))
+           for _ in range(80)]
+  prefix = lambda k: F.shard_name(str(tmp_path), "rows", k)
+  with beam.Pipeline(runner=LOCAL_RUNNER) as p:
+    _ = p | beam.Create(pairs) | F.WriteBatchesByKey(prefix, max_pending_rows=25)
+  for key in range(4):
+    with beam.Pipeline(runner=LOCAL_RUNNER) as p:
+      out = p | F.ReadBatches(prefix(key) + "-*")
+
+      def check(actual, key=key):
+        assert len(actual) > 1 and all(k == key for k, _ in actual)  # several files
+        got = sorted(r for _, rows in actual for r in rows.tolist())
+        assert got == sorted(r for k, rows in pairs if k == key for r in rows.tolist())
+
+      assert_that(out, check)
+  with beam.Pipeline(runner=LOCAL_RUNNER) as p:
+    assert_that(p | F.ReadBatches(prefix(9) + "-*"), equal_to([]))
 
 
 def test_concatenated_batches_keep_every_row_and_split_back_by_user():
