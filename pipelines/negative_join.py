@@ -144,13 +144,21 @@ def split_by_user(batch: np.ndarray):
   return _by_user(batch[:, 0], batch[:, 1:])
 
 
+def _cell_rows(rows: np.ndarray, edges: np.ndarray) -> np.ndarray:
+  """int64 [n, 4] (category, window, item, 1) of query rows [n, 6], unsummed."""
+  return np.stack([rows[:, Q_CATEGORY], N.window_of(rows[:, Q_TIMESTAMP], edges),
+                   rows[:, Q_ITEM], np.ones(len(rows), np.int64)], axis=1)
+
+
+def _sum_cells(cells: np.ndarray) -> np.ndarray:
+  return aggregate_rows(cells[:, :3], cells[:, 3])
+
+
 def cell_counts(rows: np.ndarray, edges: np.ndarray) -> np.ndarray:
   """int64 [m, 4] (category, window, item, count) of query rows [n, 6]: the cells of the
   MatchedCatalog (every candidate positive counts, needed or not). Sums of these over any
-  split of the rows are the cells of the whole (CellCounts combines them)."""
-  windows = N.window_of(rows[:, Q_TIMESTAMP], edges)
-  return aggregate_rows(np.stack([rows[:, Q_CATEGORY], windows, rows[:, Q_ITEM]], axis=1),
-                        np.ones(len(rows)))
+  split of the rows are the cells of the whole (_CellCountsFn combines them)."""
+  return _sum_cells(_cell_rows(rows, edges))
 
 
 def catalog_of(cells: np.ndarray, edges: np.ndarray) -> N.MatchedCatalog:
@@ -223,14 +231,11 @@ class _CellCountsFn(CompactingCombineFn):
     super().__init__()
     self._edges = edges
 
-  def block(self, rows):  # unsummed (count 1 each): a per-user block is a few rows
-    windows = N.window_of(rows[:, Q_TIMESTAMP], self._edges)
-    return np.stack([rows[:, Q_CATEGORY], windows, rows[:, Q_ITEM],
-                     np.ones(len(rows), np.int64)], axis=1)
+  def block(self, rows):  # unsummed: a block is one user's few rows or a small batch
+    return _cell_rows(rows, self._edges)
 
   def merge_blocks(self, blocks):
-    rows = np.concatenate(blocks)
-    return aggregate_rows(rows[:, :3], rows[:, 3])
+    return _sum_cells(np.concatenate(blocks))
 
   def finish(self, block):
     return np.zeros((0, 4), np.int64) if block is None else block
@@ -267,8 +272,8 @@ DRAW_BATCH_ROWS = 1 << 16  # query rows drawn in one numpy pass (streaming form)
 
 
 class StreamingDrawNegatives(beam.PTransform):
-  """Pipeline -> DrawNegatives' outputs for the query rows of `pattern` (CategoryQueries'
-  (key, rows) pairs, as written by the sharded job), without grouping them.
+  """Pipeline -> DrawNegatives' outputs for the query rows that `read()` gives
+  (CategoryQueries' (key, rows) pairs, as stored by the sharded job), without grouping.
 
   The catalog is the combine of the cells of every query row (a side input: one row per
   distinct (category, window, item), not per query); the queries are then read a second
@@ -278,8 +283,8 @@ class StreamingDrawNegatives(beam.PTransform):
   draws are those of DrawNegatives (keyed per target; the catalog of a category is the
   same), so the records are too.
 
-  `read(label)` -> a PTransform from the pipeline to the (key, rows) pairs; `edges`,
-  `totals`: window edges and item shard totals (numpy arrays, not side inputs).
+  `read()` -> a new PTransform from the pipeline to the (key, rows) pairs (applied twice);
+  `edges`, `totals`: window edges and item shard totals (numpy arrays, not side inputs).
   """
 
   def __init__(self, read, edges, totals, num_negatives: int, seed: int):
