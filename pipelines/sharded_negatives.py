@@ -22,8 +22,8 @@ costs as much as the broadcast table it replaces. Here each join runs per shard:
      (negative_join.AttachNegatives) and store the result for the final pipeline.
 
 No step holds a per-item table bigger than one item shard. Every intermediate file holds
-batches of many users' rows per shard (shard_files.WriteBatchesByKey), so the elements stored grow with
-the rows, not with users x shards. The draws are those of the one-pipeline job (seeded
+batches of many users' rows per shard (shard_files.WriteBatchesByKey), so the elements
+stored grow with the rows, not with users x shards. The draws are those of the one-pipeline job (seeded
 per target, per category: negative_join), so the records are the same.
 """
 import json
@@ -180,7 +180,7 @@ def run(args, options_for, work_dir: str, sequences_kind: str, num_shards: int) 
   started = time.time()
   _facts_and_queries(args, options_for, work_dir, F.all_shards(work_dir, sequences_kind),
                      num_shards)
-  _LOG.info("user shards: window edges, item weights and queries written, %.0f s",
+  _LOG.info("user shards: window edges, item counts and queries written, %.0f s",
             time.time() - started)
   counts = []
   for shard in range(num_shards):
