@@ -76,11 +76,16 @@ ETA_SIGNATURES = {
     "eta_category_sink": dict(signature_fields="item_category",
                               signature_distance="category_first", category_bias=True,
                               attention_sink=True),
+    "eta_summary": dict(signature_fields="item_category", signature_distance="category_first",
+                        history_summary="attention"),
+    "eta_summary_mean": dict(signature_fields="item_category",
+                             signature_distance="category_first", history_summary="mean"),
 }
 
 
 # eta's attention options, off unless a name above turns them on.
-ETA_OPTIONS_OFF = dict(category_bias=False, attention_sink=False, category_split=False)
+ETA_OPTIONS_OFF = dict(category_bias=False, attention_sink=False, category_split=False,
+                       history_summary="none")
 
 
 def model_config(name: str, **shapes) -> config_lib.ModelConfig:
@@ -135,11 +140,14 @@ def train_early_stopped(config, data_dir, split_pattern, seed, args, train_count
   model.compile(optimizer=training.make_optimizer(model, args.learning_rate,
                                                args.embedding_learning_rate))
   best, best_weights, history, bad = -1.0, None, [], 0
+  eval_history = []  # --eval_history: eval AUC after every epoch (diagnostic of stopping)
   start = time.perf_counter()
   for epoch in range(args.max_epochs):
     model.fit(fit_ds, epochs=1, steps_per_epoch=args.steps, verbose=0)
     val = training.evaluate(model, val_ds, args.val_steps)["auc"]
     history.append(val)
+    if args.eval_history:
+      eval_history.append(training.evaluate(model, eval_ds, args.eval_steps)["auc"])
     if val > best:
       best, best_weights, bad = val, model.get_weights(), 0
     else:
@@ -151,6 +159,8 @@ def train_early_stopped(config, data_dir, split_pattern, seed, args, train_count
   result = training.evaluate(model, eval_ds, args.eval_steps, train_item_counts=train_counts)
   result.update({"val_auc_history": history, "best_epoch": history.index(best) + 1,
                  "train_seconds": train_seconds})
+  if args.eval_history:
+    result["eval_auc_history"] = eval_history
   return result
 
 
@@ -432,6 +442,8 @@ def main(argv=None):
   parser.add_argument("--learning_rate", type=float, default=2e-3)
   parser.add_argument("--embedding_learning_rate", type=float, default=0.5)
   parser.add_argument("--target_stats", type=int, default=1, help="ModelConfig.target_stats")
+  parser.add_argument("--eval_history", type=int, default=0,
+                      help="1: also record the eval AUC after every epoch")
   args = parser.parse_args(argv)
 
   split_dir = os.path.join(args.work_dir, "val_split_" + args.setting.replace(" ", "_"))

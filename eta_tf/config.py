@@ -20,6 +20,8 @@ SIGNATURE_FIELDS = ("item", "item_category")  # what eta's SimHash signature cov
 # How item_category's field distances rank behaviors (category_only: a control).
 SIGNATURE_DISTANCES = ("sum", "category_first", "category_only")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# eta's per-user summary of the whole history (eta_tf/models/history_summary.py).
+HISTORY_SUMMARIES = ("none", "mean", "attention")
 CONFIG_FILE = "model_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 
@@ -81,7 +83,7 @@ class ModelConfig(_Config):
   FIELDS_ADDED_LATER = {"target_stats": False, "signature_fields": "item",
                         "signature_distance": "category_first", "retrieval": "hamming",
                         "category_bias": False, "attention_sink": False,
-                        "category_split": False}
+                        "category_split": False, "history_summary": "none"}
 
   model: str = option("eta", "Which model to train; only the long-history block differs.",
                       choices=MODEL_NAMES)
@@ -161,6 +163,13 @@ class ModelConfig(_Config):
                                 "no behavior has the candidate's category) instead of "
                                 "averaging whatever was retrieved.")
 
+  history_summary: str = option("none", "eta: a per-user summary of the whole long "
+                                "history for the tower, computed once per request (not per "
+                                "candidate; eta_tf/models/history_summary.py): attention "
+                                "(masked mean of the behaviors and num_heads learned queries "
+                                "attending over all L), mean (the masked mean only) or none.",
+                                choices=HISTORY_SUMMARIES)
+
   def __post_init__(self):
     self.mlp_units = tuple(int(u) for u in self.mlp_units)
     self.hamming_xla = bool(self.hamming_xla)
@@ -187,6 +196,8 @@ class ModelConfig(_Config):
       fail("retrieval", f"unknown retrieval; choose one of {', '.join(RETRIEVALS)}")
     if self.signature_fields not in SIGNATURE_FIELDS:
       fail("signature_fields", f"choose one of {', '.join(SIGNATURE_FIELDS)}")
+    if self.history_summary not in HISTORY_SUMMARIES:
+      fail("history_summary", f"choose one of {', '.join(HISTORY_SUMMARIES)}")
     if self.signature_distance not in SIGNATURE_DISTANCES:
       fail("signature_distance", f"choose one of {', '.join(SIGNATURE_DISTANCES)}")
     if self.hash_bits not in SUPPORTED_HASH_BITS:

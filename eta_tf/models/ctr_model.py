@@ -9,6 +9,7 @@ from eta_tf import features as F
 from eta_tf.config import ModelConfig
 from eta_tf.models.embedding import FeatureEmbedding
 from eta_tf.models.embedding import fit_history
+from eta_tf.models.history_summary import HistorySummary
 from eta_tf.models.long_history import LONG_BLOCKS
 from eta_tf.models.long_history import make_attention
 from eta_tf.models import target_stats as target_stats_lib
@@ -34,6 +35,10 @@ class CtrModel(tfrs.Model):
     self.long_block = block_class(config, name=f"{config.model}_long_history") \
         if block_class else None
     self.short_attention = make_attention(config, "short_attention")
+    self.history_summary = HistorySummary(
+        config.behavior_dim, config.history_summary, config.num_heads, config.head_dim,
+        name="history_summary") if (config.model == "eta" and
+                                    config.history_summary != "none") else None
     self.cross_layers = [tfrs.layers.dcn.Cross(name=f"cross_{i}")
                          for i in range(config.cross_layers)]
     self.mlp_layers = []
@@ -99,6 +104,9 @@ class CtrModel(tfrs.Model):
     parts.append(self.short_attention(context["query"], context["behavior"][:, -s:],
                                       context["valid"][:, -s:]))
     parts.append(context["query"])
+    if self.history_summary is not None:  # once per user, broadcast to the N candidates
+      summary = self.history_summary(context["behavior"], context["valid"])  # [B, D]
+      parts.append(summary[:, None, :] + tf.zeros_like(context["query"][..., :1]))
     if "target_stats" in context:
       parts.append(context["target_stats"])
     x = tf.concat(parts, axis=-1)

@@ -1,0 +1,101 @@
+"""A per-user summary of the whole long history, computed once per request.
+
+ETA's per-candidate work is the Hamming top-k and the attention over the k retrieved: what
+no k behaviors carry (a user's overall taste, how much and how broadly they watch) is lost.
+This layer hands the tower that part: one vector per user from all L behaviors, computed
+once per request whatever the number of candidates (O(L x d), no candidate in it), then
+broadcast to the N candidates. The Hamming top-k stays the only per-candidate work.
+
+  summary = [ masked mean of the behaviors  (Db)
+            ‖ Q learned queries' attention over all L behaviors  (Q x dh) ]   (mode "attention")
+  summary = masked mean only                                                 (mode "mean")
+
+call(behavior, valid):
+  behavior: float [B, L, Db] (behavior embeddings, oldest first, padding anywhere).
+  valid:    bool  [B, L] (True = real behavior).
+  returns   float [B, output_dim]; a user without history gets exactly zeros.
+
+`history_summary_reference` is the numpy definition the tests check the graph against.
+"""
+import numpy as np
+import tensorflow as tf
+
+from eta_tf.config import HISTORY_SUMMARIES as SUMMARY_MODES
+
+
+class HistorySummary(tf.keras.layers.Layer):
+  """Masked mean ‖ learned-query attention pooling of the whole history (see module)."""
+
+  def __init__(self, behavior_dim: int, mode: str = "attention", num_queries: int = 4,
+               head_dim: int = 16, **kwargs):
+    super().__init__(**kwargs)
+    if mode not in SUMMARY_MODES[1:]:
+      raise ValueError(f"mode={mode!r}: choose one of {', '.join(SUMMARY_MODES[1:])}")
+    self.behavior_dim = int(behavior_dim)
+    self.mode = mode
+    self.num_queries = int(num_queries)
+    self.head_dim = int(head_dim)
+    self.build_from_dims()
+
+  @property
+  def output_dim(self) -> int:
+    pooled = self.num_queries * self.head_dim if self.mode == "attention" else 0
+    return self.behavior_dim + pooled
+
+  def build_from_dims(self):
+    """Creates the weights (known widths: usable before the first __call__)."""
+    if self.mode == "attention":
+      width = self.num_queries * self.head_dim
+      self.queries = self.add_weight(name="queries", shape=(self.num_queries, self.head_dim),
+                                     initializer="glorot_uniform")
+      self.key_kernel = self.add_weight(name="key_kernel", shape=(self.behavior_dim, width),
+                                        initializer="glorot_uniform")
+      self.value_kernel = self.add_weight(name="value_kernel",
+                                          shape=(self.behavior_dim, width),
+                                          initializer="glorot_uniform")
+    self.built = True
+
+  def call(self, behavior, valid):
+    validf = tf.cast(valid, behavior.dtype)[..., None]                     # [B, L, 1]
+    count = tf.reduce_sum(validf, axis=1)                                  # [B, 1]
+    mean = tf.math.divide_no_nan(tf.reduce_sum(behavior * validf, axis=1), count)
+    if self.mode == "mean":
+      return mean
+    shape = tf.shape(behavior)
+    heads = lambda x: tf.reshape(  # noqa: E731  [B, L, Q*dh] -> [B, L, Q, dh]
+        x, [shape[0], shape[1], self.num_queries, self.head_dim])
+    keys = heads(tf.tensordot(behavior, self.key_kernel, axes=[[-1], [0]]))
+    values = heads(tf.tensordot(behavior, self.value_kernel, axes=[[-1], [0]]))
+    scores = tf.einsum("blqd,qd->bql", keys, self.queries) * (self.head_dim ** -0.5)
+    mask = valid[:, None, :]
+    scores = tf.where(mask, scores, tf.constant(-1e9, scores.dtype))
+    weights = tf.nn.softmax(scores, axis=-1) * tf.cast(mask, scores.dtype)  # no history: 0
+    pooled = tf.einsum("bql,blqd->bqd", weights, values)
+    return tf.concat([mean, tf.reshape(pooled, [shape[0], -1])], axis=-1)
+
+  def get_config(self):
+    return {**super().get_config(), "behavior_dim": self.behavior_dim, "mode": self.mode,
+            "num_queries": self.num_queries, "head_dim": self.head_dim}
+
+
+def history_summary_reference(behavior, valid, mode, queries=None, key_kernel=None,
+                              value_kernel=None):
+  """Numpy definition of HistorySummary: float64 [B, output_dim]."""
+  behavior = np.asarray(behavior, np.float64)
+  valid = np.asarray(valid, bool)
+  out = []
+  for b in range(behavior.shape[0]):
+    real = behavior[b][valid[b]]                                           # [n, Db]
+    parts = [real.mean(axis=0) if len(real) else np.zeros(behavior.shape[-1])]
+    if mode == "attention":
+      num_queries, head_dim = np.asarray(queries).shape
+      for q in range(num_queries):
+        cols = slice(q * head_dim, (q + 1) * head_dim)
+        if not len(real):
+          parts.append(np.zeros(head_dim))
+          continue
+        scores = real @ key_kernel[:, cols] @ queries[q] / np.sqrt(head_dim)
+        w = np.exp(scores - scores.max())
+        parts.append((w / w.sum()) @ (real @ value_kernel[:, cols]))
+    out.append(np.concatenate(parts))
+  return np.stack(out)

@@ -1,0 +1,53 @@
+"""HistorySummary against its numpy definition; eta with a summary scores the same per
+candidate batch and per request (the summary is computed once per user)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from eta_tf import features as F
+from eta_tf.config import ModelConfig
+from eta_tf.models import build_model
+from eta_tf.models.history_summary import HistorySummary
+from eta_tf.models.history_summary import history_summary_reference
+
+
+@pytest.mark.parametrize("mode", ["mean", "attention"])
+def test_summary_matches_numpy_reference(mode):
+  rng = np.random.default_rng(0)
+  behavior = rng.normal(size=(3, 7, 5)).astype(np.float32)
+  valid = rng.random((3, 7)) < 0.6
+  valid[1] = False  # a user without history -> zeros
+  layer = HistorySummary(5, mode, num_queries=2, head_dim=3)
+  got = layer(tf.constant(behavior), tf.constant(valid)).numpy()
+  weights = {} if mode == "mean" else dict(
+      queries=layer.queries.numpy(), key_kernel=layer.key_kernel.numpy(),
+      value_kernel=layer.value_kernel.numpy())
+  want = history_summary_reference(behavior, valid, mode, **weights)
+  assert got.shape == (3, layer.output_dim) == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(got[1], 0.0)
+  assert HistorySummary.from_config(layer.get_config()).output_dim == layer.output_dim
+
+
+def test_unknown_mode_names_the_value():
+  with pytest.raises(ValueError, match="mode='max'"):
+    HistorySummary(5, "max")
+
+
+def test_eta_with_summary_scores_requests_as_samples():
+  config = ModelConfig(model="eta", max_len=12, short_len=4, top_k=4, item_buckets=64,
+                       category_buckets=16, history_summary="attention")
+  model = build_model(config)
+  rng = np.random.default_rng(1)
+  history = {F.HIST_ITEM_ID: rng.integers(1, 30, size=9),
+             F.HIST_CATEGORY_ID: rng.integers(1, 8, size=9),
+             F.HIST_BEHAVIOR_TYPE: rng.integers(1, 4, size=9),
+             F.HIST_TIMESTAMP: np.sort(rng.integers(1, 90, size=9))}
+  items = rng.integers(1, 30, size=5).astype(np.int64)
+  categories = rng.integers(1, 8, size=5).astype(np.int64)
+  per_request = model.score_candidates(history, 100, items, categories).numpy()
+  batch = {k: np.repeat(v[None, :], 5, axis=0) for k, v in history.items()}
+  batch.update({F.TARGET_ITEM_ID: items, F.TARGET_CATEGORY_ID: categories,
+                F.TARGET_TIMESTAMP: np.full(5, 100, np.int64)})
+  per_sample = model.predict_ctr(batch).numpy()
+  np.testing.assert_allclose(per_request, per_sample, rtol=1e-5, atol=1e-6)
