@@ -5,10 +5,12 @@ import pytest
 import tensorflow as tf
 
 from eta_tf import features as F
+from eta_tf import saved_model
 from eta_tf.config import ModelConfig
 from eta_tf.models import build_model
 from eta_tf.models.history_summary import HistorySummary
 from eta_tf.models.history_summary import history_summary_reference
+from eta_tf.testing import random_samples
 
 
 @pytest.mark.parametrize("mode", ["mean", "attention"])
@@ -51,3 +53,20 @@ def test_eta_with_summary_scores_requests_as_samples():
                 F.TARGET_TIMESTAMP: np.full(5, 100, np.int64)})
   per_sample = model.predict_ctr(batch).numpy()
   np.testing.assert_allclose(per_request, per_sample, rtol=1e-5, atol=1e-6)
+
+
+def test_export_with_summary_scores_as_trained(tmp_path):
+  """The exported graph (TF1 session loader, both signatures) scores as the in-process
+  model to saved_model.SCORE_TOLERANCE; the summary's weights are in it."""
+  config = ModelConfig(model="eta", max_len=16, short_len=4, top_k=4, item_buckets=256,
+                       category_buckets=32, history_summary="attention")
+  model = build_model(config)
+  features, labels = random_samples(64, config.max_len, seed=2, min_history=1)
+  labels[:2] = [0.0, 1.0]
+  facts = saved_model.save_validated(model, model, str(tmp_path / "export"),
+                                     saved_model.warmup_requests(features, 2, 8, 20),
+                                     features, labels)
+  assert facts["max_abs_score_diff"] <= saved_model.SCORE_TOLERANCE
+  summary_weights = {id(v) for v in model.history_summary.trainable_weights}
+  assert len(summary_weights) == 3
+  assert summary_weights <= {id(v) for v in model.trainable_variables}
