@@ -20,6 +20,7 @@ and the paired differences (mean ± standard error over seeds) of eta against ea
 model and against the best heuristic.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -33,6 +34,7 @@ from eta_tf import data
 from eta_tf import features as F
 from eta_tf import training
 from eta_tf.models import CtrModel
+from eta_tf.models.weight_average import WeightAverage
 import tensorflow as tf  # after eta_tf: the tf-keras environment guard runs first
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -141,16 +143,21 @@ def train_early_stopped(config, data_dir, split_pattern, seed, args, train_count
                                                args.embedding_learning_rate))
   best, best_weights, history, bad = -1.0, None, [], 0
   eval_history = []  # --eval_history: eval AUC after every epoch (diagnostic of stopping)
+  # --weight_average: validate (and keep) the moving average of the weights.
+  average = WeightAverage(args.weight_average) if args.weight_average else None
   start = time.perf_counter()
   for epoch in range(args.max_epochs):
-    model.fit(fit_ds, epochs=1, steps_per_epoch=args.steps, verbose=0)
-    val = training.evaluate(model, val_ds, args.val_steps)["auc"]
-    history.append(val)
-    if args.eval_history:
-      eval_history.append(training.evaluate(model, eval_ds, args.eval_steps)["auc"])
-    if val > best:
-      best, best_weights, bad = val, model.get_weights(), 0
-    else:
+    model.fit(fit_ds, epochs=1, steps_per_epoch=args.steps, verbose=0,
+              callbacks=[average] if average else [])
+    with average.swapped() if average else contextlib.nullcontext():
+      val = training.evaluate(model, val_ds, args.val_steps)["auc"]
+      history.append(val)
+      if args.eval_history:
+        eval_history.append(training.evaluate(model, eval_ds, args.eval_steps)["auc"])
+      improved = val > best
+      if improved:
+        best, best_weights, bad = val, model.get_weights(), 0
+    if not improved:
       bad += 1
       if bad >= args.patience:
         break
@@ -442,6 +449,9 @@ def main(argv=None):
   parser.add_argument("--learning_rate", type=float, default=2e-3)
   parser.add_argument("--embedding_learning_rate", type=float, default=0.5)
   parser.add_argument("--target_stats", type=int, default=1, help="ModelConfig.target_stats")
+  parser.add_argument("--weight_average", type=float, default=0.0,
+                      help="decay of the moving average of the weights that is validated "
+                           "and kept (eta_tf/models/weight_average.py; 0 = the last step's)")
   parser.add_argument("--eval_history", type=int, default=0,
                       help="1: also record the eval AUC after every epoch")
   args = parser.parse_args(argv)
