@@ -27,11 +27,12 @@ from eta_tf.testing import random_samples
 # the attention's projected query and keys per request (docs/DESIGN.md §5).
 ETA_VARIANTS = {"eta_xla": {"hamming_xla": True},
                 "eta_item": {"signature_fields": "item"},
-                "eta_attention_hash": {"retrieval": "attention_hash"}}
+                "eta_attention_hash": {"retrieval": "attention_hash"},
+                "eta_summary": {"history_summary": "attention"}}
 # Every model of eta_tf.config.MODEL_NAMES and the ETA variants; the ratio columns' first.
 MODELS = ("eta", "eta_xla", "din_long", "din") + tuple(
     m for m in MODEL_NAMES if m not in ("eta", "din_long", "din")) + (
-        "eta_item", "eta_attention_hash")
+        "eta_item", "eta_attention_hash", "eta_summary")
 
 
 def model_config(name: str, length: int) -> ModelConfig:
