@@ -77,8 +77,8 @@ def split_sentence(data_dir: str) -> str:
 def eta_signature() -> str:
   """The default eta's retrieval key, as ModelConfig builds it today."""
   config = ModelConfig()
-  if config.retrieval != "hamming":
-    return f"retrieval={config.retrieval}"
+  if config.experiment:
+    return f"experiment={config.experiment}"
   if config.signature_fields == "item":
     return "signature_fields=item"
   return (f"signature_fields={config.signature_fields}, "
