@@ -63,7 +63,8 @@ def real_data_summary(section) -> list:
   # The exact command (with this machine's MovieLens path) is in REPORT.md.
   return [f"Real data, MovieLens latest-small with its rating labels (`python -m "
           f"bench.report --movielens_only`, {section['date']}; "
-          f"{' '.join(section['pipeline_args'])}; early stopping, {seeds} seeds): "
+          f"{' '.join(section['pipeline_args'])}; early stopping, {seeds} "
+          f"seed{'s' if seeds > 1 else ''}): "
           f"{_ranking(agg, heuristic_rows(section['rows']))}.", ""]
 
 
