@@ -153,11 +153,6 @@ def _machine_line(run: dict, date: bool = True) -> str:
           "(shared machine)")
 
 
-def markdown(result: dict, serving: list, memory=None, load=None) -> str:
-  """The README block (trade-off table, front, plot) followed by the capacity lines."""
-  return which_model_block(result, serving) + "\n" + capacity_block(memory, load)
-
-
 def which_model_block(result: dict, serving: list) -> str:
   """The README block: trade-off table, Pareto front per L, the plot."""
   lengths = result["lengths"]
