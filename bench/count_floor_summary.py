@@ -236,13 +236,10 @@ python -m pipelines.build_dataset --input=bench/work/ml_logs/behaviors.csv \\
     --impressions=bench/work/ml_logs/impressions.csv --output_dir=bench/work/data_movielens
 ```
 
-The matched-negative rows (synthetic harder, Taobao-calibrated) were measured on the
-pipeline's output at commit ae7bf25: the sampler's draws have changed since (a vectorised
-draw, then keyed joins; same statistics, other negatives), so to extend those sections
-with paired seeds build their data with that commit (`git worktree add --detach
-/tmp/ae7bf25 ae7bf25`, then the two build_dataset commands above run from that
-checkout, `cd /tmp/ae7bf25` with absolute --input/--output_dir paths); the
-eval samples' heuristic AUCs in every row tell whether two runs saw the same data.
+The matched-negative rows (synthetic harder, Taobao-calibrated) were measured on an
+earlier version of the matched sampler (same statistics, other negatives): rows added
+later are paired with them only if the eval samples' heuristic AUCs, printed in every
+row, are the same (they tell whether two runs saw the same data).
 Uniform negatives (synthetic default) and MovieLens impressions are unchanged.
 """
 

@@ -50,9 +50,6 @@ HASH_RE = re.compile(r"(?<![\w])(?!0x)(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-
 # on this branch. The coordinator sweeps them after merging and empties this list; the
 # test then covers every tracked file.
 TEMPORARY_HYGIENE_ALLOWLIST = {
-    "bench/count_floor.py",
-    "bench/results/COUNT_FLOOR.md",  # rendered by bench/count_floor.py
-    "bench/serving_cost.py",
     "bench/serving_cost_summary.py",
     "pipelines/dataset_stats.py",
     "pipelines/leakage.py",
