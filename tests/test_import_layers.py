@@ -1,7 +1,8 @@
 """Dependencies point one way: contracts <- model <- data/export <- pipelines, serving <- entry
 points (docs/DESIGN.md §0). Parses every product module's imports with `ast` (also
-the ones inside functions) and fails when a module imports one from a higher layer; lazy
-imports must say why on their line or the line above."""
+the ones inside functions) and fails when a module imports one from a higher layer or when
+modules import each other in a cycle (also within a layer); lazy imports must say why on
+their line or the line above."""
 import ast
 import os
 
@@ -87,6 +88,32 @@ def layer_violations(sources, is_module=lambda name: False):
   return problems
 
 
+def import_cycles(sources, is_module=lambda name: False):
+  """Cycles of the project's import graph (every import, also lazy ones), each as
+  ['a', 'b', ..., 'a']; [] when the graph is acyclic. Edges to modules outside `sources`
+  (a package's name for a name imported from it, third-party modules) are ignored."""
+  graph = {module: sorted({target for target, _, _ in imports_of(source, module, is_module)
+                           if target in sources and target != module})
+           for module, source in sources.items()}
+  cycles, state = [], {}  # state: 1 on the current path, 2 done
+
+  def visit(module, path):
+    state[module] = 1
+    path.append(module)
+    for target in graph[module]:
+      if state.get(target) == 1:
+        cycles.append(path[path.index(target):] + [target])
+      elif target not in state:
+        visit(target, path)
+    path.pop()
+    state[module] = 2
+
+  for module in sorted(graph):
+    if module not in state:
+      visit(module, [])
+  return cycles
+
+
 def unexplained_lazy_imports(source: str, module: str):
   """Function-level imports (of anything) without a comment saying why, on their line or
   the line above (one reason covers the later imports of the same function). A bare
@@ -123,6 +150,24 @@ def product_sources():
 def test_no_module_imports_a_higher_layer():
   sources = product_sources()
   assert not layer_violations(sources, lambda name: name in sources)
+
+
+def test_no_import_cycle():
+  sources = product_sources()
+  cycles = import_cycles(sources, lambda name: name in sources)
+  assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_cycle_checker_finds_a_planted_cycle_also_through_a_lazy_import():
+  sources = {"serving.client": "from serving import warmup\n",
+             "serving.warmup": "import numpy\nfrom serving import inputs\n",
+             "serving.inputs": "def f():\n  from serving.client import ScoringClient\n",
+             "serving.client_cli": "from serving import client\n"}
+  is_module = lambda name: name in sources  # noqa: E731
+  assert import_cycles(sources, is_module) == [
+      ["serving.client", "serving.warmup", "serving.inputs", "serving.client"]]
+  del sources["serving.inputs"]
+  assert import_cycles(sources, is_module) == []
 
 
 def test_lazy_imports_say_why():
