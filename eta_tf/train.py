@@ -10,7 +10,8 @@ resumes from the last one (also when killed during the final evaluation or the e
 and a model_dir trained with other flags is refused, naming the field. Evaluation on the
 eval split after every epoch and at the end writes `<model_dir>/eval_metrics.json` and
 prints it as one JSON line. Unless `--noexport`, the model is exported to
-`<export_base>/<model_name>/<version>/` for TF Serving.
+`<export_base>/<model_name>/<version>/` for TF Serving. Ctrl-C stops with one line naming
+the last checkpoint and the command that resumes from it (exit code 130).
 
 Flags come from three dataclasses: ModelConfig and TrainConfig (eta_tf/config.py, saved
 in model_dir) and RunOptions below (where this run reads and writes).
@@ -18,6 +19,7 @@ in model_dir) and RunOptions below (where this run reads and writes).
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from typing import Optional
 
@@ -104,15 +106,19 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(train_config.num_threads)
     tf.config.threading.set_inter_op_parallelism_threads(train_config.num_threads)
     tf.config.experimental.enable_op_determinism()
+  embedded_data = os.path.join(model_dir, "data")
+  announce = _step_announcer(
+      (2 if not run.data_dir and not prepare.is_complete(embedded_data) else 0) + 1
+      + (1 if run.export and training.is_chief() else 0))
   try:
     training.refuse_other_configs(model_dir, model_config, train_config)
     data_dir = run.data_dir or prepare.prepare_synthetic_data(
-        os.path.join(model_dir, "data"), run.synthetic_users, train_config.seed,
-        log_path=os.path.join(model_dir, "synthetic_behaviors.csv.gz"), announce=True)
+        embedded_data, run.synthetic_users, train_config.seed,
+        log_path=os.path.join(model_dir, "synthetic_behaviors.csv.gz"), announce=announce)
     training.check_data_dir(data_dir)
-    print(f"[3/4] Training {model_config.model} (L={model_config.max_len}, "
-          f"k={model_config.top_k}, m={model_config.hash_bits}) on {data_dir} -> "
-          f"{model_dir}", flush=True)
+    announce(f"Training {model_config.model} (L={model_config.max_len}, "
+             f"k={model_config.top_k}, m={model_config.hash_bits}) on {data_dir} -> "
+             f"{model_dir}")
     metrics, model = training.train(model_config, train_config, data_dir, model_dir,
                                     verbose=run.verbose, keep_backup=True)
   except training.UsageError as e:
@@ -125,18 +131,43 @@ def main(argv):
     export_base = run.export_base or os.path.join(os.path.dirname(
         os.path.abspath(model_dir)), "export")
     model_name = run.model_name or model_config.model
-    print(f"[4/4] Exporting to {export_base}/{model_name}", flush=True)
+    announce(f"Exporting to {export_base}/{model_name}")
     metrics["export"] = release.export_trained(model_dir, export_base, model_name,
                                                data_dir=data_dir, label=run.label or None,
                                                trained_model=model)
   if training.is_chief():
     training.finish_run(model_dir)  # the export is done: a rerun starts afresh
   summary = {k: v for k, v in metrics.items() if k != "epoch_history"}
+  print(training.baseline_comparison(metrics), flush=True)
   print(json.dumps(summary, sort_keys=True), flush=True)
 
 
+def _step_announcer(total: int):
+  """announce(text) prints "[i/total] text", i counting the steps this run does."""
+  done = []
+
+  def announce(text: str):
+    done.append(text)
+    print(f"[{len(done)}/{total}] {text}", flush=True)
+  return announce
+
+
+def _interrupted():
+  """Ctrl-C: one line saying what is saved and the command that resumes; exit 130."""
+  command = " ".join(["python -m eta_tf.train", shlex.join(sys.argv[1:])]).strip()
+  training = sys.modules.get("eta_tf.training")  # not loaded yet: nothing was trained
+  note = "nothing trained yet; run again with"
+  if training is not None and FLAGS.is_parsed():
+    note = training.resume_note(FLAGS.model_dir or os.path.join("runs", FLAGS.model))
+  print(f"eta_tf.train: interrupted; {note}: {command}", file=sys.stderr, flush=True)
+  sys.exit(130)
+
+
 def run():
-  app.run(main, flags_parser=_parse_flags)
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except KeyboardInterrupt:
+    _interrupted()
 
 
 if __name__ == "__main__":

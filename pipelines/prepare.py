@@ -9,7 +9,7 @@ The job writes into `<data_dir>.partial` and renames it when complete, so an exi
 data_dir is always a finished one and is reused as is.
 """
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from eta_tf import features as F
 from pipelines import build_dataset
@@ -35,9 +35,13 @@ def build(log_glob: str, data_dir: str, seed: int, extra_args: Sequence[str] = (
 
 def prepare_synthetic_data(data_dir: str, num_users: Optional[int], seed: int,
                            log_path: Optional[str] = None,
-                           synthetic_args: Sequence[str] = (), announce=False) -> str:
+                           synthetic_args: Sequence[str] = (),
+                           announce: Optional[Callable[[str], None]] = None) -> str:
   """Generates a synthetic log (pipelines.synthetic flags in `synthetic_args`, e.g.
-  "--recent_categories=5"; `num_users` None keeps its default) and builds data_dir."""
+  "--recent_categories=5"; `num_users` None keeps its default) and builds data_dir.
+
+  `announce(text)` is called at the start of each of the two steps (the caller numbers
+  them); not called when data_dir is complete already."""
   if is_complete(data_dir):
     print(f"Reusing the prepared data in {data_dir}", flush=True)
     return data_dir
@@ -47,10 +51,10 @@ def prepare_synthetic_data(data_dir: str, num_users: Optional[int], seed: int,
     args.append(f"--num_users={num_users}")
   config, _ = synthetic.parse_args(args)
   if announce:
-    print(f"[1/4] Generating a synthetic Taobao-format log ({config.num_users} users) "
-          f"-> {log_path}", flush=True)
+    announce(f"Generating a synthetic Taobao-format log ({config.num_users} users) "
+             f"-> {log_path}")
   os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
   synthetic.write_lines(log_path, synthetic.generate_log(config).lines)
   if announce:
-    print(f"[2/4] Beam pipeline (DirectRunner) -> {data_dir}", flush=True)
+    announce(f"Beam pipeline (DirectRunner) -> {data_dir}")
   return build(log_path, data_dir, seed)

@@ -18,8 +18,9 @@ LAYERS = (
                    "eta_tf.config_flags", "eta_tf.io_utils")),
     ("model", ("eta_tf.ops", "eta_tf.layers", "eta_tf.models", "eta_tf.metrics",
                "eta_tf.signatures", "eta_tf.testing")),
-    ("data and export", ("eta_tf.data", "eta_tf.training", "eta_tf.saved_model",
-                         "eta_tf.savedmodel_session", "eta_tf.baselines")),
+    ("data and export", ("eta_tf.data", "eta_tf.training", "eta_tf.training_callbacks",
+                         "eta_tf.saved_model", "eta_tf.savedmodel_session",
+                         "eta_tf.baselines")),
     ("pipelines and serving", ("pipelines", "serving")),
     ("entry points", ("eta_tf.train", "eta_tf.export", "eta_tf.release", "bench")),
 )
