@@ -36,6 +36,9 @@ _INPUT_HELP = f"""\
      "{features.CANDIDATE_ITEM_ID}": [..N..], "{features.CANDIDATE_CATEGORY_ID}": [..N..]}}
 
 All values are integers (ids, behavior types 1-4, unix seconds); 0 is padding.
+A score_candidates file from a user's raw log rows (user,item,category,pv|cart|fav|buy,ts):
+  python -m serving.request_from_log --log=behaviors.csv --user_id=42 \\
+      --candidates=1001:7,1002:7 --output=request.json
 Prints one JSON line: {{"{features.OUTPUT_CTR}": [...], "model_spec": {{"name": .., "version":
 .., "signature_name": ..}}}} (model_spec: the version that answered). --metadata / --status
 print the model's signatures / version states instead. Exit code 1 on a scoring error
