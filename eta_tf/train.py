@@ -159,6 +159,8 @@ def _interrupted():
   note = "nothing trained yet; run again with"
   if training is not None and FLAGS.is_parsed():
     note = training.resume_note(FLAGS.model_dir or os.path.join("runs", FLAGS.model))
+  if sys.stdout.isatty():
+    print(flush=True)  # end the progress bar's line
   print(f"eta_tf.train: interrupted; {note}: {command}", file=sys.stderr, flush=True)
   sys.exit(130)
 
