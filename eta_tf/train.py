@@ -101,7 +101,7 @@ def main(argv):
         names.check_label(run.label, "--label")
     except names.InvalidNameError as e:
       _fail(str(e))
-  model_dir = run.model_dir or os.path.join("runs", model_config.model)
+  model_dir = _model_dir(model_config, run)
   # Imported here, not at the top: TensorFlow, Beam and the serving protos take seconds to
   # load and `--help` or a flag error needs none of them.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -148,6 +148,10 @@ def main(argv):
   print(json.dumps(summary, sort_keys=True), flush=True)
 
 
+def _model_dir(model_config, run: RunOptions) -> str:
+  return run.model_dir or os.path.join("runs", model_config.model)
+
+
 def _step_announcer(total: int):
   """announce(text) prints "[i/total] text", i counting the steps this run does."""
   done = []
@@ -163,8 +167,9 @@ def _interrupted():
   command = " ".join(["python -m eta_tf.train", shlex.join(sys.argv[1:])]).strip()
   training = sys.modules.get("eta_tf.training")  # not loaded yet: nothing was trained
   note = "nothing trained yet; run again with"
-  if training is not None and FLAGS.is_parsed():
-    note = training.resume_note(FLAGS.model_dir or os.path.join("runs", FLAGS.model))
+  if training is not None:  # main() got past the flags: they are valid
+    model_config, _, run_options = configs_from_flags()
+    note = training.resume_note(_model_dir(model_config, run_options))
   if sys.stdout.isatty():
     print(flush=True)  # end the progress bar's line
   print(f"eta_tf.train: interrupted; {note}: {command}", file=sys.stderr, flush=True)
