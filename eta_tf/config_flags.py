@@ -134,3 +134,19 @@ def did_you_mean(unknown: str, known) -> str:
   name = unknown.lstrip("-").split("=", 1)[0]
   match = difflib.get_close_matches(name, [k.lstrip("-") for k in known], n=1, cutoff=0.6)
   return f" (did you mean --{match[0]}?)" if match else ""
+
+
+def add_flag_suggestions(parser):
+  """Makes an argparse parser's unknown-flag error say "did you mean --x?" (still one
+  usage error, exit code 2). Returns the parser."""
+  error = parser.error
+
+  def error_with_suggestion(message):
+    prefix = "unrecognized arguments: "
+    if message.startswith(prefix):
+      known = [o for a in parser._actions for o in a.option_strings]  # pylint: disable=protected-access
+      message += did_you_mean(message[len(prefix):].split()[0], known)
+    error(message)
+
+  parser.error = error_with_suggestion
+  return parser

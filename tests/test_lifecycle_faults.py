@@ -136,12 +136,14 @@ def test_trainer_refused_on_a_held_model_dir_and_takes_a_dead_holders_lock(tmp_p
     ("pipelines.build_dataset", "--min_timestmp=1511539200", "--min_timestamp"),
     ("eta_tf.train", "--hash_bit=32", "--hash_bits"),
     ("eta_tf.export", "--model_dirr=x", "--model_dir"),
+    ("pipelines.synthetic", "--num_usres=5", "--num_users"),
+    ("serving.local_server", "--prot=8500", "--port"),
 ])
 def test_unknown_flags_exit_2_with_did_you_mean(tmp_path, module, typo, suggestion):
   log = tmp_path / "log.csv"
   log.write_text("1,2,3,pv,1511600000\n")
-  extra = ([f"--input={log}", f"--output_dir={tmp_path / 'out'}"]
-           if module == "pipelines.build_dataset" else [])
+  extra = {"pipelines.build_dataset": [f"--input={log}", f"--output_dir={tmp_path / 'out'}"],
+           "pipelines.synthetic": [f"--output={tmp_path / 'out'}"]}.get(module, [])
   result = run_module(module, *extra, typo, check=False, timeout=120)
   assert result.returncode == 2, result.stderr[-2000:]
   last = result.stderr.strip().splitlines()[-1]
