@@ -187,8 +187,9 @@ def main(argv):
     tf.config.threading.set_inter_op_parallelism_threads(train_config.num_threads)
     tf.config.experimental.enable_op_determinism()
   try:
-    training.refuse_other_configs(model_dir, model_config, train_config)
     finished = training.is_chief() and _finished_run(model_dir)
+    if not (finished and run.overwrite):  # --overwrite may retrain with other flags
+      training.refuse_other_configs(model_dir, model_config, train_config)
     if finished and not run.overwrite:
       _fail(f"--model_dir={model_dir} holds a finished run ({finished}); running again "
             "would train from scratch and replace them: pass --overwrite to retrain (the "
