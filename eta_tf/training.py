@@ -47,6 +47,12 @@ def check_data_dir(data_dir: str):
     data.read_schema(data_dir)
   except (ValueError, OSError) as e:
     raise UsageError(f"--data_dir={data_dir}: {e}") from None
+  try:  # the pipeline writes its marker last: an unfinished output is never read
+    io_utils.check_complete(data_dir, F.COMPLETE_FILE, tf.io.gfile.exists,
+                            lambda p: tf.io.gfile.stat(p).length,
+                            lambda p: tf.io.gfile.GFile(p).read())
+  except ValueError as e:
+    raise UsageError(f"--data_dir={data_dir}: {e}") from None
   for split in F.SPLITS:
     if not tf.io.gfile.glob(F.split_file_pattern(data_dir, split)):
       raise UsageError(f"--data_dir={data_dir}: the {split} split is empty (no files "
