@@ -15,7 +15,6 @@ behaviors) and answers, vectorised over many (user, ...) queries, how often an i
 in ranks [lo, hi) and which item a uniform picks among a (user, category)'s behaviors in
 [lo, hi) (each behavior equally likely, so an item in proportion to its occurrences).
 """
-import bisect
 from typing import Tuple
 
 import numpy as np

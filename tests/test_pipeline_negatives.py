@@ -128,15 +128,6 @@ def test_default_negatives_do_not_leak_on_taobao_calibrated_log(taobao_log):
   assert fallbacks < 0.15 * sum(stats["splits"][s]["negatives"] for s in ("train", "eval"))
 
 
-def test_uniform_negatives_leak_and_the_check_says_so(tmp_path):
-  cfg = synthetic.SyntheticConfig(num_users=300, seed=0, **synthetic.TAOBAO_PRESET)
-  path = synthetic.write_lines(str(tmp_path / "t.csv"), synthetic.generate_log(cfg).lines)
-  stats = build_dataset.run([f"--input={path}", f"--output_dir={tmp_path / 'u'}",
-                             "--negative_sampler=uniform"])
-  # Fresh positives vs old uniform negatives.
-  assert _leakage(stats)["eval"]["seen_before_window_auc"] < 0.4
-
-
 @pytest.mark.skipif(not os.path.isdir(ML_SMALL), reason="MovieLens latest-small not present")
 def test_movielens_behaviors_matched_negatives_do_not_leak(tmp_path):
   movielens.convert(ML_SMALL, str(tmp_path / "ml"), progress_every=0)
