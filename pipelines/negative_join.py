@@ -208,7 +208,8 @@ def _add_revisits(drawn, revisits, predrawn, occurrences, categories) -> dict:
   the history-match counters of those draws."""
   drawn[predrawn, ITEM_ID], drawn[predrawn, CATEGORY_ID] = (revisits[:, Q_ITEM],
                                                             revisits[:, R_CATEGORY])
-  return {"negatives_revisit_other_count": int((revisits[:, R_SAME] == 0).sum()),
+  return {"negatives_of_revisits": int((occurrences > 0).sum()),
+          "negatives_revisit_other_count": int((revisits[:, R_SAME] == 0).sum()),
           "negatives_revisit_other_category": int(
               (revisits[:, R_CATEGORY] != categories[predrawn]).sum()),
           "negatives_revisit_unmatched": int(((occurrences > 0) & ~predrawn).sum())}

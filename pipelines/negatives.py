@@ -42,12 +42,13 @@ DEFAULT_TIME_WINDOWS = 100
 # stats.json counters: draws that left their (category, window) cell, by how far.
 FALLBACK_COUNTS = ("negatives_fallback_wider_window", "negatives_fallback_category",
                    "negatives_fallback_any")
-# stats.json counters of the history match (pipelines.negative_history): a revisit's
-# negative from its history in another category or with another number of occurrences
-# (tiers 1-3 of revisit_draws); a revisit's negative not from its history (nothing else
-# there); a non-revisit's negative from its history (its category had no other item).
-HISTORY_COUNTS = ("negatives_revisit_other_count", "negatives_revisit_other_category",
-                  "negatives_revisit_unmatched", "negatives_in_history")
+# stats.json counters of the history match (pipelines.negative_history): negatives of
+# positives that revisit an item of their history; of those, drawn from the history with
+# another number of occurrences, or in another category; not from the history (nothing
+# else there); a non-revisit's negative from its history (its category had no other item).
+HISTORY_COUNTS = ("negatives_of_revisits", "negatives_revisit_other_count",
+                  "negatives_revisit_other_category", "negatives_revisit_unmatched",
+                  "negatives_in_history")
 DRAW_COUNTS = FALLBACK_COUNTS + HISTORY_COUNTS
 # Candidates per draw (rejection sampling) before a draw that keeps hitting the positive
 # item, the wrong freshness or its history falls back to the next level: _MAX_ROUNDS
