@@ -21,6 +21,7 @@ See README.md, "Data pipeline", for the semantics (targets, negatives, split, ba
 """
 import json
 import logging
+import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
