@@ -170,8 +170,11 @@ def revisit_draws(sequence: UserSequence, targets, lo, hi, occurrences, num_nega
     return np.zeros((0, 5), np.int64)
   distinct, totals = np.unique(history[:, ITEM_ID], return_counts=True)
   draws = np.arange(num_negatives)
-  for target, start, end, count in zip(targets.tolist(), lo.tolist(), hi.tolist(),
-                                       occurrences.tolist()):
+  every = np.full(len(targets) * num_negatives, 1)
+  u_all = uniforms(seed, every * sequence.user_id, np.repeat(targets, num_negatives),
+                   np.tile(draws, len(targets)), -every, every * 0).reshape(-1, num_negatives)
+  for target, start, end, count, u in zip(targets.tolist(), lo.tolist(), hi.tolist(),
+                                          occurrences.tolist(), u_all):
     item, category = sequence.targets[target, ITEM_ID], sequence.targets[target, CATEGORY_ID]
     items, first, counts = np.unique(history[start:end, ITEM_ID], return_index=True,
                                      return_counts=True)
@@ -184,8 +187,6 @@ def revisit_draws(sequence: UserSequence, targets, lo, hi, occurrences, num_nega
                   - totals[np.searchsorted(distinct, item)])
     key = ((np.abs(counts - count) + 2 * gaps) * 2 + (categories != category))
     best = np.flatnonzero(key == key.min())
-    u = uniforms(seed, np.full(num_negatives, sequence.user_id), np.full(num_negatives, target),
-                 draws, np.full(num_negatives, -1), np.zeros(num_negatives))
     pick = best[np.minimum((u * len(best)).astype(np.int64), len(best) - 1)]
     out.append(np.stack([np.full(num_negatives, target), draws, items[pick],
                          categories[pick], np.full(num_negatives, counts[pick[0]] == count)],
