@@ -1,8 +1,8 @@
-"""The serving benchmarks end to end on tiny shapes (issue 16).
+"""The serving benchmarks end to end on tiny shapes.
 
-bench/serving_cost.py: every kind of record is written (all seven served models with
-median and p99, the top-k kernel in all its variants, the attention components,
-training, the machine and its load), the summary prints the tables, the plot is written.
+bench/serving_cost.py: every kind of record is written (the served models with median and
+p99, the top-k kernel in all its variants, the attention components, the per-stage
+breakdown, training, the machine and its load), the summary prints the tables, the plot is written.
 bench.serving_load / bench.serving_memory reuse its exports; bench.serving_tradeoff runs on
 hand-made inputs whose Pareto front is known. The numbers themselves are the benchmarks'
 business; here they only have to exist, be positive and be consistent.
@@ -49,13 +49,26 @@ def test_serving_cost_writes_every_record_kind(tiny_run):
     assert 0 < r["median_ms"] <= r["p99_ms"]
   kernels = {(r["kernel"], r["xla"], r["sort"]) for r in records if "kernel" in r}
   assert kernels == {("hamming_topk", False, False), ("hamming_topk", True, False),
-                     ("hamming_topk", False, True), ("hamming_topk_naive", False, True)}
+                     ("hamming_topk", False, True), ("hamming_topk_naive", False, True),
+                     ("hamming_topk_category_first", False, False),
+                     ("xor_popcount_floor", False, False)}
   for r in records:
     if "kernel" in r:
       assert (r["L"], r["N"]) == (L, N)
       assert abs(r["ns_per_pair"] - r["median_ms"] * 1e6 / (L * N)) < 1e-6 * r["ns_per_pair"]
   components = {r["component"] for r in records if "component" in r}
   assert components == {"attention_full", "attention_topk"}
+  stages = {r["stages"]: r for r in records if "stages" in r}
+  assert set(stages) == set(TESTED_MODELS)
+  from bench.serving_cost_stages import STAGES  # pylint: disable=g-import-not-at-top
+  assert set(stages["eta"]["stage_ms"]) == set(STAGES) | {"call_overhead"}
+  assert set(stages["din_long"]["stage_ms"]) == {
+      "embedding", "target_stats", "history_projection", "attention", "tower",
+      "call_overhead"}
+  for r in stages.values():
+    assert min(r["stage_ms"].values()) >= 0 and r["model_ms"] > 0
+    assert r["stage_sum_ms"] == pytest.approx(sum(
+        v for k, v in r["stage_ms"].items() if k != "call_overhead"))
   training = {r["training"]: r for r in records if "training" in r}
   assert set(training) == {"eta", "eta_xla", "din_long"}
   for r in training.values():
@@ -75,6 +88,7 @@ def test_serving_cost_writes_every_record_kind(tiny_run):
   assert "score_candidates median ms" in stdout
   assert "score_candidates p99 ms" in stdout
   assert "attention components and top-k alone" in stdout
+  assert "score_candidates by stage, median ms" in stdout
   assert f"training L={L}: eta" in stdout
   assert sorted(os.listdir(out / "exports")) == sorted(f"{m}_L{L}" for m in TESTED_MODELS)
 
