@@ -32,7 +32,7 @@ def kernel_variant(record) -> str:
 
 
 def machine_record(records):
-  """The {"machine": ...} record of a run (None for files written before issue 16)."""
+  """The {"machine": ...} record of a run (None for files written before runs recorded it)."""
   return next((r for r in records if "machine" in r), None)
 
 
@@ -157,3 +157,17 @@ def plot(records, path):
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def stage_markdown(records, models=("eta", "din_long", "sim_hard")) -> str:
+  """The per-stage breakdown as a markdown table (README / docs): one row per (L, N,
+  model) of `models`, median ms per stage, their sum and the model's latency."""
+  rows = sorted((r for r in records if r.get("stages") in models),
+                key=lambda r: (r["L"], r["N"], models.index(r["stages"])))
+  lines = ["| L | N | model | " + " | ".join(STAGE_COLUMNS[s] for s in STAGES) +
+           " | sum | model |", "|" + "---|" * (len(STAGES) + 5)]
+  for r in rows:
+    cells = [f"{r['stage_ms'][s]:.2f}" if s in r["stage_ms"] else "-" for s in STAGES]
+    lines.append(f"| {r['L']} | {r['N']} | {r['stages']} | " + " | ".join(cells) +
+                 f" | {r['stage_sum_ms']:.2f} | {r['model_ms']:.2f} |")
+  return "\n".join(lines)

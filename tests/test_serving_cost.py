@@ -235,3 +235,17 @@ def test_pareto_keeps_ties_and_drops_dominated_points():
   points = {"a": (0.80, 10.0), "b": (0.80, 10.0), "c": (0.79, 10.0), "d": (0.81, 20.0),
             "e": (0.70, 1.0)}
   assert serving_tradeoff.pareto(points) == {"a", "b", "d", "e"}
+
+
+def test_stage_tables_name_every_stage():
+  """The breakdown tables: a row per (L, N, model), '-' for a stage the model lacks."""
+  from bench import serving_cost_summary  # pylint: disable=g-import-not-at-top
+  records = [{"stages": "din_long", "L": 1024, "N": 200, "model_ms": 5.0,
+              "stage_ms": {"embedding": 0.5, "target_stats": 1.0, "history_projection": 0.3,
+                           "attention": 2.5, "tower": 0.7, "call_overhead": 0.2},
+              "stage_sum_ms": 5.0 - 0.0}]
+  text = serving_cost_summary.stage_markdown(records)
+  assert text.splitlines()[2] == ("| 1024 | 200 | din_long | 0.50 | - | 1.00 | 0.30 | - | - "
+                                  "| - | 2.50 | 0.70 | 5.00 | 5.00 |")
+  lines = serving_cost_summary.stage_lines(records)
+  assert "score_candidates by stage" in lines[1] and lines[-1].split()[2] == "din_long"
