@@ -45,10 +45,11 @@ class RunOptions:
                                    "<model_dir>/data and train on it (the embedded "
                                    "default).")
   model_dir: Optional[str] = option(None, "Checkpoints, TensorBoard logs, config and "
-                                    "metrics (default runs/<model>).")
+                                    "metrics (default runs/<preset or model>).")
   export_base: Optional[str] = option(None, "TF Serving model base dir parent (default "
                                       "<model_dir>/../export).")
-  model_name: Optional[str] = option(None, "Name under export_base (default: --model).")
+  model_name: Optional[str] = option(None, "Name under export_base (default: --preset, "
+                                     "else --model).")
   export: bool = option(True, "Export a SavedModel at the end.")
   label: str = option("canary", "Version label given to the export in models.config "
                       "(empty: none).")
@@ -94,12 +95,13 @@ def main(argv):
     run.verbose = 2  # a log file gets one line per epoch, not thousands of \r updates
   if run.export:  # refuse a bad export name now, not after training
     try:
-      names.check_model_name(run.model_name or model_config.model, "--model_name")
+      names.check_model_name(run.model_name or run.preset or model_config.model,
+                             "--model_name")
       if run.label:
         names.check_label(run.label, "--label")
     except names.InvalidNameError as e:
       _fail(str(e))
-  model_dir = run.model_dir or os.path.join("runs", model_config.model)
+  model_dir = run.model_dir or os.path.join("runs", run.preset or model_config.model)
   # Imported here, not at the top: TensorFlow, Beam and the serving protos take seconds to
   # load and `--help` or a flag error needs none of them.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -130,7 +132,7 @@ def main(argv):
   if run.export and training.is_chief():
     export_base = run.export_base or os.path.join(os.path.dirname(
         os.path.abspath(model_dir)), "export")
-    model_name = run.model_name or model_config.model
+    model_name = run.model_name or run.preset or model_config.model
     print(f"[4/4] Exporting to {export_base}/{model_name}", flush=True)
     metrics["export"] = release.export_trained(model_dir, export_base, model_name,
                                                data_dir=data_dir, label=run.label or None,
