@@ -119,8 +119,8 @@ def bench_serving(lengths, ns, repeats, component_repeats, work_dir, models=MODE
       for name in ("attention_full", "attention_topk"):
         records.append({"component": name, "L": length, "N": n,
                         "median_ms": medians[name] * 1e3})
-      records += bench_stages(models, length, n, inputs, component_repeats, cell_seconds,
-                              {name: float(np.median(times[name])) * 1e3 for name in models})
+      records += bench_stages(fns, length, n, inputs, max(component_repeats, 10),
+                              cell_seconds)
       row = "  ".join(f"{name} {np.median(times[name]) * 1e3:.2f}" for name in models)
       print(f"L={length:6d} N={n:5d} median ms: {row}  | top-k ns/pair "
             f"{medians['kernel'] * 1e9 / (length * n):.3f} "
@@ -136,17 +136,19 @@ def bench_serving(lengths, ns, repeats, component_repeats, work_dir, models=MODE
   return records
 
 
-def bench_stages(models, length, n, inputs, repeats, cell_seconds, model_ms):
+def bench_stages(model_fns, length, n, inputs, repeats, cell_seconds):
   """One {"stages": model, ...} record per model: the median ms of every stage of its
-  score_candidates (bench/serving_cost_stages.py), their sum and the model's latency."""
+  score_candidates (bench/serving_cost_stages.py), their sum and the model's latency
+  through its session, all timed in the same interleaved rounds."""
   records = []
-  for name in models:
-    fns = stage_fns(name, length, n, inputs)
-    stages = stage_medians(time_interleaved(fns, repeats, warmup=2,
-                                            budget_s=cell_seconds / 3))
+  for name, model_fn in model_fns.items():
+    fns = {**stage_fns(name, length, n, inputs), "_model": model_fn}
+    medians = time_interleaved(fns, repeats, warmup=2, budget_s=cell_seconds / 3)
+    stages = stage_medians(medians)
     total = sum(v for k, v in stages.items() if k != "call_overhead")
-    records.append({"stages": name, "L": length, "N": n, "stage_ms": stages,
-                    "stage_sum_ms": total, "model_ms": model_ms[name]})
+    records.append({"stages": name, "L": length, "N": n, "repeats": repeats,
+                    "stage_ms": stages, "stage_sum_ms": total,
+                    "model_ms": medians["_model"] * 1e3})
   print(f"L={length:6d} N={n:5d} stage ms: " + "; ".join(
       f"{r['stages']} " + " ".join(f"{k} {v:.2f}" for k, v in r["stage_ms"].items()
                                    if k != "call_overhead") for r in records), flush=True)
