@@ -6,8 +6,10 @@ flags, their validation and their help text are read in one place.
 import argparse
 from typing import List
 
+from eta_tf import config_flags
 from eta_tf import features
 from pipelines import leakage as L
+from pipelines import negative_history as H
 from pipelines import negatives as N
 from pipelines import parsing
 from pipelines.dataset_stats import MAX_SHARE_DEVIATION, SPLIT_METHODS, SPLIT_TIME
@@ -106,6 +108,17 @@ def make_parser(description: str = "") -> argparse.ArgumentParser:
                       help="number of equal-target-count time windows of the matched "
                            "sampler (default %(default)s; the leakage check always uses "
                            f"{L.CHECK_WINDOWS})")
+  parser.add_argument("--history_length", type=non_negative,
+                      default=H.DEFAULT_HISTORY_LENGTH,
+                      help="L: a sample's history is its user's last L behaviors before "
+                           "its time (set it to the model's --max_len; default "
+                           "%(default)s). The matched sampler matches each negative to its "
+                           "positive on the occurrences of the item in that history, and "
+                           "the leakage check scores them (history_occurrences_auc)")
+  parser.add_argument("--refuse_leaky_negatives", action="store_true",
+                      help="exit with code 3 (after writing stats.json) when a leakage "
+                           "AUC of sampled negatives is more than "
+                           f"{L.MAX_DEVIATION} from 0.5 (default: warn only)")
   parser.add_argument("--seed", type=int, default=0, help="negative sampling seed")
   parser.add_argument("--min_history", type=non_negative, default=1,
                       help="drop (and count in stats) targets with fewer prior behaviors "
@@ -136,6 +149,38 @@ def make_parser(description: str = "") -> argparse.ArgumentParser:
   return parser
 
 
+def _beam_option_parser() -> argparse.ArgumentParser:
+  """Every option of Beam's PipelineOptions classes (what Beam itself would parse)."""
+  # Lazy: the flags and their --help need no Beam.
+  from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
+  seen = {}
+  for cls in pipeline_options.PipelineOptions.__subclasses__():
+    seen.setdefault(str(cls), cls)
+  for cls in seen.values():
+    try:
+      cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    except argparse.ArgumentError:  # an option two classes define: the first one counts
+      continue
+  return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv=None):
+  """(our args, Beam's args): a flag that neither this job nor Beam's PipelineOptions
+  knows is refused (exit 2, "did you mean --x?"), never passed on and ignored."""
+  args, beam_args = parser.parse_known_args(argv)
+  beam_parser = _beam_option_parser()
+  _, unknown = beam_parser.parse_known_args(beam_args)
+  flags = [a for a in unknown if a.startswith("-")]
+  if flags or unknown:
+    known = [o for p in (parser, beam_parser) for a in p._actions  # pylint: disable=protected-access
+             for o in a.option_strings]
+    first = (flags or unknown)[0]
+    parser.error(f"unrecognized flag {first}{config_flags.did_you_mean(first, known)}; "
+                 "neither this job nor Beam's pipeline options know it")
+  return args, beam_args
+
+
 def pipeline_params(args) -> dict:
   """The job parameters recorded in schema.json and stats.json."""
   names = {v: k for k, v in features.BEHAVIOR_TYPES.items()}
@@ -152,6 +197,8 @@ def pipeline_params(args) -> dict:
       "negative_sampler": None if args.impressions else args.negative_sampler,
       "negative_time_windows": args.negative_time_windows,
       "seed": args.seed,
+      "history_length": args.history_length,
+      "refuse_leaky_negatives": args.refuse_leaky_negatives,
       "min_history": args.min_history,
       "split": args.split,
       "eval_fraction": args.eval_fraction,
