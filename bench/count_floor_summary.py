@@ -172,7 +172,7 @@ def default_table(paths) -> str:
   targets, the item-only signature, the oracle ceiling (against the default and the
   targets' references) and attention_hash (markdown; one row per count_floor output that
   has the default)."""
-  header = ["data (default eta AUC, seeds)", *(f"− {ref}" for ref, _ in TARGETS),
+  header = ["data (default eta AUC, seed sd, seeds)", *(f"− {ref}" for ref, _ in TARGETS),
             *(h for h, _, _ in DEFAULT_TABLE_EXTRA)]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for path in paths:
@@ -186,7 +186,8 @@ def default_table(paths) -> str:
                          else paired(rows, PRODUCT_VARIANT, ref), least)
                for ref, least in TARGETS]
     extra = [_gap_cell(paired(rows, a, b)) for _, a, b in DEFAULT_TABLE_EXTRA]
-    lines.append(f"| {result['setting']} ({np.mean(own):.4f}, {len(own)}) | " +
+    sd = f"{np.std(own, ddof=1):.4f}" if len(own) > 1 else "-"
+    lines.append(f"| {result['setting']} ({np.mean(own):.4f}, sd {sd}, {len(own)}) | " +
                  " | ".join(targets + extra) + " |")
   return "\n".join(lines)
 

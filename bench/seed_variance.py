@@ -26,13 +26,14 @@ import sys
 import numpy as np
 
 from bench import machine
+from bench.count_floor_summary import load
 
 MIN_SEEDS = 5
 
 
 def _rows(path):
-  with open(path) as f:
-    return json.load(f)["rows"]
+  """The rows of a count_floor output under preset names (legacy rows renamed)."""
+  return load(path)["rows"]
 
 
 def _sd(values):
