@@ -138,6 +138,17 @@ def train_early_stopped(config, data_dir, split_pattern, seed, args, train_count
   return result
 
 
+def check_same_protocol(rows, weight_average: float, output: str):
+  """SystemExit naming the flag when `rows` (an output being extended) were trained with
+  another --weight_average: paired seeds must share the training protocol (rows without
+  the key kept the last step's weights, 0)."""
+  other = {r.get("weight_average", 0.0) for r in rows} - {weight_average}
+  if other:
+    raise SystemExit(f"--weight_average={weight_average}: {output} holds rows trained with "
+                     f"weight_average={sorted(other)}; pass that value to extend it, or "
+                     "write another --output")
+
+
 def main(argv=None):
   if (argv if argv is not None else sys.argv[1:])[:1] == ["--render"]:
     paths = (argv if argv is not None else sys.argv[1:])[1:]
@@ -172,9 +183,10 @@ def main(argv=None):
   parser.add_argument("--learning_rate", type=float, default=2e-3)
   parser.add_argument("--embedding_learning_rate", type=float, default=0.5)
   parser.add_argument("--target_stats", type=int, default=1, help="ModelConfig.target_stats")
-  parser.add_argument("--weight_average", type=float, default=0.0,
+  parser.add_argument("--weight_average", type=float, default=0.99,
                       help="decay of the moving average of the weights that is validated "
-                           "and kept (eta_tf/models/weight_average.py; 0 = the last step's)")
+                           "and kept (eta_tf/models/weight_average.py; 0 = the last step's "
+                           "weights, as rows without a weight_average key were trained)")
   parser.add_argument("--eval_history", type=int, default=0,
                       help="1: also record the eval AUC after every epoch")
   args = parser.parse_args(argv)
@@ -187,6 +199,7 @@ def main(argv=None):
     previous = load(args.output)
     rows = previous["rows"]
     commands = previous.get("commands") or [previous["command"]]
+    check_same_protocol(rows, args.weight_average, args.output)
   command = "python -m bench.count_floor " + " ".join(sys.argv[1:] if argv is None else argv)
   commands += [] if command in commands else [command]
   done = {(r["model"], r["seed"]) for r in rows}
@@ -199,7 +212,7 @@ def main(argv=None):
       config = model_config(name, **shapes)
       result = train_early_stopped(config, args.data_dir, pattern, seed, args, train_counts)
       row = {"model": name, "preset": name, "config": config.to_dict(), "seed": seed,
-             **result}
+             "weight_average": args.weight_average, **result}
       print(json.dumps({k: v for k, v in row.items() if k not in ("heuristics", "config")}),
             flush=True)
       rows.append(row)

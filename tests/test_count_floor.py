@@ -126,3 +126,13 @@ def test_summary_pairs_the_retrieval_controls_with_what_they_bound(count_floor):
   assert gaps["eta_oracle - eta"]["mean"] == pytest.approx(0.012)
   assert gaps["eta_oracle - eta"]["seeds"] == 3
   assert "eta_oracle - din_long" not in gaps  # no din_long rows
+
+
+def test_extending_an_output_needs_its_weight_average():
+  from bench import count_floor  # pylint: disable=g-import-not-at-top
+  old = [{"model": "eta", "seed": 0}]  # written before the key: the last step's weights
+  count_floor.check_same_protocol(old, 0.0, "out.json")
+  count_floor.check_same_protocol([{"weight_average": 0.99}], 0.99, "out.json")
+  with pytest.raises(SystemExit, match=r"--weight_average=0.99: out.json holds rows "
+                                       r"trained with weight_average=\[0.0\]"):
+    count_floor.check_same_protocol(old, 0.99, "out.json")
