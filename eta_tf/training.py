@@ -25,6 +25,7 @@ from eta_tf import features as F
 from eta_tf import io_utils
 from eta_tf import metrics
 from eta_tf.models import CtrModel
+from eta_tf.models import user_batched
 import tensorflow as tf  # after eta_tf: the tf-keras environment guard runs first
 import tensorflow_recommenders as tfrs
 
@@ -180,21 +181,25 @@ class StopOnNaN(tf.keras.callbacks.Callback):
 
 
 class ExamplesPerSecond(tf.keras.callbacks.Callback):
-  """Steps and seconds spent in training epochs (evaluation excluded)."""
+  """Steps, examples (targets) and seconds spent in training epochs (evaluation
+  excluded)."""
 
   def on_train_begin(self, logs=None):
-    self.steps, self.seconds = 0, 0.0
+    self.steps, self.seconds, self.examples = 0, 0.0, 0
 
   def on_epoch_begin(self, epoch, logs=None):
     self._start = time.perf_counter()
-    self._epoch_steps = 0
+    self._epoch_steps, self._epoch_examples = 0, None
 
   def on_train_batch_end(self, batch, logs=None):
     self._epoch_steps += 1
+    self._epoch_examples = (logs or {}).get("examples")
 
   def on_epoch_end(self, epoch, logs=None):
     self.seconds += time.perf_counter() - self._start
     self.steps += self._epoch_steps
+    if self._epoch_examples is not None:  # the model's count of real targets
+      self.examples += int(self._epoch_examples)
 
 
 def _callbacks(model_dir, eval_fn, checkpoint_every):
@@ -266,11 +271,25 @@ def train(model_config: config_lib.ModelConfig, train_config: config_lib.TrainCo
   return final, model
 
 
+def train_dataset(model_config, tc, data_dir):
+  """The shuffled, repeated-if-steps train split, batched as `tc.batching` says (per
+  sample when the model has no user-batched path; said on stdout)."""
+  args = dict(shuffle=True, seed=tc.seed, repeat=tc.steps is not None,
+              include_user_id=False, drop_remainder=True)
+  if tc.batching == "user":
+    reason = user_batched.unsupported_reason(model_config)
+    if reason is None:
+      return data.make_user_dataset(data_dir, F.TRAIN_SPLIT, model_config.max_len,
+                                    tc.batch_size, **args)
+    print(f"batching=user: {model_config.model} with {reason} has no user-batched path; "
+          "training per sample", flush=True)
+  return data.make_dataset(data_dir, F.TRAIN_SPLIT, model_config.max_len, tc.batch_size,
+                           **args)
+
+
 def _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose) -> dict:
   """model.fit with the callbacks; returns the training facts kept in eval_metrics."""
-  train_ds = data.make_dataset(data_dir, F.TRAIN_SPLIT, model_config.max_len, tc.batch_size,
-                               shuffle=True, seed=tc.seed, repeat=tc.steps is not None,
-                               include_user_id=False, drop_remainder=True)
+  train_ds = train_dataset(model_config, tc, data_dir)
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = (
       tf.data.experimental.AutoShardPolicy.DATA)
@@ -288,7 +307,7 @@ def _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose) -> dict
   speed = callbacks["speed"]
   return {
       "train_steps": int(model.optimizer.iterations.numpy()),  # global, across restarts
-      "train_examples_per_second": (speed.steps * tc.batch_size / speed.seconds
+      "train_examples_per_second": (speed.examples / speed.seconds
                                     if speed.seconds else None),
       "epoch_history": callbacks["eval"].history,
   }

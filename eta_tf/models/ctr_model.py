@@ -54,6 +54,8 @@ class CtrModel(tfrs.Model):
             from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
         metrics=[tf.keras.metrics.AUC(name="auc", from_logits=True),
                  tf.keras.metrics.BinaryCrossentropy(name="logloss", from_logits=True)])
+    # Real targets trained on (the progress bar's "examples": user-batched batches vary).
+    self.examples = tf.keras.metrics.Sum(name="examples")
     # The shared block of target-aware statistics reads the long history, so `din`
     # (short history only) stays without it.
     self.uses_target_stats = config.target_stats and self.long_block is not None
@@ -147,6 +149,7 @@ class CtrModel(tfrs.Model):
       replicas = tf.distribute.get_strategy().num_replicas_in_sync
       global_batch = tf.cast(tf.shape(logits)[0] * replicas, tf.float32)
     loss_sum = self.task(labels=labels[:, None], predictions=logits[:, None])
+    self.examples.update_state(tf.cast(tf.size(logits), tf.float32))
     return loss_sum / tf.maximum(global_batch, 1.0)
 
   # ---------------------------------------------------------------- serving entry points
