@@ -75,12 +75,6 @@ class _Rows:
     self.candidate_item = emb.items(self.items)
     self.candidate_category_bucket = emb.category_buckets(self.categories)
 
-  def gathered_behaviors(self, indices):
-    """Full behavior embeddings [G, C, k, Db] of the behaviors `indices` [G, C, k]."""
-    static = tf.gather(self.static, indices, batch_dims=1)
-    gap = tf.gather(self.gap, indices, batch_dims=2)
-    return tf.concat([static, self.model.embedding.time_gap_embedding(gap)], axis=-1)
-
   def pair_time(self):
     """Time-gap embeddings of every pair, [G, C, W + 1, time_dim]."""
     return self.model.embedding.time_gap_embedding(self.gap)
@@ -104,9 +98,36 @@ class _Rows:
     return tf.cast(indices, tf.int32), mask
 
 
+def _projected_heads(attention, rows, indices=None):
+  """Key and value heads of each target's behaviors, [G, C, k, H, dh] each: the selected
+  `indices` [G, C, k], or with None every behavior of the row, [G, C, W + 1, H, dh].
+
+  A key is the projection of item ⊕ category ⊕ type ⊕ time: the row's projection of its
+  static part (once per behavior) plus the time bucket's projection (once per bucket),
+  then normalised per head as TargetAttention.project_keys does.
+  """
+  static_dim = rows.static.shape[-1]
+  time_table = rows.model.embedding.time_gap_embedding.embeddings
+  gap = rows.gap if indices is None else tf.gather(rows.gap, indices, batch_dims=2)
+
+  def heads(kernel):
+    row = tf.tensordot(rows.static, kernel[:static_dim], axes=[[-1], [0]])  # [G, W, HD]
+    per_bucket = tf.matmul(time_table, kernel[static_dim:])  # [T, HD]
+    if indices is None:
+      row = row[:, None, :, :]
+    else:
+      row = tf.gather(row, indices, batch_dims=1)
+    return attention._split_heads(row + tf.gather(per_bucket, gap))  # pylint: disable=protected-access
+
+  key_heads = heads(attention.key_kernel)
+  if attention.normalize_qk:
+    key_heads = tf.math.l2_normalize(key_heads, axis=-1)
+  return key_heads, heads(attention.value_kernel)
+
+
 def attend_gathered(attention, rows, indices, mask):
   """Target attention of each target over its selected behaviors [G, C, k]."""
-  key_heads, value_heads = attention.project_keys(rows.gathered_behaviors(indices))
+  key_heads, value_heads = _projected_heads(attention, rows, indices)
   return attention.attend(attention.project_query(rows.query), key_heads, value_heads, mask)
 
 
@@ -139,21 +160,9 @@ def _eta(block, rows):
 
 
 def _din_long(block, rows):
-  """Full attention over each target's window; keys = row projection + time projection."""
+  """Full attention over each target's window."""
   attention = block.attention
-  static_dim = rows.static.shape[-1]
-  time_table = rows.model.embedding.time_gap_embedding.embeddings
-
-  def pair_heads(kernel):
-    row = tf.tensordot(rows.static, kernel[:static_dim], axes=[[-1], [0]])  # [G, W, HD]
-    per_bucket = tf.matmul(time_table, kernel[static_dim:])  # [T, HD]
-    pair = row[:, None, :, :] + tf.gather(per_bucket, rows.gap)  # [G, C, W, HD]
-    return attention._split_heads(pair)  # pylint: disable=protected-access
-
-  key_heads = pair_heads(attention.key_kernel)
-  if attention.normalize_qk:
-    key_heads = tf.math.l2_normalize(key_heads, axis=-1)
-  value_heads = pair_heads(attention.value_kernel)
+  key_heads, value_heads = _projected_heads(attention, rows)
   return attention.attend(attention.project_query(rows.query), key_heads, value_heads,
                           rows.window)
 
