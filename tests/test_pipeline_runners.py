@@ -1,7 +1,6 @@
 """build_dataset off the in-process runner: Beam's portable path (the translation Flink and
 Spark runners use) and multi-process workers give the DirectRunner's records and stats."""
 import glob
-import gzip
 import json
 
 import pytest
@@ -22,17 +21,10 @@ def canonical_records(out_dir):
   map's wire order is not fixed, the content is)."""
   out = {}
   for split in features.SPLITS:
-    records = []
-    for path in glob.glob(features.split_file_pattern(str(out_dir), split)):
-      with gzip.open(path, "rb") as f:
-        blob = f.read()
-      pos = 0
-      while pos < len(blob):  # TFRecord framing: u64 length, u32 crc, data, u32 crc
-        n = int.from_bytes(blob[pos:pos + 8], "little")
-        example = tf.train.Example.FromString(blob[pos + 12:pos + 12 + n])
-        records.append(example.SerializeToString(deterministic=True))
-        pos += 16 + n
-    out[split] = sorted(records)
+    files = glob.glob(features.split_file_pattern(str(out_dir), split))
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    out[split] = sorted(tf.train.Example.FromString(r.numpy()).SerializeToString(
+        deterministic=True) for r in records)
   return out
 
 
