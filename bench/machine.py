@@ -1,8 +1,8 @@
 """What machine a benchmark ran on: CPU model, vector extensions, cores and load.
 
-Absolute times only mean something with the machine named (the same `serving_cost --quick`
-gave din_long/eta = 1.5x on an AVX-512 Xeon and 4.3x on an AMD EPYC without AVX-512), and
-on a shared machine the load average says how busy it was while the numbers were taken.
+Absolute times only mean something with the machine named (the same benchmark gives
+different din_long/eta ratios on CPUs with and without AVX-512), and on a shared machine
+the load average says how busy it was while the numbers were taken.
 Every bench/results/*.json written by the serving benchmarks carries `describe()` with
 `load_before` / `load_after` from `load_average()`.
 """

@@ -34,7 +34,7 @@ from pipelines import dataset_stats
 from pipelines import movielens
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Where the README tells users to unpack ml-latest-small (git-ignored: never committed).
+# Where the README and docs/pipeline.md tell users to unpack ml-latest-small (git-ignored: never committed).
 DEFAULT_DIR = os.path.join(ROOT, "datasets", "ml-latest-small")
 DOWNLOAD_URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 RESULT_FILE = "movielens.json"

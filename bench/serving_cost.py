@@ -1,4 +1,4 @@
-"""Serving and training cost of every model (issues 6, 16), side by side in one process.
+"""Serving and training cost of every model, side by side in one process.
 
     python -m bench.serving_cost            # L in {256, 1024, 4096, 16384}, N in {1, 200, 1000}
                                             # (~25 min on 2 cores; writes after each L)
@@ -119,9 +119,8 @@ def main(argv=None):
   run = machine.start_run("python -m bench.serving_cost", argv)
   print(f"machine: {run['machine']['summary']}; load average {run['load_before']}",
         flush=True)
-  # Training first, in a fresh process: measured after the serving section (20 loaded
-  # sessions, XLA compilations), eta's steps were 1.4x slower than in a fresh process
-  # (403 vs 553-560 examples/s at L=1024, batch 128) while din_long's did not change.
+  # Training first, in a fresh process: after the serving section (many loaded sessions,
+  # XLA compilations) eta's steps are slower than in a fresh process, din_long's not.
   training = bench_training(args.train_lengths, train_batch, train_steps)
 
   def save_partial(serving_records):  # a grid cut short still leaves its finished L

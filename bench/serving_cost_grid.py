@@ -15,29 +15,23 @@ import tensorflow as tf
 from bench.interleaved_timing import time_interleaved, time_rounds
 from bench.serving_cost_components import attention_fns, kernel_fn
 from eta_tf import features as F
-from eta_tf.config import MODEL_NAMES, ModelConfig
+from eta_tf import presets
+from eta_tf.config import ModelConfig
 from eta_tf.models import build_model
 from eta_tf.savedmodel_session import SavedModelSession
 from eta_tf.signatures import serving_signatures
 from eta_tf.testing import random_samples
 
-# ETA configurations timed beside the default eta (item ‖ category signatures ranked
-# category first): eta_xla its distance pass under XLA, eta_item the paper's item-only
-# signature (hamming_top_k's fused kernel), eta_attention_hash the experiment that hashes
-# the attention's projected query and keys per request (docs/DESIGN.md §5).
-ETA_VARIANTS = {"eta_xla": {"hamming_xla": True},
-                "eta_item": {"signature_fields": "item"},
-                "eta_attention_hash": {"retrieval": "attention_hash"}}
-# Every model of eta_tf.config.MODEL_NAMES and the ETA variants; the ratio columns' first.
-MODELS = ("eta", "eta_xla", "din_long", "din") + tuple(
-    m for m in MODEL_NAMES if m not in ("eta", "din_long", "din")) + (
-        "eta_item", "eta_attention_hash")
+# Preset names (eta_tf/presets.py): the product's models, then the ETA variants timed
+# beside the default eta (eta_xla its distance pass under XLA, eta_paper the item-only
+# signature, eta_attention_hash the experiment hashing the attention's projections).
+MODELS = ("eta", "eta_xla", "din_long", "din", "sim_hard", "avg", "sdim", "eta_paper",
+          "eta_attention_hash")
 
 
 def model_config(name: str, length: int) -> ModelConfig:
-  if name in ETA_VARIANTS:
-    return ModelConfig(model="eta", max_len=length, **ETA_VARIANTS[name])
-  return ModelConfig(model=name, max_len=length)
+  """ModelConfig of preset `name` with max_len = `length`."""
+  return presets.model_config(name, max_len=length)
 
 
 def make_model(name: str, length: int):
@@ -96,7 +90,9 @@ def bench_serving(lengths, ns, repeats, component_repeats, work_dir, models=MODE
       # XLA compiles per shape bucket: warm up enough to leave compilation out.
       times = time_rounds(fns, repeats, warmup=3, budget_s=cell_seconds, min_rounds=10)
       for name in models:
-        records.append({"model": name, "L": length, "N": n, "repeats": len(times[name]),
+        records.append({"model": name, "preset": name,
+                        "config": model_config(name, length).to_dict(),
+                        "L": length, "N": n, "repeats": len(times[name]),
                         "median_ms": float(np.median(times[name])) * 1e3,
                         "p99_ms": float(np.percentile(times[name], 99)) * 1e3})
       parts = {"kernel": kernel_fn(length, n, use_xla=False),
@@ -143,7 +139,7 @@ def bench_training(lengths, batch_size, steps, models=("eta", "eta_xla", "din_lo
       trainers[name] = (lambda m=model: m.train_on_batch(feats, labels))
     medians = time_interleaved(trainers, steps, warmup=3)
     for name in models:
-      records.append({"training": name, "L": length, "batch_size": batch_size,
+      records.append({"training": name, "preset": name, "L": length, "batch_size": batch_size,
                       "examples_per_s": batch_size / medians[name],
                       "median_step_ms": medians[name] * 1e3})
     row = "  ".join(f"{name} {batch_size / medians[name]:8.1f}" for name in models)

@@ -1,4 +1,4 @@
-"""Throughput under concurrency: one loaded model, 1/2/4/8 clients (issue 16).
+"""Throughput under concurrency: one loaded model, 1/2/4/8 clients.
 
     python -m bench.serving_load            # eta, din_long at L=1024, N=200 (~6 min)
     python -m bench.serving_load --quick    # eta at L=1024, N=200, 1 s per cell

@@ -1,4 +1,4 @@
-"""Memory and payload of serving each model (issue 16).
+"""Memory and payload of serving each model.
 
     python -m bench.serving_memory            # all models at L=1024; request bytes at
                                               # L in {256, 1024, 4096, 16384}

@@ -14,11 +14,54 @@ from eta_tf import io_utils
 
 MODEL_NAMES = ("eta", "din", "din_long", "sim_hard", "avg", "sdim")
 SUPPORTED_HASH_BITS = (16, 32, 64, 128, 256)
-# eta's selection; random and oracle are controls, attention_hash an experiment.
-RETRIEVALS = ("hamming", "random", "oracle", "attention_hash")
 SIGNATURE_FIELDS = ("item", "item_category")  # what eta's SimHash signature covers
-# How item_category's field distances rank behaviors (category_only: a control).
-SIGNATURE_DISTANCES = ("sum", "category_first", "category_only")
+# How item_category's field distances rank behaviors.
+SIGNATURE_DISTANCES = ("sum", "category_first")
+# Experimental eta blocks (controls and measured, rejected options): eta_tf/experimental
+# registers one EtaBlock subclass per name; they are not part of the product.
+EXPERIMENTS = ("eta_random", "eta_oracle", "eta_attention_hash", "eta_category_only",
+               "eta_category_bias", "eta_category_sink", "eta_category_split")
+# Options that were ModelConfig fields and are experimental blocks now: a saved config
+# naming one loads as that block (field -> {value: experiment}); the product values
+# (None key) load as the product block.
+MOVED_OPTIONS = {
+    "retrieval": {"hamming": None, "random": "eta_random", "oracle": "eta_oracle",
+                  "attention_hash": "eta_attention_hash"},
+    "signature_distance": {"category_only": "eta_category_only"},
+    "category_bias": {False: None, True: "eta_category_bias"},
+    "attention_sink": {False: None, True: "attention_sink"},
+    "category_split": {False: None, True: "eta_category_split"},
+}
+# Moved options that were not read with item-only signatures.
+_CATEGORY_OPTIONS = ("signature_distance", "category_bias", "category_split")
+
+
+def _moved_options_to_experiment(d: dict, item_only: bool) -> dict:
+  """A saved config dict with MOVED_OPTIONS fields -> the same model named by
+  `experiment`; ConfigError naming the field and value when no block is what it was."""
+  d, chosen = dict(d), []
+  for field, experiments in MOVED_OPTIONS.items():
+    if field not in d or (field == "signature_distance" and d[field] in SIGNATURE_DISTANCES):
+      continue
+    value = d.pop(field)
+    if field == "signature_distance":
+      d[field] = "category_first"
+    if value not in experiments:
+      raise ConfigError(f"{field}={value!r}: not an option of this version (choose one "
+                        f"of {', '.join(repr(v) for v in experiments)})")
+    if experiments[value] and not (item_only and field in _CATEGORY_OPTIONS):
+      chosen.append((field, value, experiments[value]))
+  names = {experiment for _, _, experiment in chosen}
+  if names == {"eta_category_bias", "attention_sink"}:
+    names = {"eta_category_sink"}
+  if not names:
+    return d
+  given = ", ".join(f"{field}={value!r}" for field, value, _ in chosen)
+  if len(names) > 1 or d.get("experiment") or not names <= set(EXPERIMENTS):
+    raise ConfigError(f"{given}: no experimental block (eta_tf/experimental) is this "
+                      f"combination; blocks: {', '.join(EXPERIMENTS)}")
+  d["experiment"] = names.pop()
+  return d
 STRATEGIES = ("default", "mirrored", "multi_worker")
 BATCHINGS = ("user", "sample")  # how training batches are formed (eta_tf.data)
 CONFIG_FILE = "model_config.json"
@@ -46,11 +89,16 @@ class _Config:
   @classmethod
   def from_dict(cls, d: dict):
     known = {f.name for f in dataclasses.fields(cls)}
+    if cls is ModelConfig:
+      known |= set(MOVED_OPTIONS)
     unknown = sorted(set(d) - known)
     if unknown:
       raise ConfigError(f"unknown config fields: {unknown}")
     added_later = getattr(cls, "FIELDS_ADDED_LATER", {})
-    return cls(**{**{k: v for k, v in added_later.items() if k not in d}, **d})
+    d = {**{k: v for k, v in added_later.items() if k not in d}, **d}
+    if cls is ModelConfig:
+      d = _moved_options_to_experiment(d, d.get("signature_fields") == "item")
+    return cls(**d)
 
   def replace(self, **changes):
     return dataclasses.replace(self, **changes)
@@ -68,21 +116,21 @@ class _Config:
 
 @dataclasses.dataclass
 class ModelConfig(_Config):
-  """Hyperparameters of the ETA-Net family (docs/DESIGN.md §1).
+  """Hyperparameters of the ETA-Net family (docs/DESIGN.md §1): the product's models.
 
-  hamming_xla is faster from L ~ 1024 up (bench/serving_cost.py: din_long/eta 2.0x instead
-  of 1.5x at L=4096, N=1000), but TF Serving must then run with
-  --xla_cpu_compilation_enabled=true (docker/ sets it); off by default so that a stock TF
-  Serving with default flags loads every export.
+  hamming_xla runs the Hamming distance pass under XLA; TF Serving must then run with
+  --xla_cpu_compilation_enabled=true (docker/ sets it), so it is off by default and a
+  stock TF Serving with default flags loads every export. `experiment` names an
+  experimental eta block (eta_tf/experimental: controls and rejected options); named
+  configurations are presets (eta_tf/presets.py).
   """
   FILE_NAME = CONFIG_FILE
   # Fields added after configs were first saved, with the value that rebuilds the model a
   # config without them was trained as (not today's default, which may differ): a saved
-  # model must load as what it was.
+  # model must load as what it was. Fields that moved out (MOVED_OPTIONS) map to
+  # `experiment` in from_dict.
   FIELDS_ADDED_LATER = {"target_stats": False, "signature_fields": "item",
-                        "signature_distance": "category_first", "retrieval": "hamming",
-                        "category_bias": False, "attention_sink": False,
-                        "category_split": False}
+                        "signature_distance": "category_first", "experiment": ""}
 
   model: str = option("eta", "Which model to train; only the long-history block differs.",
                       choices=MODEL_NAMES)
@@ -117,15 +165,6 @@ class ModelConfig(_Config):
                               "retrieved at Hamming distance 0 / near; "
                               "eta_tf/models/target_stats.py). Every model that reads the "
                               "long history gets the same block (all but din).")
-  retrieval: str = option("hamming", "eta's selection of the k behaviors: hamming (ETA), "
-                          "or the controls random (the candidate's exact-item matches "
-                          "first, then a fixed pseudo-random k: the floor of retrieval) "
-                          "and oracle (the top-k by the model's own full attention scores "
-                          "over all L: the ceiling), and the experiment attention_hash "
-                          "(SimHash of the attention's own projected, per-head "
-                          "normalised query and keys: ETA's Hamming top-k in the space the "
-                          "oracle ranks in, computed per request, no frozen table).",
-                          choices=RETRIEVALS)
   signature_fields: str = option("item_category", "What eta's signature hashes: "
                                  "item_category (SimHash(item) ‖ SimHash(category), m bits "
                                  "each; two frozen tables at export) or item (SimHash of "
@@ -136,39 +175,18 @@ class ModelConfig(_Config):
                                    "(m + 1) + item distance: behaviors whose category "
                                    "signature is nearest come first, by item nearness "
                                    "among them; SIM(hard)'s key with ETA's order inside "
-                                   "it; docs/DESIGN.md §5), sum (item + category Hamming "
-                                   "distance), or the control category_only "
-                                   "(category_first keeping only behaviors at category "
-                                   "distance 0, as SIM(hard) masks other categories). "
-                                   "Not read with signature_fields=item (one field, one "
-                                   "distance).",
+                                   "it; docs/DESIGN.md §5) or sum (item + category "
+                                   "Hamming distance). Not read with "
+                                   "signature_fields=item (one field, one distance).",
                                    choices=SIGNATURE_DISTANCES)
-  category_bias: bool = option(False, "eta with signature_fields=item_category: a learned "
-                               "per-head attention bias for the retrieved behaviors whose "
-                               "category signature equals the candidate's (category "
-                               "distance 0), so attention can learn SIM(hard)'s category "
-                               "mask, softly, without losing the other retrieved "
-                               "(docs/DESIGN.md §5). Not read with signature_fields=item.")
-  category_split: bool = option(False, "eta with signature_fields=item_category: attend "
-                                "over the retrieved of the candidate's category (category "
-                                "distance 0) and over the other retrieved separately, two "
-                                "long-term interests for the tower: SIM(hard)'s category "
-                                "mask without dropping what ETA retrieved beyond it "
-                                "(docs/DESIGN.md §5). Not read with signature_fields=item.")
-  attention_sink: bool = option(False, "eta: one more, zero-valued key per head with a "
-                                "learned score in the attention over the retrieved k, so "
-                                "that when none of them scores above it the long-term "
-                                "interest shrinks towards zero (as SIM(hard)'s does when "
-                                "no behavior has the candidate's category) instead of "
-                                "averaging whatever was retrieved.")
+  experiment: str = option("", "An experimental eta block instead of the product's "
+                           "(eta_tf/experimental: retrieval controls and options measured "
+                           "and rejected; docs/DESIGN.md §5). Empty: the product.")
 
   def __post_init__(self):
     self.mlp_units = tuple(int(u) for u in self.mlp_units)
     self.hamming_xla = bool(self.hamming_xla)
     self.target_stats = bool(self.target_stats)
-    self.category_bias = bool(self.category_bias)
-    self.attention_sink = bool(self.attention_sink)
-    self.category_split = bool(self.category_split)
     self.validate()
 
   @property
@@ -184,8 +202,13 @@ class ModelConfig(_Config):
       raise ConfigError(f"{field}={getattr(self, field)!r}: {why}")
     if self.model not in MODEL_NAMES:
       fail("model", f"unknown model; choose one of {', '.join(MODEL_NAMES)}")
-    if self.retrieval not in RETRIEVALS:
-      fail("retrieval", f"unknown retrieval; choose one of {', '.join(RETRIEVALS)}")
+    if self.experiment and self.experiment not in EXPERIMENTS:
+      fail("experiment", f"choose one of {', '.join(EXPERIMENTS)} (or empty)")
+    if self.experiment and self.model != "eta":
+      fail("experiment", f"experimental blocks are eta's; model={self.model!r}")
+    if self.experiment.startswith("eta_category_") and (
+        self.signature_fields != "item_category"):
+      fail("experiment", "needs signature_fields='item_category' (category signatures)")
     if self.signature_fields not in SIGNATURE_FIELDS:
       fail("signature_fields", f"choose one of {', '.join(SIGNATURE_FIELDS)}")
     if self.signature_distance not in SIGNATURE_DISTANCES:
@@ -198,10 +221,6 @@ class ModelConfig(_Config):
         fail(field, "must be >= 1")
     if self.short_len > self.max_len:
       fail("short_len", f"must be <= max_len ({self.max_len})")
-    if self.category_split and (self.category_bias or self.attention_sink):
-      fail("category_split", "attends over each category part with its own softmax; "
-                             "category_bias and attention_sink act on one softmax: turn "
-                             "them off")
     if self.top_k > self.max_len:
       fail("top_k", f"must be <= max_len ({self.max_len})")
     if self.item_buckets < 2:
@@ -285,6 +304,8 @@ def config_differences(directory: str, model_config: ModelConfig,
       continue
     with open(path) as f:
       saved = json.load(f)
+    if isinstance(config, ModelConfig) and set(saved) & set(MOVED_OPTIONS):
+      saved = ModelConfig.from_dict(saved).to_dict()  # moved options as `experiment`
     for key, value in config.to_dict().items():
       if key in saved and saved[key] != value:
         differences.append((key, saved[key], value))

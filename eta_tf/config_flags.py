@@ -84,16 +84,21 @@ def define_flags(config_class, module_name: str, flag_values=FLAGS, skip=()):
       getattr(flags, f"DEFINE_{kind}")(field.name, default, _help(field), **common)
 
 
-def from_flags(config_class, embedded: bool = False, flag_values=FLAGS, **overrides):
+def from_flags(config_class, embedded: bool = False, flag_values=FLAGS, base=None,
+               **overrides):
   """`config_class` from the parsed flags; unset flags take the field's default (its
-  `embedded` value when `embedded`). Raises ConfigError (from the dataclass) or ValueError
-  naming the flag when a value does not parse."""
+  `embedded` value when `embedded`), or the value in `base` (a preset's fields) for the
+  fields it names: flags given on the command line override it. Raises ConfigError (from
+  the dataclass) or ValueError naming the flag when a value does not parse."""
   values = {}
   for field in dataclasses.fields(config_class):
     if field.name in overrides:
       values[field.name] = overrides[field.name]
       continue
     if field.name not in flag_values:
+      continue
+    if base and field.name in base and not flag_values[field.name].present:
+      values[field.name] = base[field.name]
       continue
     value = flag_values[field.name].value
     if value is None and "embedded" in field.metadata:

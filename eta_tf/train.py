@@ -3,6 +3,7 @@ r"""Train, evaluate and export a model of the ETA-Net family.
   python -m eta_tf.train                       # embedded default: synthetic log ->
                                                # Beam pipeline -> train eta -> export
   python -m eta_tf.train --data_dir=DIR --model=eta --epochs=3 --model_dir=runs/eta
+  python -m eta_tf.train --data_dir=DIR --preset=eta_paper --top_k=64   # a named preset
 
 `--data_dir` is the output of `python -m pipelines.build_dataset`. Checkpoints go to
 `--model_dir` every `--checkpoint_every_steps`; a killed run restarted with the same flags
@@ -26,6 +27,7 @@ from absl import flags
 
 from eta_tf import config as config_lib
 from eta_tf import config_flags
+from eta_tf import presets
 from eta_tf.config import option
 from serving import names
 
@@ -35,6 +37,9 @@ FLAGS = flags.FLAGS
 @dataclasses.dataclass
 class RunOptions:
   """Where a training run reads and writes; not hyperparameters (not saved)."""
+  preset: str = option("", "A named model preset (eta_tf/presets.py: "
+                       f"{', '.join(presets.PRESETS)}); model flags given explicitly "
+                       "override its fields. Empty: the flags alone.")
   data_dir: Optional[str] = option(None, "Output dir of pipelines.build_dataset. Empty: "
                                    "generate a synthetic log, run the pipeline into "
                                    "<model_dir>/data and train on it (the embedded "
@@ -74,7 +79,8 @@ def configs_from_flags():
   run = config_flags.from_flags(RunOptions)
   embedded = not run.data_dir
   try:
-    return (config_flags.from_flags(config_lib.ModelConfig, embedded),
+    base = presets.get(run.preset).fields if run.preset else None
+    return (config_flags.from_flags(config_lib.ModelConfig, embedded, base=base),
             config_flags.from_flags(config_lib.TrainConfig, embedded), run)
   except ValueError as e:  # ConfigError messages start "<field>=<value>"; flags match
     _fail("--" + str(e))

@@ -7,7 +7,7 @@ and property-tested directly, and so that the Beam DoFn wrapping them stays a on
 Lines are handled as *bytes* (the pipeline reads text files with a bytes coder): a file with
 invalid UTF-8 must not crash the job, and splitting bytes avoids a decode per line.
 
-Tolerated (documented in README.md, "Data pipeline"):
+Tolerated (documented in docs/pipeline.md, "Bad input"):
   * a UTF-8 byte-order mark at the start of a line (first line of a file, or of each file
     when several files were concatenated) is stripped;
   * CRLF line endings: a trailing carriage return is stripped (Beam's text reader already
@@ -167,7 +167,7 @@ def parse_behavior_line(line: Union[bytes, str],
   raises. Checks run in a fixed order (empty line, column count, integers, id sign, id
   size, timestamp window, behavior type) so that a row with several faults always gets the same reason.
   """
-  # Fast path for the common clean row (about 3x cheaper than the general path); anything
+  # Fast path for the common clean row (cheaper than the general path); anything
   # unusual -- BOM, CR, spaces, signs, bad values -- falls through to the general path.
   if isinstance(line, bytes) and len(line) <= _FAST_PATH_MAX_BYTES:
     fields = line.split(b",")

@@ -66,8 +66,8 @@ def aggregate_rows(keys: np.ndarray, weights: np.ndarray) -> np.ndarray:
   """Distinct key rows [K, k] with their summed weights appended [K, k + 1], sorted.
 
   A lexsort and a boundary scan, not np.unique(axis=0): that one sorts a void-typed copy
-  and keeps several full copies alive, the peak memory of the pipeline's global tables
-  (issue 12 scale).
+  and keeps several full copies alive, which would be the peak memory of the pipeline's
+  global tables on big logs.
   """
   keys = np.asarray(keys, np.int64)
   if not len(keys):

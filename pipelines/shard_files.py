@@ -112,10 +112,9 @@ class WriteBatchesByKey(beam.PTransform):
   """(key, int64 rows) -> files `prefix_of(key)`-<uuid>.pickle of concatenated rows, in one
   transform for any number of keys.
 
-  A Partition into one TFRecord sink per key costs each pipeline ~0.17 s of runner stages
-  per sink (measured: the draw step at 16M events, 32 pipelines x 48 sinks); with a sink
-  per user shard in each of the per-shard pipelines that is quadratic in the shard count
-  (~2 h of a full UserBehavior run at 200 shards). Here a DoFn writes each key's batch to
+  A Partition into one TFRecord sink per key costs each pipeline runner stages per sink;
+  with a sink per user shard in each of the per-shard pipelines that is quadratic in the
+  shard count. Here a DoFn writes each key's batch to
   a file of its own. For the local sharded job: a retried bundle would leave its files
   (the local runner does not retry; distributed runners do not run this path).
   """

@@ -1,10 +1,10 @@
 """The dataset job in user shards, for memory bounded by the shard: --user_shards=N.
 
 The local runner (FnApiRunner) keeps every PCollection that crosses a shuffle in memory:
-the one-pipeline job's peak RSS grows ~2 KiB per event (bench/results/scale*.json), ~200
-GiB for the full Taobao UserBehavior file. Distributed runners spill and spread that; on
-one machine, --user_shards=N runs the same transforms in four steps whose memory is set
-by the largest shard and by the global tables, not by the log:
+the one-pipeline job's peak RSS grows with the log (bench/results/scale*.json record it),
+far beyond one machine for the full Taobao UserBehavior file. Distributed runners spill
+and spread that; on one machine, --user_shards=N runs the same transforms in four steps
+whose memory is set by the largest shard and by the global tables, not by the log:
 
   1. PartitionLinesByUser: one streaming pass copies each raw input line, byte for byte,
      into the shard of its user (TFRecords under --shard_work_dir);

@@ -211,7 +211,7 @@ def _plant_revisits(rng, rate, rank, category, slot, is_long):
 
 
 TAOBAO_PRESET = dict(
-    # Calibrated to a 927-user sample of the public UserBehavior data (issue 13): ~101
+    # Calibrated to a 927-user sample of the public UserBehavior data: ~101
     # events per user with a long tail, distinct items ~0.65 x events (most items occur
     # once or twice), ~27% of positives revisit an item already in the user's history,
     # ~8% of same-category uniform negatives do (at ~600 users: fewer users per category

@@ -1,4 +1,5 @@
-"""bench/scale.py pieces: the Taobao-shaped generator, the process-tree RSS, the fit."""
+"""bench/scale.py pieces: the Taobao-shaped generator, the process-tree RSS, and the fits
+(bench/scale_fit.py)."""
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from bench import scale
+from bench import scale_fit
 from pipelines import parsing
 
 
@@ -53,7 +55,7 @@ def test_tree_rss_counts_children():
 
 
 def test_linear_fit_recovers_a_line():
-  fit = scale.linear_fit([1, 2, 4], [5, 7, 11])
+  fit = scale_fit.linear_fit([1, 2, 4], [5, 7, 11])
   assert fit["slope"] == pytest.approx(2) and fit["intercept"] == pytest.approx(3)
   assert fit["r2"] == pytest.approx(1)
 
@@ -64,12 +66,12 @@ def test_fit_runs_extrapolates_the_last_segment_too():
   runs = [{"events": e, "pipeline": {"seconds": s, "peak_rss_bytes": 1e9, "items": e // 2,
                                      "bytes_written": 27 * e}}
           for e, s in ((1_000_000, 100.0), (4_000_000, 500.0), (16_000_000, 2500.0))]
-  fit = scale.fit_runs(runs)
+  fit = scale_fit.fit_runs(runs)
   assert fit["last_segment_events_per_second"] == 6000  # 12M events in 2000 s
   assert fit["microseconds_per_event"] == {"1000000": 100.0, "4000000": 125.0,
                                            "16000000": 156.2}
   hours = fit["full_userbehavior_extrapolation"]
-  expected = (2500 + (scale.FULL_TAOBAO_EVENTS - 16_000_000) / 6000) / 3600
+  expected = (2500 + (scale_fit.FULL_TAOBAO_EVENTS - 16_000_000) / 6000) / 3600
   assert hours["pipeline_hours_last_segment"] == pytest.approx(expected, abs=0.01)
   assert hours["pipeline_hours_last_segment"] > hours["pipeline_hours"]
 
@@ -87,15 +89,15 @@ def test_joint_fit_separates_events_from_items(tmp_path):
                      ("b.json", [run(1e6, 8e5), run(4e6, 2.4e6), run(16e6, 4e6)])):
     (tmp_path / name).write_text(json.dumps({"runs": runs}))
     paths.append(str(tmp_path / name))
-  fit = scale.joint_fit(paths)
+  fit = scale_fit.joint_fit(paths)
   assert fit["peak_rss_bytes"]["per_event"] == pytest.approx(3, rel=1e-6)
   assert fit["peak_rss_bytes"]["per_item"] == pytest.approx(700, rel=1e-6)
   assert fit["peak_rss_bytes"]["r2"] == pytest.approx(1)
-  expected = 1e8 + 3 * scale.FULL_TAOBAO_EVENTS + 700 * scale.FULL_TAOBAO_ITEMS
+  expected = 1e8 + 3 * scale_fit.FULL_TAOBAO_EVENTS + 700 * scale_fit.FULL_TAOBAO_ITEMS
   assert fit["full_userbehavior"]["pipeline_peak_rss_gib"] == round(expected / 2 ** 30, 2)
   assert fit["seconds"]["per_item"] == pytest.approx(0, abs=1e-9)
   with pytest.raises(SystemExit, match="needs >= 4 runs"):
-    scale.joint_fit(paths[:1])
+    scale_fit.joint_fit(paths[:1])
 
 
 @pytest.mark.parametrize("flag", ["--item_pool=-5", "--events_per_shard=-1"])

@@ -14,8 +14,9 @@ PACKAGES = ("eta_tf", "pipelines", "serving", "bench")
 # `eta_tf` entry is the package's __init__ only (a new eta_tf module must be placed here).
 LAYERS = (
     ("contracts", ("eta_tf", "eta_tf._keras_env", "eta_tf.features", "eta_tf.config",
-                   "eta_tf.config_flags", "eta_tf.io_utils")),
-    ("model", ("eta_tf.ops", "eta_tf.layers", "eta_tf.models", "eta_tf.metrics",
+                   "eta_tf.config_flags", "eta_tf.io_utils", "eta_tf.presets")),
+    ("model", ("eta_tf.ops", "eta_tf.layers", "eta_tf.models", "eta_tf.experimental",
+               "eta_tf.metrics",
                "eta_tf.signatures", "eta_tf.testing")),
     ("data and export", ("eta_tf.data", "eta_tf.training", "eta_tf.saved_model",
                          "eta_tf.savedmodel_session", "eta_tf.baselines")),

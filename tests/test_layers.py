@@ -231,38 +231,6 @@ def test_target_attention_gathered_keys_equal_shared_keys():
                           tf.gather(k_heads, idx, batch_dims=1),
                           tf.gather(v_heads, idx, batch_dims=1), np.ones((2, 3, 5), bool))
   np.testing.assert_allclose(gathered.numpy(), shared.numpy(), rtol=1e-5, atol=1e-6)
-  # A score bias is per (query, key): only the per-query path takes one.
-  with pytest.raises(ValueError, match="score_bias and sink_logit need per-query keys"):
-    layer.attend(layer.project_query(query), k_heads, v_heads, mask,
-                 score_bias=tf.zeros([2, 3, 5, 2]))
-
-
-def test_score_bias_and_sink_equal_numpy_reference():
-  """Per-query attention with a score bias [B, N, k, H] and a sink logit [H]: softmax over
-  the k real keys plus one zero-valued key of score sink[h] (numpy below)."""
-  rng = np.random.default_rng(6)
-  heads, head_dim = 2, 4
-  layer = TargetAttention(heads, head_dim, query_dim=6, key_dim=8, normalize_qk=True)
-  query = layer.project_query(rng.standard_normal((3, 2, 6)).astype(np.float32))
-  keys, values = layer.project_keys(rng.standard_normal((3, 2, 5, 8)).astype(np.float32))
-  mask = rng.random((3, 2, 5)) < 0.7
-  mask[0, 1] = False  # nothing retrieved: zero context with or without the sink
-  bias = rng.standard_normal((3, 2, 5, heads)).astype(np.float32)
-  sink = np.array([1.5, -2.0], np.float32)
-  got = layer.attend(query, keys, values, mask, score_bias=bias, sink_logit=sink).numpy()
-  q, k, v = query.numpy(), keys.numpy(), values.numpy()
-  scores = np.einsum("bnhd,bnthd->bnth", q, k) + bias
-  exp = np.where(mask[..., None], np.exp(scores), 0.0)
-  weights = exp / (exp.sum(axis=2, keepdims=True) + np.exp(sink))
-  context = np.einsum("bnth,bnthd->bnhd", weights, v).reshape(3, 2, heads * head_dim)
-  want = context @ layer.output_kernel.numpy() + layer.output_bias.numpy()
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(got[0, 1], layer.output_bias.numpy(), atol=1e-7)
-  # A very low sink is plain softmax attention.
-  plain = layer.attend(query, keys, values, mask, score_bias=bias).numpy()
-  np.testing.assert_allclose(
-      layer.attend(query, keys, values, mask, score_bias=bias,
-                   sink_logit=np.full(heads, -1e4, np.float32)).numpy(), plain, atol=1e-6)
 
 
 def test_target_attention_get_config_round_trip():

@@ -122,7 +122,7 @@ def test_config_saved_before_a_field_existed_loads_as_it_was_trained():
   for field in ModelConfig.FIELDS_ADDED_LATER:
     del saved[field]
   old = ModelConfig.from_dict(saved)
-  assert (old.target_stats, old.signature_fields, old.category_bias) == (False, "item", False)
+  assert (old.target_stats, old.signature_fields, old.experiment) == (False, "item", "")
   assert (ModelConfig().target_stats, ModelConfig().signature_fields) == (True,
                                                                           "item_category")
   # Present fields always win.
@@ -137,11 +137,11 @@ def _graph_op_types(meta_graph):
 
 
 @pytest.mark.parametrize("model_name,overrides", [(m, {}) for m in MODEL_NAMES] + [
-    ("eta", {"retrieval": "random"}), ("eta", {"retrieval": "oracle"}),
-    ("eta", {"retrieval": "attention_hash"}),
+    ("eta", {"experiment": "eta_random"}), ("eta", {"experiment": "eta_oracle"}),
+    ("eta", {"experiment": "eta_attention_hash"}),
     ("eta", {"target_stats": False}), ("eta", {"signature_fields": "item"}),
-    ("eta", {"signature_distance": "sum"}), ("eta", {"category_bias": False}),
-    ("eta", {"category_split": True})])
+    ("eta", {"signature_distance": "sum"}), ("eta", {"experiment": "eta_category_sink"}),
+    ("eta", {"experiment": "eta_category_split"})])
 def test_saved_model_runs_in_tf1_session_loader(model_name, overrides, tmp_path):
   """What TF Serving does: the C++ loader via a TF1 session, feeding signature tensors."""
   tf.keras.utils.set_random_seed(5)

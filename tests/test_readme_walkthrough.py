@@ -1,4 +1,4 @@
-"""The README walkthrough, run from the README itself (issue 17, "Deliver").
+"""The README walkthrough, run from the README itself.
 
 The bash blocks marked `<!-- walkthrough -->` in README.md are extracted, joined in order and
 run verbatim by bash in a scratch directory (Quick start at the toy sizes of

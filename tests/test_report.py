@@ -78,9 +78,17 @@ def test_readme_block_is_regenerated_from_report(report):
   assert readme.startswith("# mine\n\nbefore\n") and readme.endswith("after\n")
   block = readme.split(markers.README_BEGIN)[1].split(markers.README_END)[0]
   assert "stale" not in block
-  assert "### Our measurements" in block and "**not measured here**" in block
-  # Image links resolve from the README's directory.
-  assert "![AUC per model](results/auc_user_log.png)" in block
+  # A summary of this run's rows (every model, best first), not a copy of REPORT.md.
+  results = json.loads((report["out"] / "report.json").read_text())
+  (rows,) = [s["rows"] for s in results["settings"].values()]
+  line = next(x for x in block.splitlines() if x.startswith("* user log (2 seeds): "))
+  means = {m: sum(r["auc"] for r in rows if r["model"] == m) / 2 for m in MODELS}
+  for model, mean in means.items():
+    assert f"{model} {mean:.4f}" in line, (model, line)
+  assert "best training-free score: " in line
+  assert "#" not in block and len(block.splitlines()) < 40
+  # Links resolve from the README's directory.
+  assert "[REPORT.md](results/REPORT.md)" in block
 
 
 def test_readme_without_the_block_is_refused_by_name(report, tmp_path):

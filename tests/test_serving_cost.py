@@ -85,14 +85,14 @@ def test_serving_cost_writes_every_record_kind(tiny_run):
 
 def test_every_model_is_benchmarked_by_default():
   from bench import serving_cost  # pylint: disable=g-import-not-at-top
-  from bench.serving_cost_grid import ETA_VARIANTS, MODELS, model_config  # pylint: disable=g-import-not-at-top
+  from bench.serving_cost_grid import MODELS, model_config  # pylint: disable=g-import-not-at-top
+  from eta_tf import presets  # pylint: disable=g-import-not-at-top
   from eta_tf.config import MODEL_NAMES  # pylint: disable=g-import-not-at-top
-  assert set(MODELS) == set(MODEL_NAMES) | set(ETA_VARIANTS)
-  assert len(MODELS) == len(MODEL_NAMES) + len(ETA_VARIANTS)
-  # A variant differs from the default eta in its own fields only.
-  item = model_config("eta_item", 1024)
-  assert item.signature_fields == "item" and item.retrieval == "hamming"
-  assert model_config("eta_attention_hash", 1024).retrieval == "attention_hash"
+  assert set(MODEL_NAMES) | {"eta_xla", "eta_paper"} <= set(MODELS) <= set(presets.PRESETS)
+  # Names are presets: each model is its preset's config at that L.
+  item = model_config("eta_paper", 1024)
+  assert (item.signature_fields, item.experiment, item.max_len) == ("item", "", 1024)
+  assert model_config("eta_attention_hash", 1024).experiment == "eta_attention_hash"
   assert model_config("eta", 1024).signature_fields == "item_category"
   assert serving_cost.build_parser().parse_args([]).models == list(MODELS)
 

@@ -1,4 +1,4 @@
-"""Target-aware statistics, ETA's distance statistics, retrieval controls and diagnostics:
+"""Target-aware statistics, ETA's distance statistics, retrieval and its diagnostics:
 each computed in-graph and checked against a numpy reference."""
 import numpy as np
 import pytest
@@ -80,44 +80,11 @@ def _context(model, feats):
       tf.constant(feats[F.TARGET_TIMESTAMP]))
 
 
-def test_random_control_takes_exact_matches_first_and_is_fixed():
-  tf.keras.utils.set_random_seed(2)
-  feats = _samples(seed=2)
-  model = build_model(ModelConfig(model="eta", retrieval="random", **SMALL))
-  indices, distances, mask = (t.numpy() for t in model.long_block.retrieve(
-      _context(model, feats)))
-  again = model.long_block.retrieve(_context(model, feats))[0].numpy()
-  np.testing.assert_array_equal(indices, again)
-  items, k = feats[F.HIST_ITEM_ID], SMALL["top_k"]
-  for b in range(len(items)):
-    real = np.flatnonzero(items[b] > 0)
-    matches = set(np.flatnonzero(items[b] == feats[F.TARGET_ITEM_ID][b]).tolist())
-    chosen = set(indices[b, 0][mask[b, 0]].tolist())
-    assert len(chosen) == min(k, real.size)
-    assert chosen <= set(real.tolist())
-    # Every exact match is retrieved when they fit, else only exact matches are.
-    assert (matches <= chosen) if len(matches) <= k else (chosen <= matches)
-
-
-def test_oracle_control_takes_top_k_of_full_attention():
-  tf.keras.utils.set_random_seed(3)
-  feats = _samples(seed=3)
-  model = build_model(ModelConfig(model="eta", retrieval="oracle", **SMALL))
-  context = _context(model, feats)
-  scores = model.long_block.full_attention_scores(context).numpy()[:, 0]
-  indices, _, mask = (t.numpy() for t in model.long_block.retrieve(context))
-  valid = feats[F.HIST_ITEM_ID] > 0
-  for b in range(len(scores)):
-    real = np.flatnonzero(valid[b])
-    want = real[np.argsort(-scores[b, real], kind="stable")[:SMALL["top_k"]]]
-    assert set(indices[b, 0][mask[b, 0]].tolist()) == set(want.tolist())
-
-
-@pytest.mark.parametrize("retrieval", ["hamming", "oracle"])
-def test_retrieval_diagnostics_equal_numpy_reference(retrieval):
+@pytest.mark.parametrize("experiment", ["", "eta_oracle"])
+def test_retrieval_diagnostics_equal_numpy_reference(experiment):
   tf.keras.utils.set_random_seed(4)
   feats = _samples(seed=4)
-  model = build_model(ModelConfig(model="eta", retrieval=retrieval, **SMALL))
+  model = build_model(ModelConfig(model="eta", experiment=experiment, **SMALL))
   context = _context(model, feats)
   got = {k: v.numpy() for k, v in model.retrieval_diagnostics(feats).items()}
   indices, distances, mask = (t.numpy()[:, 0] for t in model.long_block.retrieve(context))
@@ -139,7 +106,7 @@ def test_retrieval_diagnostics_equal_numpy_reference(retrieval):
                                (distances[b][mask[b]] == 0).mean(), atol=1e-6)
     np.testing.assert_allclose(got["same_category_share"][b],
                                (buckets[b][chosen] == target_bucket[b]).mean(), atol=1e-6)
-  if retrieval == "oracle":  # the top-k by the same scores holds the most mass
+  if experiment == "eta_oracle":  # the top-k by the same scores holds the most mass
     assert got["attention_recall"][got["has_history"]].min() > 0.0
 
 
@@ -149,8 +116,8 @@ def test_din_has_no_target_stats_and_the_flag_turns_them_off():
     assert build_model(ModelConfig(model=name, **SMALL)).uses_target_stats is stats
   off = build_model(ModelConfig(model="eta", target_stats=False, **SMALL))
   assert not off.uses_target_stats and "target_stats" not in _context(off, feats)
-  with pytest.raises(ConfigError, match="retrieval='best'"):
-    ModelConfig(retrieval="best")
+  with pytest.raises(ConfigError, match="experiment='best'"):
+    ModelConfig(experiment="best")
 
 
 def test_item_category_signature_equals_numpy_reference_and_frozen_tables():
@@ -216,8 +183,8 @@ def test_category_first_distances_equal_numpy_reference():
   assert (category == 0).any() and (category > 0).any() and (item == 0).any()
 
 
-@pytest.mark.parametrize("signature_distance", ["category_first", "category_only"])
-def test_category_first_retrieval_equals_numpy_reference(signature_distance):
+@pytest.mark.parametrize("experiment", ["", "eta_category_only"])
+def test_category_first_retrieval_equals_numpy_reference(experiment):
   """Top-k = the k smallest (category distance, item distance, more recent first) among
   the real behaviors (category_only: of those, the ones at category distance 0); the
   returned distances are the summed ones, as with "sum"."""
@@ -225,7 +192,7 @@ def test_category_first_retrieval_equals_numpy_reference(signature_distance):
   tf.keras.utils.set_random_seed(8)
   feats = _samples(seed=8)
   config = ModelConfig(model="eta", signature_fields="item_category",
-                       signature_distance=signature_distance, **SMALL)
+                       signature_distance="category_first", experiment=experiment, **SMALL)
   model = build_model(config)
   context = _context(model, feats)
   history, candidate = model.long_block._signatures(context)  # pylint: disable=protected-access
@@ -243,7 +210,7 @@ def test_category_first_retrieval_equals_numpy_reference(signature_distance):
     real = np.flatnonzero(valid[b])
     # lexsort: last key is primary; -position puts the more recent first among ties.
     order = real[np.lexsort((-real, item[b, real], category[b, real]))][:k]
-    if signature_distance == "category_only":
+    if experiment == "eta_category_only":
       order = order[category[b, order] == 0]
     chosen = indices[b][mask[b]]
     assert set(chosen.tolist()) == set(order.tolist())
@@ -253,7 +220,7 @@ def test_category_first_retrieval_equals_numpy_reference(signature_distance):
     if 0 < same.size < real.size:  # the candidate's category is retrieved first
       if same.size <= k:
         assert set(same.tolist()) <= set(chosen.tolist())
-        if signature_distance == "category_only":  # SIM(hard)'s set, up to collisions
+        if experiment == "eta_category_only":  # SIM(hard)'s set, up to collisions
           assert set(chosen.tolist()) == set(same.tolist())
       else:
         assert set(chosen.tolist()) <= set(same.tolist())
@@ -280,160 +247,3 @@ def test_item_signatures_rank_by_their_one_distance():
     ModelConfig(signature_fields="item_category", signature_distance="nearest")
 
 
-@pytest.mark.parametrize("signature_distance", ["sum", "category_first"])
-def test_category_bias_attention_equals_numpy_reference(signature_distance):
-  """retrieve_with_categories' category distances are the XOR + popcount distances of the
-  category words at the retrieved positions; the block's attention adds
-  SCORE_PACE x weight[h] to the score of every retrieved at category distance 0,
-  then the masked softmax (numpy below)."""
-  from eta_tf.ops import bits as bits_ops  # pylint: disable=g-import-not-at-top
-  tf.keras.utils.set_random_seed(10)
-  feats = _samples(seed=10)
-  config = ModelConfig(model="eta", signature_fields="item_category",
-                       signature_distance=signature_distance, category_bias=True, **SMALL)
-  model = build_model(config)
-  block = model.long_block
-  block.category_bias.assign([0.4, -0.3])
-  context = _context(model, feats)
-  indices, _, mask, categories = (t.numpy() for t in block.retrieve_with_categories(context))
-  history, candidate = block._signatures(context)  # pylint: disable=protected-access
-  m = config.hash_bits
-  hb = bits_ops.unpack_bits(history, 2 * m).numpy()
-  cb = bits_ops.unpack_bits(candidate, 2 * m).numpy()
-  category = _popcount_distance(cb[..., m:], hb[..., m:])  # [B, 1, L]
-  want = np.where(mask, np.take_along_axis(category, indices, axis=-1), 0)
-  np.testing.assert_array_equal(categories, want)
-  assert (want[mask] == 0).any() and (want[mask] > 0).any()
-  # Attention with the bias, in numpy, on the block's own projections.
-  att = block.attention
-  keys, values = (t.numpy() for t in att.project_gathered_keys(context["behavior"], indices))
-  query = att.project_query(context["query"]).numpy()  # [B, 1, H, dh]
-  scores = (query[:, :, None] * keys).sum(-1)  # [B, 1, k, H]
-  scores += (want == 0)[..., None] * long_history.SCORE_PACE * np.array([0.4, -0.3])
-  scores = np.where(mask[..., None], scores, -np.inf)
-  weights = np.exp(scores - scores.max(axis=2, keepdims=True))
-  weights = np.nan_to_num(weights / weights.sum(axis=2, keepdims=True))
-  heads = (weights[..., None] * values).sum(axis=2)  # [B, 1, H, dh]
-  expected = heads.reshape(heads.shape[:2] + (-1,)) @ att.output_kernel.numpy() + \
-      att.output_bias.numpy()
-  got = block(context).numpy()[..., :att.output_dim]
-  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-  before = model.predict_ctr(feats).numpy()
-  model.freeze_signatures()  # export: frozen per-bucket tables, same scores
-  np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, rtol=1e-5, atol=1e-6)
-
-
-def test_category_split_attention_equals_numpy_reference():
-  """category_split: the same scores, one masked softmax over the retrieved at category
-  distance 0 and one over the rest, each through the output projection, concatenated
-  (numpy below); an empty part is the output bias. Export scores equal training's."""
-  tf.keras.utils.set_random_seed(13)
-  feats = _samples(seed=13)
-  config = ModelConfig(model="eta", signature_fields="item_category",
-                       signature_distance="category_first", category_split=True, **SMALL)
-  model = build_model(config)
-  block = model.long_block
-  context = _context(model, feats)
-  indices, _, mask, categories = (t.numpy() for t in block.retrieve_with_categories(context))
-  same = mask & (categories == 0)
-  other = mask & (categories > 0)
-  assert same.any() and other.any()
-  att = block.attention
-  keys, values = (t.numpy() for t in att.project_gathered_keys(context["behavior"], indices))
-  query = att.project_query(context["query"]).numpy()  # [B, 1, H, dh]
-  scores = (query[:, :, None] * keys).sum(-1)  # [B, 1, k, H]
-
-  def attend(part):
-    masked = np.where(part[..., None], scores, -np.inf)
-    with np.errstate(invalid="ignore"):  # an empty part: its weights are 0 (nan_to_num)
-      weights = np.exp(masked - masked.max(axis=2, keepdims=True))
-      weights = np.nan_to_num(weights / weights.sum(axis=2, keepdims=True))
-    heads = (weights[..., None] * values).sum(axis=2)  # [B, 1, H, dh]
-    return heads.reshape(heads.shape[:2] + (-1,)) @ att.output_kernel.numpy() + \
-        att.output_bias.numpy()
-
-  expected = np.concatenate([attend(same), attend(other)], axis=-1)
-  got = block(context).numpy()[..., :2 * att.output_dim]
-  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-  empty = ~same.any(axis=-1)  # [B, 1]: no retrieved of the candidate's category
-  assert empty.any()
-  np.testing.assert_allclose(got[empty][:, :att.output_dim],
-                             np.broadcast_to(att.output_bias.numpy(),
-                                             (empty.sum(), att.output_dim)), atol=1e-6)
-  before = model.predict_ctr(feats).numpy()
-  model.freeze_signatures()  # export: frozen per-bucket tables, same scores
-  np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, rtol=1e-5, atol=1e-6)
-  with pytest.raises(ConfigError, match="category_split=True"):
-    ModelConfig(category_split=True, category_bias=True)
-
-
-def test_large_category_bias_is_sim_hards_mask_with_a_fallback():
-  """A large bias makes category_first attention SIM(hard)'s category mask (the
-  category_only control's output) wherever the candidate's category was retrieved;
-  where it was not, the block still attends over the other retrieved (not zeros)."""
-  tf.keras.utils.set_random_seed(11)
-  feats = _samples(seed=11)
-  biased, only = (build_model(ModelConfig(model="eta", signature_fields="item_category",
-                                          signature_distance=d, category_bias=True,
-                                          **SMALL))
-                  for d in ("category_first", "category_only"))
-  only.set_weights(biased.get_weights())
-  biased.long_block.category_bias.assign([100.0, 100.0])
-  context = _context(biased, feats)
-  _, _, mask, categories = (t.numpy()[:, 0] for t in
-                            biased.long_block.retrieve_with_categories(context))
-  dim = biased.long_block.attention.output_dim
-  got = biased.long_block(context).numpy()[:, 0, :dim]
-  want = only.long_block(context).numpy()[:, 0, :dim]
-  matched = (mask & (categories == 0)).any(-1)
-  fallback = mask.any(-1) & ~matched
-  assert matched.any() and fallback.any()
-  np.testing.assert_allclose(got[matched], want[matched], rtol=1e-5, atol=1e-6)
-  # category_only has no behavior left there: its context is zero, the output its bias.
-  bias = only.long_block.attention.output_bias.numpy()
-  np.testing.assert_allclose(want[fallback], np.broadcast_to(bias, want[fallback].shape))
-  assert np.abs(got[fallback] - want[fallback]).max() > 1e-3
-
-
-def test_attention_hash_retrieval_equals_numpy_reference():
-  """retrieval=attention_hash: bit i of a signature is [x . R[:, i] > 0] for x the
-  per-head unit projections concatenated over heads (numpy below), and the retrieved k
-  are the real behaviors at the k smallest Hamming distances of those signatures."""
-  from eta_tf.ops import bits as bits_ops  # pylint: disable=g-import-not-at-top
-  tf.keras.utils.set_random_seed(12)
-  feats = _samples(seed=12)
-  config = ModelConfig(model="eta", retrieval="attention_hash", **SMALL)
-  model = build_model(config)
-  block = model.long_block
-  context = _context(model, feats)
-  att = block.attention
-  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
-  heads = (config.num_heads, config.head_dim)
-  q = context["query"].numpy() @ att.query_kernel.numpy()
-  k = context["behavior"].numpy() @ att.key_kernel.numpy()
-  q = unit(q.reshape(q.shape[:-1] + heads)).reshape(q.shape)
-  k = unit(k.reshape(k.shape[:-1] + heads)).reshape(k.shape)
-  projection = block.attention_simhash.projection.numpy()
-  query_signatures, key_signatures = block.attention_signatures(block.project_all(context))
-  m = config.hash_bits
-  # Its distances count over m bits, whatever the item signature's fields (two here).
-  assert config.signature_fields == "item_category" and block.distance_bits == m
-  qb = bits_ops.unpack_bits(query_signatures, m).numpy()
-  kb = bits_ops.unpack_bits(key_signatures, m).numpy()
-  np.testing.assert_array_equal(qb, q @ projection > 0)
-  np.testing.assert_array_equal(kb, k @ projection > 0)
-  indices, distances, mask = (t.numpy()[:, 0] for t in block.retrieve(context))
-  hamming = _popcount_distance(qb, kb)[:, 0]  # [B, L]
-  valid = context["valid"].numpy()
-  for b in range(len(valid)):
-    real = np.flatnonzero(valid[b])
-    want = np.sort(hamming[b, real])[:config.top_k]
-    np.testing.assert_array_equal(np.sort(distances[b][mask[b]]), want)
-    np.testing.assert_array_equal(hamming[b, indices[b][mask[b]]], distances[b][mask[b]])
-  # The block gathers the k from keys it projected once for the signatures: the same
-  # attention as projecting the gathered behaviors (the other retrievals' path).
-  index_t, _, mask_t = block.retrieve(context)
-  keys, values = att.project_gathered_keys(context["behavior"], index_t)
-  want = att.attend(att.project_query(context["query"]), keys, values, mask_t).numpy()
-  got = block(context).numpy()
-  np.testing.assert_allclose(got[..., :want.shape[-1]], want, rtol=1e-5, atol=1e-6)

@@ -109,8 +109,7 @@ class TargetAttention(tf.keras.layers.Layer):
     return (tf.gather(key_heads, indices, batch_dims=1),
             tf.gather(value_heads, indices, batch_dims=1))
 
-  def attend(self, query_heads, key_heads, value_heads, mask, score_bias=None,
-             sink_logit=None):
+  def attend(self, query_heads, key_heads, value_heads, mask):
     """Attention on projected tensors.
 
     Args:
@@ -118,50 +117,25 @@ class TargetAttention(tf.keras.layers.Layer):
       key_heads, value_heads: [B, T, H, dh] shared by the N queries, or [B, N, T, H, dh]
         per query (gathered top-k).
       mask: bool [B, T] or [B, N, T].
-      score_bias: optional float [B, N, T, H], added to the per-query scores before the
-        softmax (per-query keys only; e.g. ETA's same-category bias).
-      sink_logit: optional float [H]: the score of an extra zero-valued key per head
-        (per-query keys only), so that when no behavior scores above it the context
-        shrinks towards zero instead of averaging whatever was retrieved.
     Returns:
       [B, N, output_dim].
     """
-    per_query = key_heads.shape.rank == 5
     mask = tf.cast(mask, tf.bool)
-    if (score_bias is not None or sink_logit is not None) and not per_query:
-      raise ValueError("score_bias and sink_logit need per-query keys [B, N, T, H, dh]")
-    if per_query:
+    if key_heads.shape.rank == 5:
       # Broadcast multiply + reduce_sum instead of einsum: TF lowers
       # "bnhd,bnthd->bnht" to N·H tiny batched matmuls ([1, dh] x [dh, k]), much slower
       # on CPU than one elementwise pass. Scores stay [B, N, k, H] and the softmax runs
-      # over axis 2 (_masked_softmax), so no transpose is needed.
-      scores = _per_query_scores(query_heads, key_heads)  # [B, N, k, H]
-      if score_bias is not None:
-        scores += score_bias
-      context = _per_query_context(scores, mask, value_heads, sink_logit)  # [B, N, H, dh]
+      # over axis 2 (masked_softmax), so no transpose is needed.
+      scores = per_query_scores(query_heads, key_heads)  # [B, N, k, H]
+      context = per_query_context(scores, mask, value_heads)  # [B, N, H, dh]
     else:
       scores = tf.einsum("bnhd,bthd->bnht", query_heads, key_heads)
       mask = mask[:, None, None, :] if mask.shape.rank == 2 else mask[:, :, None, :]
-      weights = _masked_softmax(scores, mask, axis=-1)
+      weights = masked_softmax(scores, mask, axis=-1)
       context = tf.einsum("bnht,bthd->bnhd", weights, value_heads)
-    return self._output(context)
+    return self.output(context)
 
-  def attend_partitioned(self, query_heads, key_heads, value_heads, masks):
-    """attend() once per mask over the same per-query keys, concatenated.
-
-    Args:
-      query_heads: [B, N, H, dh]; key_heads, value_heads: [B, N, T, H, dh].
-      masks: a list of P bool [B, N, T] (e.g. disjoint subsets of the retrieved).
-    Returns:
-      [B, N, P · output_dim]: part p equals attend(..., masks[p]) (the scores are
-      computed once; a part whose mask is all False is the output bias).
-    """
-    scores = _per_query_scores(query_heads, key_heads)  # [B, N, T, H]
-    return tf.concat([self._output(_per_query_context(scores, tf.cast(mask, tf.bool),
-                                                      value_heads))
-                      for mask in masks], axis=-1)
-
-  def _output(self, context):
+  def output(self, context):
     """Heads [..., H, dh] -> the output projection [..., output_dim]."""
     shape = tf.shape(context)
     context = tf.reshape(context, tf.concat([shape[:-2], [self.num_heads * self.head_dim]], 0))
@@ -188,38 +162,31 @@ class TargetAttention(tf.keras.layers.Layer):
     return config
 
 
-def _per_query_scores(query_heads, key_heads):
+def per_query_scores(query_heads, key_heads):
   """Scores [B, N, T, H] of queries [B, N, H, dh] over their own keys [B, N, T, H, dh]."""
   return tf.reduce_sum(query_heads[:, :, None] * key_heads, axis=-1)
 
 
-def _per_query_context(scores, mask, value_heads, sink_logit=None):
+def per_query_context(scores, mask, value_heads):
   """Softmax over T of scores [B, N, T, H] where mask bool [B, N, T], applied to values
   [B, N, T, H, dh] -> [B, N, H, dh]."""
-  weights = _masked_softmax(scores, mask[..., None], axis=2, sink_logit=sink_logit)
+  weights = masked_softmax(scores, mask[..., None], axis=2)
   return tf.reduce_sum(weights[..., None] * value_heads, axis=2)
 
 
-def _masked_softmax(scores, mask, axis, sink_logit=None):
+def masked_softmax(scores, mask, axis):
   """Softmax of `scores` over `axis` where `mask` (broadcastable) is True; 0 elsewhere.
 
   A row with no True entry is exactly zero, never NaN. For an inner axis it is written
   out (max, exp, sum): tf.nn.softmax transposes input and output for any axis but the
   last, two full passes that cost more than the softmax itself on [B, N, k, H].
-  `sink_logit` (inner axis, broadcastable to scores without `axis`, e.g. [H] for
-  [B, N, k, H]) adds one more entry to each normaliser, whose weight is not returned.
   """
   # Masked logits get a large negative value (not -inf: a fully masked row would then be
   # NaN); multiplying by the mask afterwards makes such a row exactly zero.
   logits = tf.where(mask, scores, tf.constant(-1e9, scores.dtype))
-  if sink_logit is None and axis in (-1, scores.shape.rank - 1):
+  if axis in (-1, scores.shape.rank - 1):
     return tf.nn.softmax(logits, axis=-1) * tf.cast(mask, scores.dtype)  # fused kernel
   top = tf.reduce_max(logits, axis=axis, keepdims=True)
-  if sink_logit is not None:
-    top = tf.maximum(top, sink_logit)
-  exp = tf.exp(logits - top)
-  exp *= tf.cast(mask, scores.dtype)
+  exp = tf.exp(logits - top) * tf.cast(mask, scores.dtype)
   total = tf.reduce_sum(exp, axis=axis, keepdims=True)
-  if sink_logit is not None:
-    total += tf.exp(sink_logit - top)
   return exp / tf.maximum(total, tf.constant(1e-30, scores.dtype))

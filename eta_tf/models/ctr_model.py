@@ -9,7 +9,7 @@ from eta_tf import features as F
 from eta_tf.config import ModelConfig
 from eta_tf.models.embedding import FeatureEmbedding
 from eta_tf.models.embedding import fit_history
-from eta_tf.models.long_history import LONG_BLOCKS
+from eta_tf.models.long_history import block_class as long_block_class
 from eta_tf.models.long_history import make_attention
 from eta_tf.models import target_stats as target_stats_lib
 from eta_tf.models import user_batched
@@ -34,7 +34,7 @@ class CtrModel(tfrs.Model):
     config.validate()
     self.config = config
     self.embedding = FeatureEmbedding(config, name="feature_embedding")
-    block_class = LONG_BLOCKS[config.model]
+    block_class = long_block_class(config)
     self.long_block = block_class(config, name=f"{config.model}_long_history") \
         if block_class else None
     self.short_attention = make_attention(config, "short_attention")

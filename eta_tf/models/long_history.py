@@ -63,22 +63,7 @@ class LongHistoryBlock(tf.keras.layers.Layer):
     return history, candidate
 
 
-def _mix_ids(history_ids, candidate_ids, num_values: int):
-  """A fixed pseudo-random int32 in [0, num_values) per (candidate, behavior) pair.
-
-  history_ids int64 [B, L], candidate_ids int64 [B, N] -> int32 [B, N, L]. Integer
-  multiply / xor-shift only (stock ops): the same value in training and at serving.
-  """
-  length = tf.shape(history_ids)[1]
-  position = tf.cast(tf.range(length), tf.int64)[None, None, :]
-  x = (history_ids[:, None, :] * 0x9E3779B1 + candidate_ids[:, :, None] * 0x85EBCA77 +
-       position * 0xC2B2AE3D)
-  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 29)) * 0x27D4EB2F
-  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 32))
-  return tf.cast(tf.math.floormod(x, num_values), tf.int32)
-
-
-def _gathered_distances(candidate_signatures, history_signatures, indices):
+def gathered_distances(candidate_signatures, history_signatures, indices):
   """Hamming distances of each candidate to its selected behaviors, int32 [B, N, k].
 
   candidate_signatures int64 [B, N, W], history_signatures int64 [B, L, W], indices
@@ -90,20 +75,6 @@ def _gathered_distances(candidate_signatures, history_signatures, indices):
                                            tf.reshape(gathered, [-1, k, words]))
   return tf.reshape(distances, tf.shape(indices))
 
-
-def _field_distances(candidate_signatures, history_signatures, indices, mask, field: int):
-  """Hamming distances of field `field` (0 item, 1 category) of item_category signatures
-  (W words per field) to the selected behaviors, int32 [B, N, k], 0 where masked."""
-  words = candidate_signatures.shape[-1] // 2
-  part = slice(field * words, (field + 1) * words)
-  return tf.where(mask, _gathered_distances(candidate_signatures[..., part],
-                                            history_signatures[..., part], indices), 0)
-
-
-# Learned attention scores (category bias, sink) are this many times their weight: Adam
-# moves a weight by ~learning_rate per step, and the attention scores they compete with
-# span ±score_scale (10), so at unit pace a bias could not approach a mask within a run.
-SCORE_PACE = 10.0
 
 NUM_DISTANCE_STATS = 3
 
@@ -139,16 +110,11 @@ def category_first_weights(words: int, num_bits: int) -> tuple:
 class EtaBlock(LongHistoryBlock):
   """ETA: SimHash + Hamming top-k retrieval, then multi-head target attention on the k.
 
-  `config.retrieval` swaps the selection for a control ("random": exact-item matches, then
-  pseudo-random; "oracle": the top-k by this block's own full attention scores); the
-  rest of the block is the same. With `config.target_stats` the output also carries
-  distance_stats of the retrieved. With signature_fields=item_category,
-  `config.signature_distance` ranks by the sum of the field distances or category first
-  (category_first_weights), and with `config.category_bias` the attention adds a
-  learned per-head bias (SCORE_PACE x weight) to the scores of the retrieved at
-  category-signature distance 0: a soft, learned version of SIM(hard)'s category mask.
-  With `config.category_split` it attends over the retrieved at category distance 0 and
-  over the others separately: output [B, N, 2 · output_dim (+ stats)].
+  Signatures: SimHash of the item embedding (signature_fields=item), or item ‖ category
+  (item_category), ranked by the sum of the field distances or category first
+  (category_first_weights). With `config.target_stats` the output also carries
+  distance_stats of the retrieved: [B, N, output_dim + NUM_DISTANCE_STATS].
+  Experimental variants (eta_tf/experimental) subclass it and override `retrieve`/`call`.
   """
   uses_signatures = True
 
@@ -163,30 +129,16 @@ class EtaBlock(LongHistoryBlock):
     self.top_k = HammingTopK(config.top_k, use_xla=config.hamming_xla, sort=False,
                              name="hamming_top_k")
     self.attention = make_attention(config, "long_attention")
-    self.attention_simhash = None
-    if config.retrieval == "attention_hash":
-      self.attention_simhash = SimHash(config.hash_bits, config.hash_seed + 2,
-                                       name="attention_simhash")
-    self.category_bias = None
-    if self.category_simhash is not None and config.category_bias:
-      # Starts at 0 (plain category_first attention); the tower learns how much to
-      # prefer the candidate's category, up to SIM(hard)'s hard mask.
-      self.category_bias = self.add_weight(name="category_bias",
-                                           shape=(config.num_heads,), initializer="zeros")
-    # config.validate() keeps category_bias / attention_sink off with the split.
-    self.split_by_category = self.category_simhash is not None and config.category_split
-    self.sink_logit = None
-    if config.attention_sink:
-      # Starts at score 0, inside the span of the cosine scores (±10).
-      self.sink_logit = self.add_weight(name="sink_logit", shape=(config.num_heads,),
-                                        initializer="zeros")
+
+  @property
+  def category_first(self) -> bool:
+    """Ranked by category distance · (m + 1) + item distance (item_category only)."""
+    return (self.category_simhash is not None and
+            self.config.signature_distance == "category_first")
 
   @property
   def distance_bits(self) -> int:
-    """Bits the retrieval's Hamming distances count over: m for attention_hash (one m-bit
-    signature of the attention's projections), else m per hashed field."""
-    if self.attention_simhash is not None:
-      return self.config.hash_bits
+    """Bits the retrieval's Hamming distances count over: m per hashed field."""
     return self.config.hash_bits * (2 if self.category_simhash is not None else 1)
 
   def _signatures(self, context):
@@ -214,118 +166,48 @@ class EtaBlock(LongHistoryBlock):
     query_heads = self.attention.project_query(context["query"])
     return tf.einsum("bnhd,blhd->bnl", query_heads, key_heads) / self.config.num_heads
 
-  def project_all(self, context):
-    """((key_heads, value_heads) [B, L, H, dh] of every behavior, query_heads [B, N, H, dh]):
-    what retrieval=attention_hash hashes, projected once and gathered for the attention."""
-    return (self.attention.project_keys(context["behavior"]),
-            self.attention.project_query(context["query"]))
-
-  def attention_signatures(self, projected):
-    """retrieval=attention_hash: SimHash of the per-head unit query and key projections,
-    concatenated over heads: int64 [B, N, W] and [B, L, W]. `projected` is project_all's.
-
-    The angle between two such concatenations is arccos(mean over heads of the cosine),
-    so nearer signatures approximate higher head-averaged attention scores (the oracle's
-    ranking, up to the per-head scales), with the same XOR + popcount top-k as ETA.
-    """
-    (key_heads, _), query_heads = projected  # keys are unit per head (normalize_qk)
-    query_heads = tf.math.l2_normalize(query_heads, axis=-1)
-    flat = lambda x: tf.reshape(x, tf.concat([tf.shape(x)[:-2], [-1]], 0))  # noqa: E731
-    width = self.config.num_heads * self.config.head_dim
-    query = tf.ensure_shape(flat(query_heads), [None, None, width])
-    keys = tf.ensure_shape(flat(key_heads), [None, None, width])
-    return self.attention_simhash(query), self.attention_simhash(keys)
+  def ranked_top_k(self, context):
+    """The Hamming top-k by this block's ranking: indices int32 [B, N, k], ranking
+    distances int32 [B, N, k] (category_first: category · (m + 1) + item) and mask."""
+    history_signatures, candidate_signatures = self._signatures(context)
+    if not self.category_first:
+      return self.top_k(candidate_signatures, history_signatures, mask=context["valid"])
+    # hamming_top_k's fused pass on the weighted distance (int16 block sums), the same
+    # exact order as select_nearest over the N x L keys, without storing them.
+    return hamming_ops.hamming_top_k(
+        candidate_signatures, history_signatures, context["valid"], self.config.top_k,
+        use_xla=self.config.hamming_xla, sort=False,
+        word_weights=category_first_weights(self.config.hash_words, self.config.hash_bits))
 
   def retrieve(self, context):
-    """Indices int32 [B, N, k], Hamming distances int32 [B, N, k] and mask [B, N, k]."""
-    indices, distances, mask, _ = self.retrieve_with_categories(context)
-    return indices, distances, mask
+    """Indices int32 [B, N, k], summed Hamming distances int32 [B, N, k] (0 where
+    masked) and mask bool [B, N, k]."""
+    indices, distances, mask = self.ranked_top_k(context)
+    if self.category_first:  # statistics read the summed distance, as with "sum"
+      m1 = self.config.hash_bits + 1
+      distances = distances // m1 + distances % m1
+    return indices, tf.where(mask, distances, 0), mask
 
-  def retrieve_with_categories(self, context, projected=None):
-    """retrieve() plus the category-signature distance of each retrieved, int32
-    [B, N, k] (0 where masked), or None with item-only signatures. `projected`
-    (project_all's, retrieval=attention_hash only) saves projecting the keys twice."""
-    k, valid = self.config.top_k, context["valid"]
-    if self.config.retrieval == "attention_hash":
-      query_signatures, key_signatures = self.attention_signatures(
-          projected if projected is not None else self.project_all(context))
-      indices, distances, mask = self.top_k(query_signatures, key_signatures, mask=valid)
-      categories = None
-      if self.category_simhash is not None:  # only category_bias reads them
-        history_signatures, candidate_signatures = self._signatures(context)
-        categories = _field_distances(candidate_signatures, history_signatures, indices,
-                                      mask, field=1)
-      return indices, tf.where(mask, distances, 0), mask, categories
-    history_signatures, candidate_signatures = self._signatures(context)
-    by_sum = self.category_simhash is None or self.config.signature_distance == "sum"
-    if self.config.retrieval == "hamming" and not by_sum:  # category_first / category_only
-      m = self.config.hash_bits
-      # hamming_top_k's fused pass on the weighted distance (int16 block sums), the
-      # same exact order as select_nearest over the N x L keys, without storing them.
-      indices, keys, mask = hamming_ops.hamming_top_k(
-          candidate_signatures, history_signatures, valid, k,
-          use_xla=self.config.hamming_xla, sort=False,
-          word_weights=category_first_weights(self.config.hash_words, m))
-      if self.config.signature_distance == "category_only":  # category distance 0 only
-        mask = tf.logical_and(mask, keys <= m)
-      # Statistics and diagnostics read the summed distance, as with "sum".
-      return (indices, tf.where(mask, keys // (m + 1) + keys % (m + 1), 0), mask,
-              tf.where(mask, keys // (m + 1), 0))
-    if self.config.retrieval == "hamming":
-      indices, distances, mask = self.top_k(candidate_signatures, history_signatures,
-                                            mask=valid)
-    elif self.config.retrieval == "random":
-      same_item = tf.equal(context["candidate_item_id"][:, :, None],
-                           context["history_item_id"][:, None, :])
-      keys = tf.where(same_item, 0, 1 + _mix_ids(context["history_item_id"],
-                                                 context["candidate_item_id"], 1 << 16))
-      indices, _, mask = hamming_ops.select_nearest(keys, valid, k, sort=False)
-      distances = _gathered_distances(candidate_signatures, history_signatures, indices)
-    else:  # oracle
-      scores = self.full_attention_scores(context)
-      scores = tf.where(valid[:, None, :], scores, tf.constant(-1e30, scores.dtype))
-      _, indices = tf.math.top_k(tf.stop_gradient(scores), k=k, sorted=False)
-      mask = tf.gather(tf.broadcast_to(valid[:, None, :], tf.shape(scores)), indices,
-                       batch_dims=2)
-      distances = _gathered_distances(candidate_signatures, history_signatures, indices)
-    categories = None
-    if self.category_simhash is not None:
-      categories = _field_distances(candidate_signatures, history_signatures, indices, mask,
-                                    field=1)
-    return indices, tf.where(mask, distances, 0), mask, categories
+  def project_retrieved(self, context, indices):
+    """(query_heads [B, N, H, dh], key_heads, value_heads [B, N, k, H, dh]) of the
+    retrieved: projected per history then gathered when N·k > L (serving), or gathered
+    then projected when N·k < L (training, N = 1): see project_gathered_keys."""
+    key_heads, value_heads = self.attention.project_gathered_keys(context["behavior"],
+                                                                  indices)
+    return self.attention.project_query(context["query"]), key_heads, value_heads
+
+  def with_stats(self, out, distances, mask):
+    """`out` [B, N, D] followed by distance_stats when config.target_stats."""
+    if not self.config.target_stats:
+      return out
+    return tf.concat([out, distance_stats(distances, mask, self.config.top_k,
+                                          self.distance_bits)], axis=-1)
 
   def call(self, context):
-    projected = self.project_all(context) if self.attention_simhash is not None else None
-    indices, distances, mask, categories = self.retrieve_with_categories(context, projected)
-    if projected is not None:  # every key is projected already: gather the k
-      (all_keys, all_values), query_heads = projected
-      key_heads = tf.gather(all_keys, indices, batch_dims=1)  # [B, N, k, H, dh]
-      value_heads = tf.gather(all_values, indices, batch_dims=1)
-    else:
-      # [B, N, k, H, dh]; projected per history then gathered when N·k > L (serving), or
-      # gathered then projected when N·k < L (training, N = 1): see project_gathered_keys.
-      key_heads, value_heads = self.attention.project_gathered_keys(context["behavior"],
-                                                                    indices)
-      query_heads = self.attention.project_query(context["query"])
-    bias = None
-    if self.category_bias is not None:
-      same_category = tf.cast(tf.equal(categories, 0), tf.float32)[..., None]
-      bias = same_category * (SCORE_PACE * self.category_bias)  # [B, N, k, H]
-    sink = None if self.sink_logit is None else SCORE_PACE * self.sink_logit
-    if self.split_by_category:
-      # Same scores, two softmaxes: the candidate's category (SIM(hard)'s set, within
-      # the k) and the rest, each its own interest, so neither dilutes the other.
-      same = tf.logical_and(mask, tf.equal(categories, 0))
-      out = self.attention.attend_partitioned(
-          query_heads, key_heads, value_heads,
-          [same, tf.logical_and(mask, tf.logical_not(same))])
-    else:
-      out = self.attention.attend(query_heads, key_heads, value_heads, mask,
-                                  score_bias=bias, sink_logit=sink)
-    if self.config.target_stats:
-      out = tf.concat([out, distance_stats(distances, mask, self.config.top_k,
-                                           self.distance_bits)], axis=-1)
-    return out
+    indices, distances, mask = self.retrieve(context)
+    query_heads, key_heads, value_heads = self.project_retrieved(context, indices)
+    out = self.attention.attend(query_heads, key_heads, value_heads, mask)
+    return self.with_stats(out, distances, mask)
 
 
 class FullAttentionBlock(LongHistoryBlock):
@@ -401,6 +283,16 @@ class SdimBlock(LongHistoryBlock):
                             context["behavior"])
     normalized = tf.math.l2_normalize(bucket_sums, axis=-1)  # zero sums stay zero
     return tf.reduce_mean(normalized, axis=2)
+
+
+def block_class(config: ModelConfig):
+  """The long-history block class of `config` (None for din): an experimental eta block
+  when config.experiment names one, else LONG_BLOCKS[config.model]."""
+  if config.experiment:
+    # eta_tf.experimental subclasses EtaBlock (it imports this module): imported here.
+    from eta_tf import experimental  # pylint: disable=g-import-not-at-top
+    return experimental.EXPERIMENTAL_BLOCKS[config.experiment]
+  return LONG_BLOCKS[config.model]
 
 
 LONG_BLOCKS = {

@@ -16,8 +16,8 @@ above every real key and still unique.
 
 Selection (`_k_smallest_positions`): NthElement (std::nth_element per row, O(n)) gives the
 k-th smallest unique key, `keys <= it` marks exactly k positions, tf.where lists them; a
-tf.sort of those k orders them. About 2.5x cheaper than TopKV2 here, whose heap pays for
-every improvement of the running top-k (bench/hamming_kernels.py).
+tf.sort of those k orders them. Cheaper than TopKV2, whose heap pays for every improvement
+of the running top-k (bench/hamming_kernels.py measures both).
 
 `hamming_top_k` is the fast fused path:
 
@@ -52,8 +52,8 @@ _BLOCK_SIZES = ((2048, 4), (8192, 8), (None, 16))
 # Below this many behaviors the blockwise path cannot beat one selection over all of them.
 _MIN_BLOCKWISE_LENGTH = 256
 # hamming_top_k's per-user preparation (B x L work) pays off only over enough candidates
-# per user: with N = 1 (training) the direct path is 2x faster, with N = 200 the blockwise
-# one is 1.3x faster (bench: B=128,N=1 and B=1,N=200 at L=1024).
+# per user: with N = 1 (training) the direct path is faster, with hundreds of candidates
+# the blockwise one (bench/hamming_kernels.py).
 _MIN_BLOCKWISE_CANDIDATES = 32
 
 
@@ -152,8 +152,8 @@ def _k_smallest_positions(keys: tf.Tensor, k: int) -> tf.Tensor:
   """Positions int32 [B, N, k] (ascending) of the k smallest unique keys [B, N, n >= k].
 
   NthElement (std::nth_element, O(n) per row) finds the k-th smallest key; `keys <= it`
-  then holds for exactly k positions per row, which tf.where lists row-major. About 2.5x
-  cheaper than TopKV2, whose heap pays for every improvement of the running top-k.
+  then holds for exactly k positions per row, which tf.where lists row-major. Cheaper
+  than TopKV2, whose heap pays for every improvement of the running top-k.
   """
   threshold = tf.raw_ops.NthElement(input=keys, n=k - 1)
   coords = tf.where(keys <= threshold[..., None])
@@ -231,8 +231,8 @@ def _block_keys(query, block_signatures, block_valid, word_weights=None):
   largest = max_distance(words, word_weights)
   dtype = tf.uint8 if largest <= 255 else tf.int16 if largest <= 32767 else tf.int32
   block_min = None
-  # b separate [B, N, nb] passes: small intermediates, 2.5-3x faster than one
-  # [B, N, b, nb] broadcast followed by a reduction (bench: non-XLA block keys).
+  # b separate [B, N, nb] passes: small intermediates, faster than one [B, N, b, nb]
+  # broadcast followed by a reduction.
   for r in range(block):
     total = None
     for w, weight in enumerate(weights):

@@ -1,0 +1,30 @@
+"""Named presets (eta_tf/presets.py) and the train CLI's --preset flag."""
+from absl import flags
+import pytest
+
+from eta_tf import config as config_lib
+from eta_tf import config_flags
+from eta_tf import presets
+
+
+def test_presets_pin_their_fields_and_overrides_win():
+  assert presets.model_config("eta") == config_lib.ModelConfig()  # today's default
+  paper = presets.model_config("eta_paper", top_k=16)
+  assert (paper.signature_fields, paper.top_k) == ("item", 16)
+  for name in presets.PRESETS:  # every preset builds and is recognised as itself
+    assert presets.preset_of(presets.model_config(name, max_len=64)) == name
+  assert "`eta_paper`" in presets.legend()
+
+
+def test_flags_override_a_preset_only_when_given():
+  values = flags.FlagValues()
+  config_flags.define_flags(config_lib.ModelConfig, "test", flag_values=values)
+  values(["prog", "--top_k=8"])
+  base = presets.get("eta_paper").fields
+  config = config_flags.from_flags(config_lib.ModelConfig, flag_values=values, base=base)
+  assert (config.signature_fields, config.top_k) == ("item", 8)
+  values(["prog", "--top_k=8", "--signature_fields=item_category"])
+  config = config_flags.from_flags(config_lib.ModelConfig, flag_values=values, base=base)
+  assert config.signature_fields == "item_category"
+  with pytest.raises(config_lib.ConfigError, match="preset='etta'"):
+    presets.get("etta")
