@@ -102,7 +102,7 @@ def _perturbed_model(config, seed):
 MODEL_CONFIGS = [(name, {}) for name in MODEL_NAMES] + [
     ("eta", {"signature_fields": "item"}),
     ("eta", {"signature_distance": "sum"}),
-    ("eta", {"signature_distance": "category_only", "target_stats": False}),
+    ("eta", {"target_stats": False}),
     ("din_long", {"target_stats": False}),
 ]
 
@@ -170,3 +170,19 @@ def test_loss_is_the_mean_over_real_targets(data_dir):
   y = labels.numpy()[weight > 0]
   expected = np.mean(np.maximum(logits, 0) - logits * y + np.log1p(np.exp(-np.abs(logits))))
   np.testing.assert_allclose(model.compute_loss(batch).numpy(), expected, rtol=1e-5)
+
+
+def test_experimental_blocks_train_per_sample(data_dir, capsys):
+  """An experimental eta block has no user-batched path: the model refuses such a batch
+  naming the experiment, and training falls back to per-sample batches, saying so."""
+  from eta_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from eta_tf import training  # pylint: disable=g-import-not-at-top
+  config = ModelConfig(model="eta", experiment="eta_random", **SMALL)
+  model = build_model(config)
+  features, _ = next(iter(data.make_user_dataset(data_dir, "train", config.max_len, 14,
+                                                 shuffle=False, targets_per_chunk=7)))
+  with pytest.raises(ValueError, match="experiment='eta_random'.*--batching=sample"):
+    model(features)
+  ds = training.train_dataset(config, config_lib.TrainConfig(batch_size=8), data_dir)
+  assert F.TARGET_HISTORY_END not in ds.element_spec[0]
+  assert "eta_random" in capsys.readouterr().out

@@ -27,12 +27,8 @@ from eta_tf.ops import hamming as hamming_ops
 
 def unsupported_reason(config):
   """Why this config cannot train user-batched (None if it can)."""
-  if config.model == "eta":
-    if config.retrieval != "hamming":
-      return f"retrieval={config.retrieval!r} (only hamming)"
-    for field in ("category_bias", "attention_sink", "category_split"):
-      if getattr(config, field):
-        return f"{field}=True"
+  if config.experiment:
+    return f"experiment={config.experiment!r} (an experimental block)"
   return None
 
 
@@ -141,12 +137,10 @@ def _eta(block, rows):
     history = tf.concat([history, block.category_simhash(rows.category)], axis=-1)
     candidate = tf.concat([candidate, block.category_simhash(rows.query[..., d:d + dc])],
                           axis=-1)
-  if block.category_simhash is not None and cfg.signature_distance != "sum":
+  if block.category_first:
     weights = long_history.category_first_weights(cfg.hash_words, m)
     keys = hamming_ops.hamming_distance(candidate, history, word_weights=weights)
     indices, keys, mask = rows.select(keys, k)
-    if cfg.signature_distance == "category_only":
-      mask = tf.logical_and(mask, keys <= m)
     distances = tf.where(mask, keys // (m + 1) + keys % (m + 1), 0)
   else:
     indices, distances, mask = rows.select(hamming_ops.hamming_distance(candidate, history),
