@@ -43,6 +43,8 @@ def _parse_args(argv):
                       "'taobao' is the one the full-file extrapolation reads.")
   p.add_argument("--lengths", default="256,1024,4096", help="L values (comma list).")
   p.add_argument("--models", default="eta", help="Models timed (comma list).")
+  p.add_argument("--skip", default="", help="model@L pairs not timed (comma list), e.g. "
+                 "din_long@4096 (its per-sample steps take minutes).")
   p.add_argument("--batch_size", type=int, default=256, help="Targets per batch.")
   p.add_argument("--warmup_steps", type=int, default=3, help="Untimed steps per model.")
   p.add_argument("--round_steps", type=int, default=3, help="Steps per timed round.")
@@ -139,6 +141,8 @@ def main(argv=None):
   for name, data_dir in logs.items():
     for model_name in args.models.split(","):
       for length in [int(x) for x in args.lengths.split(",")]:
+        if f"{model_name}@{length}" in args.skip.split(","):
+          continue
         config = config_lib.ModelConfig(model=model_name, max_len=length)
         row = {"log": name, "model": model_name, "max_len": length,
                **throughput(config, data_dir, args), "load": machine.load_average()}

@@ -259,12 +259,19 @@ def make_user_dataset(data_dir_or_pattern: str,
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def count_samples(data_dir: str, split: str) -> int:
-  """Number of samples (= labelled targets) of a split; reads only the target labels."""
+def count_samples(data_dir: str, split: str, targets_per_chunk: Optional[int] = None) -> int:
+  """Number of samples (= labelled targets) of a split; reads only the target labels.
+
+  With `targets_per_chunk`: the number of make_user_dataset rows (chunks) instead, the sum
+  over users of ceil(targets / targets_per_chunk); a user-batched epoch has
+  chunks // (batch_size // targets_per_chunk) full batches.
+  """
   spec = {features.TARGET_LABELS: tf.io.RaggedFeature(tf.int64)}
   ds = tf.data.TFRecordDataset(record_files(data_dir, split), compression_type="GZIP")
   ds = ds.map(lambda s: tf.size(tf.io.parse_single_example(s, spec)[features.TARGET_LABELS],
                                 out_type=tf.int64), num_parallel_calls=tf.data.AUTOTUNE)
+  if targets_per_chunk:
+    ds = ds.map(lambda n: (n + targets_per_chunk - 1) // targets_per_chunk)
   return int(ds.reduce(tf.constant(0, tf.int64), lambda total, n: total + n))
 
 

@@ -186,3 +186,11 @@ def test_experimental_blocks_train_per_sample(data_dir, capsys):
   ds = training.train_dataset(config, config_lib.TrainConfig(batch_size=8), data_dir)
   assert F.TARGET_HISTORY_END not in ds.element_spec[0]
   assert "eta_random" in capsys.readouterr().out
+
+
+def test_count_samples_counts_user_batched_rows(data_dir):
+  ds = data.make_user_dataset(data_dir, "train", 12, batch_size=7, shuffle=False,
+                              targets_per_chunk=7)
+  rows = sum(int(features[F.TARGET_WEIGHT].shape[0]) for features, _ in ds)
+  assert rows == data.count_samples(data_dir, "train", targets_per_chunk=7) == 7 + 1 + 1 + 1 + 2
+  assert data.count_samples(data_dir, "train") == 65
