@@ -11,6 +11,7 @@ resolves it. Configs stay plain dataclasses: tests and benchmarks build them dir
 """
 import dataclasses
 import logging as std_logging
+import re
 import sys
 import typing
 
@@ -111,3 +112,46 @@ def from_flags(config_class, embedded: bool = False, flag_values=FLAGS, base=Non
                          "integers") from None
     values[field.name] = value
   return config_class(**values)
+
+
+def strict_flags_parser(program: str, flag_values=FLAGS):
+  """A `flags_parser` for absl's app.run with the CLIs' error contract: an unknown or bad
+  flag is one line `<program>: error: ...` ("Did you mean: --x ?" from absl) and exit
+  code 2, never absl's default exit 1 with a FATAL line."""
+
+  def parse(argv):
+    try:
+      return flag_values(argv)
+    except flags.Error as e:
+      line = re.sub(r"Did you mean: ([\w,]+) \?",
+                    lambda m: "did you mean --" + m.group(1).split(",")[0] + "?",
+                    str(e).splitlines()[0])
+      line = re.sub(r"Unknown command line flag '([^']+)'", r"unknown flag --\1", line)
+      print(f"{program}: error: {line}", file=sys.stderr)
+      sys.exit(2)
+
+  return parse
+
+
+def did_you_mean(unknown: str, known) -> str:
+  """' (did you mean --x?)' for the closest of `known` flag names, else ''."""
+  import difflib  # pylint: disable=g-import-not-at-top  (only on an error)
+  name = unknown.lstrip("-").split("=", 1)[0]
+  match = difflib.get_close_matches(name, [k.lstrip("-") for k in known], n=1, cutoff=0.6)
+  return f" (did you mean --{match[0]}?)" if match else ""
+
+
+def add_flag_suggestions(parser):
+  """Makes an argparse parser's unknown-flag error say "did you mean --x?" (still one
+  usage error, exit code 2). Returns the parser."""
+  error = parser.error
+
+  def error_with_suggestion(message):
+    prefix = "unrecognized arguments: "
+    if message.startswith(prefix):
+      known = [o for a in parser._actions for o in a.option_strings]  # pylint: disable=protected-access
+      message += did_you_mean(message[len(prefix):].split()[0], known)
+    error(message)
+
+  parser.error = error_with_suggestion
+  return parser

@@ -185,6 +185,13 @@ TARGETS_PER_CHUNK = 32
 CHUNK_SHUFFLE_BUFFER = 1024
 
 
+def user_batch_shape(batch_size: int, targets_per_chunk: int = TARGETS_PER_CHUNK):
+  """(chunks per batch, targets per chunk) of a user-batched batch of `batch_size`
+  targets: at most batch_size targets, chunks of min(targets_per_chunk, batch_size)."""
+  chunk = max(1, min(targets_per_chunk, batch_size))
+  return max(1, batch_size // chunk), chunk
+
+
 def _user_chunks(record: Dict[str, tf.Tensor], max_len: int, targets_per_chunk: int,
                  include_user_id: bool) -> tf.data.Dataset:
   """Record -> dataset of chunks: up to `targets_per_chunk` of the user's targets
@@ -233,10 +240,10 @@ def make_user_dataset(data_dir_or_pattern: str,
   """User-batched (features, label) batches of one split: the input of the user-batched
   training path (CtrModel.call on TARGET_HISTORY_END features).
 
-  A batch holds max(1, batch_size // targets_per_chunk) chunks (rows); a chunk is up to
-  `targets_per_chunk` of one user's targets, consecutive in time, with the slice of the
-  user's history their windows cover, stored once. So a batch has at most batch_size real
-  targets (fewer when users have fewer targets than a chunk's worth); every target sees
+  A batch holds batch_size // c chunks (rows), c = min(targets_per_chunk, batch_size)
+  (user_batch_shape); a chunk is up to c of one user's targets, consecutive in time, with
+  the slice of the user's history their windows cover, stored once. So a batch has at most
+  batch_size real targets (fewer when users have fewer targets than a chunk's worth); every target sees
   exactly the per-sample path's history (make_dataset): the last `max_len` behaviors
   strictly before its time. Arguments as in make_dataset.
 
@@ -249,13 +256,13 @@ def make_user_dataset(data_dir_or_pattern: str,
   if max_len < 1 or batch_size < 1 or targets_per_chunk < 1:
     raise ValueError(f"max_len ({max_len}), batch_size ({batch_size}) and "
                      f"targets_per_chunk ({targets_per_chunk}) must be >= 1")
+  chunks, targets_per_chunk = user_batch_shape(batch_size, targets_per_chunk)
   ds = _records(data_dir_or_pattern, split, shuffle, seed, repeat, num_parallel_calls)
   ds = ds.flat_map(lambda record: _user_chunks(record, max_len, targets_per_chunk,
                                                include_user_id))
   if shuffle:
     ds = ds.shuffle(CHUNK_SHUFFLE_BUFFER, seed=seed + 1)
-  ds = ds.padded_batch(max(1, batch_size // targets_per_chunk),
-                       drop_remainder=drop_remainder)
+  ds = ds.padded_batch(chunks, drop_remainder=drop_remainder)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -57,9 +57,10 @@ def main(argv):
   try:
     release.export_trained(cli.model_dir, cli.export_base, cli.model_name or config.model,
                            data_dir=cli.data_dir, label=cli.label or None)
-  except (FileNotFoundError, ValueError, saved_model.ExportValidationError) as e:
+  except (FileNotFoundError, ValueError, saved_model.ExportValidationError,
+          release.ExportError) as e:
     _fail(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_flags.strict_flags_parser("eta_tf.export"))

@@ -89,6 +89,7 @@ EVAL_SPLIT = "eval"
 SPLITS = (TRAIN_SPLIT, EVAL_SPLIT)
 SCHEMA_FILE = "schema.json"
 STATS_FILE = "stats.json"
+COMPLETE_FILE = "_COMPLETE"  # written last by the pipeline: {"files": {path: bytes}}
 DEAD_LETTER_PREFIX = "dead_letter"
 SCHEMA_VERSION = 1
 

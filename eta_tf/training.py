@@ -14,7 +14,7 @@ of training instead of from scratch.
 import json
 import os
 import shutil
-import time
+from typing import Optional
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from eta_tf import data
 from eta_tf import features as F
 from eta_tf import io_utils
 from eta_tf import metrics
+from eta_tf import training_callbacks as cb
 from eta_tf.models import CtrModel
 from eta_tf.models import user_batched
 import tensorflow as tf  # after eta_tf: the tf-keras environment guard runs first
@@ -46,6 +47,12 @@ def check_data_dir(data_dir: str):
   try:
     data.read_schema(data_dir)
   except (ValueError, OSError) as e:
+    raise UsageError(f"--data_dir={data_dir}: {e}") from None
+  try:  # the pipeline writes its marker last: an unfinished output is never read
+    io_utils.check_complete(data_dir, F.COMPLETE_FILE, tf.io.gfile.exists,
+                            lambda p: tf.io.gfile.stat(p).length,
+                            lambda p: tf.io.gfile.GFile(p).read())
+  except ValueError as e:
     raise UsageError(f"--data_dir={data_dir}: {e}") from None
   for split in F.SPLITS:
     if not tf.io.gfile.glob(F.split_file_pattern(data_dir, split)):
@@ -86,14 +93,15 @@ RETRIEVAL_DIAGNOSTICS = ("overlap", "attention_recall", "distance0_share",
                          "same_category_share")
 
 
-def evaluate(model, dataset, max_steps=None, train_item_counts=None) -> dict:
+def evaluate(model, dataset, max_steps=None, train_item_counts=None, progress=None) -> dict:
   """AUC, GAUC, logloss, positive rate on a dataset; for eta also the retrieval
   diagnostics of CtrModel.retrieval_diagnostics (overlap@k, attention recall, shares of
   the retrieved at distance 0 and of the candidate's category), means over samples with
   a history.
 
   With `train_item_counts` ({item id: occurrences in train}, eta_tf.baselines), also the
-  training-free baselines on the same samples under "heuristics".
+  training-free baselines on the same samples under "heuristics". `progress(batches
+  done)` is called after every batch.
   """
   is_eta = model.config.model == "eta"
   with_heuristics = train_item_counts is not None
@@ -123,6 +131,8 @@ def evaluate(model, dataset, max_steps=None, train_item_counts=None) -> dict:
       has_history = out["has_history"].numpy()
       overlaps.append({name: out[name].numpy()[has_history]
                        for name in RETRIEVAL_DIAGNOSTICS})
+    if progress is not None:
+      progress(i + 1)
   if not labels:
     raise UsageError("the eval split produced no samples")
   users, labels, probs = map(np.concatenate, (users, labels, probs))
@@ -146,63 +156,9 @@ def evaluate(model, dataset, max_steps=None, train_item_counts=None) -> dict:
   return result
 
 
-class EvalEachEpoch(tf.keras.callbacks.Callback):
-  """Evaluates after every epoch; prints one JSON line and adds eval_* to the logs."""
-
-  def __init__(self, eval_fn):
-    super().__init__()
-    self.eval_fn = eval_fn
-    self.history = []
-
-  def on_epoch_end(self, epoch, logs=None):
-    result = self.eval_fn()
-    result["epoch"] = epoch + 1
-    self.history.append(result)
-    print("eval " + json.dumps(result, sort_keys=True), flush=True)
-    if logs is not None:
-      # Keras shows these in the progress bar: "eval_auc", and "eval_examples" not
-      # "eval_eval_examples".
-      logs.update({k if k.startswith("eval_") else f"eval_{k}": v
-                   for k, v in result.items() if k != "epoch"})
-
-
-class StopOnNaN(tf.keras.callbacks.Callback):
-  """Stops at the first non-finite loss and remembers (batch, loss)."""
-
-  def __init__(self):
-    super().__init__()
-    self.bad_batch = None
-
-  def on_train_batch_end(self, batch, logs=None):
-    loss = (logs or {}).get("loss")
-    if loss is not None and not (float(loss) == float(loss) and abs(float(loss)) < 1e30):
-      self.bad_batch = (batch, loss)
-      self.model.stop_training = True
-
-
-class ExamplesPerSecond(tf.keras.callbacks.Callback):
-  """Steps, examples (targets) and seconds spent in training epochs (evaluation
-  excluded)."""
-
-  def on_train_begin(self, logs=None):
-    self.steps, self.seconds, self.examples = 0, 0.0, 0
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self._start = time.perf_counter()
-    self._epoch_steps, self._epoch_examples = 0, None
-
-  def on_train_batch_end(self, batch, logs=None):
-    self._epoch_steps += 1
-    self._epoch_examples = (logs or {}).get("examples")
-
-  def on_epoch_end(self, epoch, logs=None):
-    self.seconds += time.perf_counter() - self._start
-    self.steps += self._epoch_steps
-    if self._epoch_examples is not None:  # the model's count of real targets
-      self.examples += int(self._epoch_examples)
-
-
-def _callbacks(model_dir, eval_fn, checkpoint_every):
+def _callbacks(model_dir, eval_fn, checkpoint_every, steps, epochs, eval_batches):
+  """The fit callbacks, in the order Keras calls them (the timing ones before the
+  evaluation, so that it is not counted as training time)."""
   return {
       # delete_checkpoint=False: finish_run deletes the state once the export is done.
       "backup": tf.keras.callbacks.BackupAndRestore(
@@ -210,9 +166,11 @@ def _callbacks(model_dir, eval_fn, checkpoint_every):
           delete_checkpoint=False),
       "tensorboard": tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"),
                                                     update_freq=50),
-      "nan": StopOnNaN(),
-      "eval": EvalEachEpoch(eval_fn),
-      "speed": ExamplesPerSecond(),
+      "nan": cb.StopOnNaN(),
+      "speed": cb.ExamplesPerSecond(),
+      "estimate": cb.EpochTimeEstimate(steps, epochs),
+      "eval": cb.EvalEachEpoch(eval_fn, eval_batches, os.path.join(model_dir, "tensorboard")),
+      "progbar": cb.ProgbarWithTotal(steps),
   }
 
 
@@ -271,22 +229,6 @@ def train(model_config: config_lib.ModelConfig, train_config: config_lib.TrainCo
   return final, model
 
 
-def train_dataset(model_config, tc, data_dir):
-  """The shuffled, repeated-if-steps train split, batched as `tc.batching` says (per
-  sample when the model has no user-batched path; said on stdout)."""
-  args = dict(shuffle=True, seed=tc.seed, repeat=tc.steps is not None,
-              include_user_id=False, drop_remainder=True)
-  if tc.batching == "user":
-    reason = user_batched.unsupported_reason(model_config)
-    if reason is None:
-      return data.make_user_dataset(data_dir, F.TRAIN_SPLIT, model_config.max_len,
-                                    tc.batch_size, **args)
-    print(f"batching=user: {model_config.model} with {reason} has no user-batched path; "
-          "training per sample", flush=True)
-  return data.make_dataset(data_dir, F.TRAIN_SPLIT, model_config.max_len, tc.batch_size,
-                           **args)
-
-
 def _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose) -> dict:
   """model.fit with the callbacks; returns the training facts kept in eval_metrics."""
   train_ds = train_dataset(model_config, tc, data_dir)
@@ -294,8 +236,19 @@ def _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose) -> dict
   options.experimental_distribute.auto_shard_policy = (
       tf.data.experimental.AutoShardPolicy.DATA)
   train_ds = train_ds.with_options(options)
-  callbacks = _callbacks(model_dir, lambda: evaluate(model, eval_ds, tc.eval_steps),
-                         tc.checkpoint_every_steps)
+  user_batches = F.TARGET_HISTORY_END in train_ds.element_spec[0]
+  steps = tc.steps or (user_epoch_steps(data_dir, tc.batch_size) if user_batches else
+                       epoch_steps(data_dir, F.TRAIN_SPLIT, tc.batch_size))
+  eval_batches = epoch_steps(data_dir, F.EVAL_SPLIT, tc.batch_size, drop_remainder=False)
+  if eval_batches and tc.eval_steps:
+    eval_batches = min(eval_batches, tc.eval_steps)
+  print(f"{steps or 'unknown'} steps per epoch of "
+        + ("{} user chunks of up to {} targets".format(*data.user_batch_shape(tc.batch_size))
+           if user_batches else f"{tc.batch_size} samples")
+        + (f", evaluation {eval_batches} batches" if eval_batches else ""), flush=True)
+  callbacks = _callbacks(
+      model_dir, lambda progress: evaluate(model, eval_ds, tc.eval_steps, progress=progress),
+      tc.checkpoint_every_steps, steps, tc.epochs, eval_batches)
   model.fit(train_ds, epochs=tc.epochs, steps_per_epoch=tc.steps, verbose=verbose,
             callbacks=list(callbacks.values()))
   nan = callbacks["nan"].bad_batch
@@ -313,6 +266,38 @@ def _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose) -> dict
   }
 
 
+def train_dataset(model_config, tc, data_dir):
+  """The shuffled, repeated-if-steps train split, batched as `tc.batching` says (per
+  sample when the model has no user-batched path; said on stdout)."""
+  args = dict(shuffle=True, seed=tc.seed, repeat=tc.steps is not None,
+              include_user_id=False, drop_remainder=True)
+  if tc.batching == "user":
+    reason = user_batched.unsupported_reason(model_config)
+    if reason is None:
+      return data.make_user_dataset(data_dir, F.TRAIN_SPLIT, model_config.max_len,
+                                    tc.batch_size, **args)
+    print(f"batching=user: {model_config.model} with {reason} has no user-batched path; "
+          "training per sample", flush=True)
+  return data.make_dataset(data_dir, F.TRAIN_SPLIT, model_config.max_len, tc.batch_size,
+                           **args)
+
+
+def user_epoch_steps(data_dir: str, batch_size: int) -> int:
+  """Full user-batched batches of one pass over the train split on this worker (counts
+  the chunks of every record: reads the split's target labels once)."""
+  rows, chunk = data.user_batch_shape(batch_size)
+  return data.count_samples(data_dir, F.TRAIN_SPLIT, chunk) // rows // num_workers()
+
+
+def epoch_steps(data_dir: str, split: str, batch_size: int,
+                drop_remainder: bool = True) -> Optional[int]:
+  """Steps of one pass over `split` on this worker, from the data's stats.json (None when
+  it has no counts): the data is sharded over the workers of a multi-worker cluster."""
+  steps = cb.steps_per_epoch(cb.read_split_stats(data_dir, split), batch_size,
+                             drop_remainder)
+  return None if steps is None else steps // num_workers()
+
+
 def finish_run(model_dir: str):
   """Deletes the BackupAndRestore state: the next run in model_dir starts afresh."""
   shutil.rmtree(os.path.join(model_dir, BACKUP_DIR), ignore_errors=True)
@@ -320,6 +305,12 @@ def finish_run(model_dir: str):
 
 def _tf_config() -> dict:
   return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+
+
+def num_workers() -> int:
+  """Tasks that train (chief and workers) in TF_CONFIG's cluster; 1 without one."""
+  cluster = _tf_config().get("cluster", {})
+  return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
 
 
 def task_index() -> int:
@@ -345,3 +336,41 @@ def refuse_other_configs(model_dir: str, model_config: config_lib.ModelConfig,
     raise UsageError(f"--model_dir={model_dir} was trained with {field}={saved!r}, not "
                      f"--{field}={wanted!r}; pass the same flags to resume it or use "
                      "another --model_dir")
+
+
+def resume_note(model_dir: str) -> str:
+  """What a run stopped now would resume from, for the Ctrl-C line: "<what>; resume with"."""
+  final = os.path.join(model_dir, "final")
+  if os.path.exists(os.path.join(final, TRAIN_STATE_FILE)):
+    return (f"training had finished (final weights in {final}); the evaluation and export "
+            "resume with")
+  backup = os.path.join(model_dir, BACKUP_DIR)
+  checkpoint = tf.train.latest_checkpoint(os.path.join(backup, "chief"))
+  if checkpoint is None:
+    return f"no checkpoint in {backup} yet; start again with"
+  return f"last checkpoint {checkpoint}{_checkpoint_position(checkpoint)}; resume with"
+
+
+def _checkpoint_position(checkpoint: str) -> str:
+  """" (epoch E, step S of it)" of a BackupAndRestore checkpoint, "" if it does not say."""
+  try:
+    reader = tf.train.load_checkpoint(checkpoint)
+    epoch, batch = (int(reader.get_tensor(f"ckpt_saved_{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+                    for name in ("epoch", "batch"))
+  except (tf.errors.OpError, ValueError):
+    return ""
+  return f" (epoch {epoch + 1}, step {batch + 1} of it)" if batch >= 0 else f" (epoch {epoch + 1})"
+
+
+def baseline_comparison(result: dict) -> str:
+  """One line: the eval AUC / GAUC beside the training-free baselines on the same samples
+  (eta_tf.baselines, in result["heuristics"]) and how far it is above the best of them."""
+  line = f"eval AUC {result['auc']:.4f}, GAUC {result['gauc']:.4f}"
+  heuristics = result.get("heuristics") or {}
+  if not heuristics:
+    return line
+  best = max(heuristics, key=lambda name: heuristics[name]["auc"])
+  parts = ", ".join(f"{name} {h['auc']:.4f}" for name, h in heuristics.items())
+  margin = result["auc"] - heuristics[best]["auc"]
+  return (f"{line}; training-free baselines on the same samples (AUC): {parts}; "
+          f"{'above' if margin > 0 else 'NOT above'} the best ({best}) by {margin:+.4f}")

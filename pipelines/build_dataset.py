@@ -3,19 +3,24 @@ r"""Beam job: raw behavior logs (+ optional impression log) -> TFRecord user seq
   python -m pipelines.build_dataset --input='logs/*.csv.gz' --output_dir=data \
       [--impressions='imps/*.csv'] [--runner=DirectRunner] [any Beam pipeline option]
 
-Unknown flags go to Beam's PipelineOptions unchanged, so DataflowRunner / FlinkRunner /
-SparkRunner and their options work as documented by Beam. Outputs in --output_dir:
+Other flags go to Beam's PipelineOptions unchanged, so DataflowRunner / FlinkRunner /
+SparkRunner and their options work as documented by Beam; a flag neither this job nor
+Beam knows (a typo) is refused with exit code 2 and a "did you mean". Outputs in --output_dir:
 
   train/part-*.tfrecord.gz, eval/part-*.tfrecord.gz   user-sequence records (features.py)
   dead_letter-*.txt    every rejected input row: source<TAB>reason<TAB>raw line
   stats.json           row/target/user counts, rejections by reason, length percentiles
   schema.json          features.schema_dict() + the pipeline parameters (eval_start ...)
+  _COMPLETE            written last: the files above and their sizes (the trainer reads
+                       no output without it)
+
+One job per --output_dir at a time; an existing output is replaced (--overwrite) only
+once the new one is complete (pipelines/output_dir.py).
 
 See README.md, "Data pipeline", for the semantics (targets, negatives, split, bad input).
 """
 import json
 import logging
-import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -27,11 +32,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from eta_tf import features
 from pipelines import leakage as L
 from pipelines import negatives as N
+from pipelines import output_dir as output_dir_lib
 from pipelines import parsing
 from pipelines import sharded
 from pipelines.progress import LogProgress
 from pipelines import transforms as T
-from pipelines.build_dataset_flags import SAMPLER_MATCHED, make_parser, pipeline_params
+from pipelines.build_dataset_flags import SAMPLER_MATCHED, make_parser, parse_args
+from pipelines.build_dataset_flags import pipeline_params
 from pipelines.dataset_stats import SPLIT_USER_LAST, summarize, write_metadata
 from pipelines.global_facts import BuildCatalog, CountCategories, DescribeTimeSplit
 from pipelines.global_facts import TargetTimeHistogram
@@ -53,27 +60,6 @@ def _output_paths(output_dir: str) -> Dict[str, str]:
       "stats": FileSystems.join(output_dir, features.STATS_FILE),
       "schema": FileSystems.join(output_dir, features.SCHEMA_FILE),
   }
-
-
-def _existing_outputs(output_dir: str) -> List[str]:
-  paths = _output_paths(output_dir)
-  patterns = [features.split_file_pattern(output_dir, s) for s in features.SPLITS]
-  patterns += [paths["dead_letter_prefix"] + "-*", paths["stats"], paths["schema"]]
-  found = []
-  for result in FileSystems.match(patterns):
-    found += [m.path for m in result.metadata_list]
-  return found
-
-
-def prepare_output_dir(output_dir: str, overwrite: bool):
-  """Refuses to mix with a previous run's shards unless --overwrite (then deletes them)."""
-  existing = _existing_outputs(output_dir)
-  if existing and not overwrite:
-    raise SystemExit(f"{output_dir} already holds pipeline outputs ({len(existing)} files, "
-                     f"e.g. {existing[0]}); pass --overwrite or choose another directory")
-  if existing:
-    _LOG.info("deleting %d previous outputs in %s", len(existing), output_dir)
-    FileSystems.delete(existing)
 
 
 def _entries(pcoll, *path):
@@ -290,14 +276,32 @@ def pipeline_options(beam_args: List[str]) -> PipelineOptions:
 def run(argv: Optional[Sequence[str]] = None) -> dict:
   """Runs the job to completion and returns the stats dict (also in stats.json)."""
   parser = make_parser(__doc__)
-  args, beam_args = parser.parse_known_args(argv)
+  args, beam_args = parse_args(parser, argv)
   for flag, pattern in (("--input", args.input), ("--impressions", args.impressions)):
     # A glob that matches nothing would otherwise run the whole job on zero rows.
     if pattern is not None and not has_files(pattern):
       parser.error(f"{flag}={pattern!r}: no file matches")
   _LOG.info("build_dataset: input=%s impressions=%s output_dir=%s beam=%s", args.input,
             args.impressions, args.output_dir, beam_args)
-  prepare_output_dir(args.output_dir, args.overwrite)
+  with output_dir_lib.BuildInto(args.output_dir, args.overwrite) as build_dir:
+    stats = _run_job(_replaced(args, output_dir=build_dir), beam_args)
+    if not stats["split_check"]["ok"] and not args.allow_skewed_split:
+      raise output_dir_lib.OutputDirError(
+          f"{stats['split_check']['message']} ({args.output_dir} left as it was)")
+    output_dir_lib.mark_complete(build_dir)
+  return stats
+
+
+def _replaced(args, **changes):
+  """A copy of the argparse namespace with `changes`."""
+  copy = type(args)(**vars(args))
+  for key, value in changes.items():
+    setattr(copy, key, value)
+  return copy
+
+
+def _run_job(args, beam_args) -> dict:
+  """The Beam job into args.output_dir; returns the stats dict (also in stats.json)."""
   started = time.time()
   if args.user_shards > 1:
     sharded.run_sharded(args, lambda: pipeline_options(beam_args), sharded.JobStages(
@@ -313,9 +317,6 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   with FileSystems.open(_output_paths(args.output_dir)["stats"]) as f:
     stats = json.loads(f.read().decode("utf-8"))
   _LOG.info("stats:\n%s", summarize(stats))
-  if not stats["split_check"]["ok"] and not args.allow_skewed_split:
-    print(f"build_dataset: error: {stats['split_check']['message']}", file=sys.stderr)
-    raise SystemExit(2)
   return stats
 
 

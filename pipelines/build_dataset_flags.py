@@ -6,6 +6,7 @@ flags, their validation and their help text are read in one place.
 import argparse
 from typing import List
 
+from eta_tf import config_flags
 from eta_tf import features
 from pipelines import leakage as L
 from pipelines import negatives as N
@@ -134,6 +135,38 @@ def make_parser(description: str = "") -> argparse.ArgumentParser:
   parser.add_argument("--overwrite", action="store_true",
                       help="delete previous outputs of this job in --output_dir first")
   return parser
+
+
+def _beam_option_parser() -> argparse.ArgumentParser:
+  """Every option of Beam's PipelineOptions classes (what Beam itself would parse)."""
+  # Lazy: the flags and their --help need no Beam.
+  from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
+  seen = {}
+  for cls in pipeline_options.PipelineOptions.__subclasses__():
+    seen.setdefault(str(cls), cls)
+  for cls in seen.values():
+    try:
+      cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    except argparse.ArgumentError:  # an option two classes define: the first one counts
+      continue
+  return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv=None):
+  """(our args, Beam's args): a flag that neither this job nor Beam's PipelineOptions
+  knows is refused (exit 2, "did you mean --x?"), never passed on and ignored."""
+  args, beam_args = parser.parse_known_args(argv)
+  beam_parser = _beam_option_parser()
+  _, unknown = beam_parser.parse_known_args(beam_args)
+  flags = [a for a in unknown if a.startswith("-")]
+  if flags or unknown:
+    known = [o for p in (parser, beam_parser) for a in p._actions  # pylint: disable=protected-access
+             for o in a.option_strings]
+    first = (flags or unknown)[0]
+    parser.error(f"unrecognized flag {first}{config_flags.did_you_mean(first, known)}; "
+                 "neither this job nor Beam's pipeline options know it")
+  return args, beam_args
 
 
 def pipeline_params(args) -> dict:

@@ -34,6 +34,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from eta_tf import config_flags
 from eta_tf import io_utils
 from pipelines import parsing
 
@@ -299,7 +300,7 @@ def make_parser() -> argparse.ArgumentParser:
                       help="ratings >= this are positive impressions (default 4, as DIN)")
   parser.add_argument("--progress_every", type=int, default=1_000_000,
                       help="log progress every this many rating rows (0: never)")
-  return parser
+  return config_flags.add_flag_suggestions(parser)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:

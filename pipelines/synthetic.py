@@ -43,6 +43,7 @@ from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
 
+from eta_tf import config_flags
 from eta_tf import features
 
 TAOBAO_START = 1511539200  # 2017-11-25 00:00 UTC+8, first day of UserBehavior.csv
@@ -324,7 +325,7 @@ def make_parser() -> argparse.ArgumentParser:
     default = getattr(defaults, field.name)
     parser.add_argument(f"--{field.name}", type=type(default), default=default,
                         help=f"default {default}")
-  return parser
+  return config_flags.add_flag_suggestions(parser)
 
 
 def parse_args(argv=None):

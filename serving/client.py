@@ -22,17 +22,25 @@ CLI (serving/client_cli.py): `python -m serving.client --server=HOST:PORT
 """
 import dataclasses
 import random
-import sys
+import runpy
 import threading
 import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+if __name__ == "__main__":
+  # `python -m serving.client` is the command line (serving.client_cli). It runs before the
+  # imports below load TensorFlow, so that a usage error is reported at once; it is run,
+  # not imported: the command line imports this library, never the reverse.
+  runpy.run_module("serving.client_cli", run_name="__main__", alter_sys=True)
 
 import numpy as np
 
 from eta_tf import features
 from serving import errors
+from serving import inputs as inputs_lib
 from serving import tls as tls_lib
 from serving import warmup as warmup_lib
+from serving.inputs import pad_history_rows  # noqa: F401  (public; also imported from here)
 # The errors are defined in serving.errors; they are also imported from here by users
 # (README, "Scoring client": `from serving.client import ScoringClient, NotFoundError`).
 from serving.errors import (DeadlineExceededError, FailedPreconditionError,  # noqa: F401
@@ -87,37 +95,6 @@ def _tensor_specs(infos) -> Dict[str, tuple]:
                  None if info.tensor_shape.unknown_rank
                  else tuple(d.size for d in info.tensor_shape.dim))
           for name, info in infos.items()}
-
-
-def pad_history_rows(rows, width: Optional[int] = None, name: str = "history") -> np.ndarray:
-  """Left-pads (with 0) or left-truncates history rows to one width (most recent kept).
-
-  `rows` is a 2-D array or a sequence of 1-D rows of any lengths; `width` defaults to the
-  longest row.
-  """
-  if isinstance(rows, np.ndarray) and rows.ndim == 2:
-    rows_list = list(rows)
-  elif isinstance(rows, np.ndarray) and rows.ndim != 2:
-    raise InputValidationError(name, f"expected [batch, width] rows, got shape {rows.shape}")
-  else:
-    rows_list = [np.asarray(r) for r in rows]
-  for i, row in enumerate(rows_list):
-    if row.ndim != 1:
-      raise InputValidationError(name, f"row {i} is not 1-D (shape {row.shape})")
-    found = row.size and row.dtype.kind not in "iu" and warmup_lib.first_non_integer(
-        row if isinstance(rows, np.ndarray) else rows[i])
-    if found:
-      found = ((i,) + found[0], found[1])
-      raise InputValidationError(name, f"expected int64 (integer) values, got "
-                                       f"{warmup_lib.describe_non_integer(found)}")
-  if width is None:
-    width = max((len(r) for r in rows_list), default=0)
-  out = np.zeros((len(rows_list), width), np.int64)
-  for i, row in enumerate(rows_list):
-    row = row[-width:] if width else row[:0]
-    if len(row):
-      out[i, width - len(row):] = row
-  return out
 
 
 class ScoringClient:
@@ -243,10 +220,10 @@ class ScoringClient:
     hist = [n for n in features.HISTORY_FEATURES if n in samples]
     if hist:
       width = self._signature_width()
-      rows = {n: pad_history_rows(samples[n], width, n) for n in hist}
+      rows = {n: inputs_lib.pad_history_rows(samples[n], width, n) for n in hist}
       if width is None:  # pad every feature to the same (longest) width
         common = max(r.shape[1] for r in rows.values())
-        rows = {n: pad_history_rows(r, common, n) for n, r in rows.items()}
+        rows = {n: inputs_lib.pad_history_rows(r, common, n) for n, r in rows.items()}
       samples.update(rows)
     batch = len(np.atleast_1d(np.asarray(samples.get(features.TARGET_ITEM_ID, []))))
     outputs, served_by = self.predict(features.SERVING_DEFAULT, samples, with_version=True)
@@ -270,7 +247,7 @@ class ScoringClient:
     inputs.update(candidates)
     n = np.asarray(inputs.get(features.CANDIDATE_ITEM_ID, []))
     if n.ndim == 1 and n.size == 0:
-      warmup_lib.validate_inputs(features.SCORE_CANDIDATES, inputs)
+      inputs_lib.validate_inputs(features.SCORE_CANDIDATES, inputs)
       empty = np.zeros((0,), np.float32)
       return (empty, None) if with_version else empty
     outputs, served_by = self.predict(features.SCORE_CANDIDATES, inputs, with_version=True)
@@ -299,9 +276,3 @@ class ScoringClient:
                                  s.status.error_message)
                    for s in response.model_version_status), key=lambda s: s.version)
 
-
-if __name__ == "__main__":
-  # The CLI sits one layer above this library (it imports it), so it is imported here only
-  # when run as `python -m serving.client`.
-  from serving import client_cli  # pylint: disable=g-import-not-at-top
-  sys.exit(client_cli.main())

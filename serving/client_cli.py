@@ -3,7 +3,9 @@
 Reads a request from a JSON file, scores it with `serving.client.ScoringClient` and prints
 the scores with the version that answered. Usage errors (flags, an unreadable or invalid
 --input file, a file of the other signature's inputs) exit 2 naming the flag or file;
-scoring errors exit 1.
+scoring errors exit 1. The flags and the request (names, integer values, behavior codes,
+matching lengths: serving.inputs) are checked before TensorFlow and gRPC are imported, so
+a mistake is reported in well under a second.
 """
 import argparse
 import dataclasses
@@ -12,7 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from eta_tf import features
-from serving.client import ScoringClient
+from serving import inputs as inputs_lib
 from serving.errors import ScoringError
 
 
@@ -34,6 +36,9 @@ _INPUT_HELP = f"""\
      "{features.CANDIDATE_ITEM_ID}": [..N..], "{features.CANDIDATE_CATEGORY_ID}": [..N..]}}
 
 All values are integers (ids, behavior types 1-4, unix seconds); 0 is padding.
+A score_candidates file from a user's raw log rows (user,item,category,pv|cart|fav|buy,ts):
+  python -m serving.request_from_log --log=behaviors.csv --user_id=42 \\
+      --candidates=1001:7,1002:7 --output=request.json
 Prints one JSON line: {{"{features.OUTPUT_CTR}": [...], "model_spec": {{"name": .., "version":
 .., "signature_name": ..}}}} (model_spec: the version that answered). --metadata / --status
 print the model's signatures / version states instead. Exit code 1 on a scoring error
@@ -106,6 +111,51 @@ def _check_signature(request, path: str, signature: str) -> None:
                        f"--signature={signature}: add --signature={wanted}")
 
 
+def _check_request(request, signature: str) -> None:
+  """The client's own input checks, run here before TensorFlow loads (InputValidationError).
+
+  serving_default history rows may differ in length (the client pads them to the model's
+  width): they are checked padded to the longest row.
+  """
+  if signature == features.SERVING_DEFAULT:
+    request = dict(request)
+    hist = [n for n in features.HISTORY_FEATURES if n in request]
+    rows = {n: inputs_lib.pad_history_rows(request[n], None, n) for n in hist}
+    width = max((r.shape[1] for r in rows.values()), default=0)
+    request.update({n: inputs_lib.pad_history_rows(r, width, n) for n, r in rows.items()})
+  inputs_lib.validate_inputs(signature, request)
+
+
+def _score(args, request, roots, cert, key, metadata) -> dict:
+  """Connects and runs the command: the {ctr, model_spec} / metadata / status object."""
+  # Imported only now that the flags and the request are checked: it loads TensorFlow.
+  from serving.client import ScoringClient  # pylint: disable=g-import-not-at-top
+  client = ScoringClient(args.server, args.model_name, args.version, args.version_label,
+                         tls=args.tls, root_certificates=roots, timeout_s=args.timeout_s,
+                         max_retries=args.max_retries, client_cert=cert, client_key=key,
+                         metadata=metadata)
+  try:
+    if args.status:
+      return {"model_version_status": [dataclasses.asdict(s) for s in client.model_status()]}
+    if args.metadata:
+      meta = client.model_metadata()
+      return {"model_name": meta.model_name, "version": meta.version, "signatures": {
+          name: {"inputs": meta.input_specs(name), "outputs": meta.output_specs(name)}
+          for name in sorted(meta.signature_defs) if not name.startswith("__")}}
+    if args.signature == features.SCORE_CANDIDATES:
+      history = {k: v for k, v in request.items() if k in features.HISTORY_FEATURES}
+      rest = {k: v for k, v in request.items() if k not in features.HISTORY_FEATURES}
+      ctr, served_by = client.score_candidates(history, rest, with_version=True)
+    else:
+      ctr, served_by = client.score(request, with_version=True)
+    return {features.OUTPUT_CTR: [float(x) for x in ctr], "model_spec": (
+        None if served_by is None else {"name": served_by.model_name,
+                                        "version": served_by.version,
+                                        "signature_name": served_by.signature_name})}
+  finally:
+    client.close()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
@@ -124,10 +174,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                  args.client_key))
   except OSError as e:
     parser.error(str(e))
-  client = ScoringClient(args.server, args.model_name, args.version, args.version_label,
-                         tls=args.tls, root_certificates=roots, timeout_s=args.timeout_s,
-                         max_retries=args.max_retries, client_cert=cert, client_key=key,
-                         metadata=metadata)
   request = None
   if args.input and not (args.status or args.metadata):
     try:
@@ -136,30 +182,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
+    try:
+      _check_request(request, args.signature)
+    except ScoringError as e:  # InputValidationError: "invalid input (... nothing sent)"
+      print(f"error: {e}", file=sys.stderr)
+      return 1
   try:
-    if args.status:
-      out = {"model_version_status": [dataclasses.asdict(s) for s in client.model_status()]}
-    elif args.metadata:
-      meta = client.model_metadata()
-      out = {"model_name": meta.model_name, "version": meta.version, "signatures": {
-          name: {"inputs": meta.input_specs(name), "outputs": meta.output_specs(name)}
-          for name in sorted(meta.signature_defs) if not name.startswith("__")}}
-    else:
-      if args.signature == features.SCORE_CANDIDATES:
-        history = {k: v for k, v in request.items() if k in features.HISTORY_FEATURES}
-        rest = {k: v for k, v in request.items() if k not in features.HISTORY_FEATURES}
-        ctr, served_by = client.score_candidates(history, rest, with_version=True)
-      else:
-        ctr, served_by = client.score(request, with_version=True)
-      out = {features.OUTPUT_CTR: [float(x) for x in ctr], "model_spec": (
-          None if served_by is None else {"name": served_by.model_name,
-                                          "version": served_by.version,
-                                          "signature_name": served_by.signature_name})}
+    out = _score(args, request, roots, cert, key, metadata)
   except (ScoringError, OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  finally:
-    client.close()
   print(json.dumps(out))
   return 0
 

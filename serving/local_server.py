@@ -61,6 +61,7 @@ import sys
 import threading
 from typing import Optional, Sequence
 
+from eta_tf import config_flags
 from serving.predict import (DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_HISTORY,
                              DEFAULT_MAX_REQUEST_ELEMENTS)
 from serving.server import (DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_MESSAGE_BYTES,
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
   for ignored in IGNORED_FLAGS:
     flag(f"--{ignored}", default=None, nargs="?", const="true",
          help="accepted for command-line compatibility with TF Serving; ignored")
-  return parser
+  return config_flags.add_flag_suggestions(parser)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -16,13 +16,14 @@ and with --allow_version_labels_for_unavailable_models; moving an existing label
 unavailable version makes the whole config reload fail. So move labels only after both
 versions serve.
 
-CLI (see --help; serving.model_config_cli): `python -m serving.model_config {init,
-add_version,remove_version,label,promote,show} --model_config_file=...`.
+CLI (see --help; in Python: serving.model_config_cli.main(argv)): `python -m
+serving.model_config {init,add_version,remove_version,label,promote,show}
+--model_config_file=...`.
 
 This module imports neither TensorFlow nor gRPC.
 """
 import os
-import sys
+import runpy
 from typing import Dict, List, Optional, Sequence
 
 from serving import names
@@ -282,13 +283,7 @@ def add_published_version(config_path: str, model_name: str, base_path: str, ver
   return notes[0] if notes else None
 
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """The CLI (serving.model_config_cli.main), kept under this module's name."""
-  # Lazy: serving.model_config_cli imports this module.
-  from serving import model_config_cli  # pylint: disable=g-import-not-at-top
-  return model_config_cli.main(argv)
-
-
 if __name__ == "__main__":
-  sys.exit(main())
+  # `python -m serving.model_config` is the command line, serving.model_config_cli: run,
+  # not imported (the command line imports this module, never the reverse).
+  runpy.run_module("serving.model_config_cli", run_name="__main__", alter_sys=True)

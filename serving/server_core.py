@@ -4,7 +4,9 @@
 (START/LOADING/AVAILABLE/UNLOADING/END with an error status), and their labels:
 
 * `reload_config(config)` applies a new config (validated whole; the old one stays on
-  error), with TF Serving's label rule;
+  error), with TF Serving's label rule; unlike TF Serving, it also refuses a config that
+  would leave a model that serves now with nothing to serve (a missing base_path, no
+  version the policy selects, or none of them loads), logging the path;
 * `poll_once()` is one pass of TF Serving's file-system source: loads the versions the
   policy wants (after warmup, bounded by a timeout, with no lock held so status, requests
   and other polls go on) and unloads the retired ones only once the wanted ones are
@@ -93,6 +95,7 @@ class ServerCore:
       for m in config.model_config_list.config:
         self._check_model_entry(m)
       new_labels = self._check_labels(config)
+      self._check_servable(config)
       with self._lock:
         names = {m.name for m in config.model_config_list.config}
         removed = [self._models[n] for n in self._models if n not in names]
@@ -123,6 +126,48 @@ class ServerCore:
         raise ServingError(grpc.StatusCode.PERMISSION_DENIED,
                            f"model {m.name}: base_path {m.base_path} is outside "
                            f"--model_base_path_root={self.base_path_root}")
+
+  def _check_servable(self, config) -> None:
+    """Refuses (ServingError, old config kept) a config that would take a model that
+    serves now down to nothing: its base_path is missing, holds no version its policy
+    wants, or every such version fails to load (tried here, then closed). Without this,
+    the availability-preserving unload would retire the served versions for nothing."""
+    with self._lock:
+      serving = {name: (model.config.base_path, set(model.available))
+                 for name, model in self._models.items() if model.available}
+    for m in config.model_config_list.config:
+      if m.name not in serving:
+        continue
+      old_path, available = serving[m.name]
+      if not os.path.isdir(m.base_path):
+        raise self._unservable(m, f"base_path {m.base_path} does not exist")
+      on_disk = publish_lib.list_versions(m.base_path, complete_only=True)
+      wanted = model_config_lib.policy_versions(m.model_version_policy, on_disk)
+      if not wanted:
+        raise self._unservable(m, f"no version under base_path {m.base_path} that its "
+                                  f"version policy selects (complete versions: "
+                                  f"{on_disk or 'none'})")
+      if old_path == m.base_path and available & set(wanted):
+        continue
+      errors = []
+      for version in sorted(wanted, reverse=True):
+        path = os.path.join(m.base_path, str(version))
+        try:
+          version_loader.load_version(
+              m.name, version, path, self.session_config, self.batching,
+              self.per_model_batching, self.enable_model_warmup,
+              self.warmup_timeout_s).close(0)
+          break
+        except Exception as e:  # pylint: disable=broad-except
+          errors.append(f"{path}: {e}")
+      else:
+        raise self._unservable(m, "none of its versions loads: " + "; ".join(errors))
+
+  def _unservable(self, m, reason: str) -> ServingError:
+    message = (f"model {m.name}: {reason}; keeping the current config, which serves it "
+               "(fix the path or publish a version, then save the config again)")
+    log.error("Rejected config: %s", message)
+    return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)
 
   def _check_labels(self, config) -> Dict[str, Dict[str, int]]:
     """TF Serving's UpdateModelVersionLabelMap rule; returns the new label map."""

@@ -9,7 +9,8 @@ signatures of docs/DESIGN.md §3 and the input names / dtypes of `eta_tf.feature
     ctr = sigmoid(bias + 0.05 * (# non-padding behaviors) + 0.01 * (item id % 10))
 
 `bias` is a variable, so each version can carry its own constant and a version switch is
-visible in the scores; `toy_ctr` computes the same numbers with numpy.
+visible in the scores; `toy_ctr` computes the same numbers with numpy. Both signatures
+enforce the exporter's input contract in the graph (eta_tf.signatures).
 """
 import os
 import shutil
@@ -18,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from eta_tf import features
+from eta_tf import signatures
 from serving import publish as publish_lib
 from serving import warmup as warmup_lib
 
@@ -52,10 +54,12 @@ class ToyModel(tf.Module):
             + 0.01 * tf.cast(item_id % 10, tf.float32))
 
   def _serving_default(self, inputs):
+    inputs = signatures.checked_sample_inputs(inputs)  # the exporter's input contract
     n = tf.math.count_nonzero(inputs[features.HIST_ITEM_ID], axis=-1)
     return {features.OUTPUT_CTR: tf.sigmoid(self._logit(n, inputs[features.TARGET_ITEM_ID]))}
 
   def _score_candidates(self, inputs):
+    inputs = signatures.checked_request_inputs(inputs)
     hist = inputs[features.HIST_ITEM_ID][-self.max_len:]  # the most recent L
     n = tf.math.count_nonzero(hist)
     ctr = tf.sigmoid(self._logit(n, inputs[features.CANDIDATE_ITEM_ID]))

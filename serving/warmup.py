@@ -18,7 +18,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from eta_tf import features
-from serving.errors import InputValidationError
+# validate_inputs (no TensorFlow) lives in serving.inputs; also imported from here.
+from serving.inputs import validate_inputs
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
@@ -33,124 +34,6 @@ WarmupRequest = Tuple[str, Mapping[str, np.ndarray]]
 
 def warmup_file(saved_model_dir: str) -> str:
   return os.path.join(saved_model_dir, ASSETS_EXTRA_DIR, WARMUP_FILE_NAME)
-
-
-# --- request validation / building ----------------------------------------------------
-def first_non_integer(value):
-  """(index, element) of the first element of `value` that is not an integer, or None.
-
-  `value` is a numpy array or (nested) lists, e.g. parsed JSON; bools do not count as
-  integers. The index is a tuple, () for a scalar.
-  """
-  if isinstance(value, np.ndarray):
-    if value.size == 0 or value.dtype.kind in "iu":
-      return None
-    if value.dtype != object:  # one dtype: the first element is the first offender
-      return tuple(int(i) for i in np.unravel_index(0, value.shape)), value.flat[0]
-    value = value.tolist()
-  if isinstance(value, (list, tuple)):
-    for i, item in enumerate(value):
-      found = first_non_integer(item)
-      if found is not None:
-        return (i,) + found[0], found[1]
-    return None
-  if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-    return None
-  return (), value
-
-
-def describe_non_integer(found) -> str:
-  """"str '672' at index [0, 2]" for a `first_non_integer` result."""
-  index, element = found
-  kind = type(element).__name__
-  if isinstance(element, (str, np.str_)):
-    element, kind = str(element), "str"
-  elif isinstance(element, np.generic):
-    element, kind = element.item(), element.dtype.name
-  at = f" at index {list(index)}" if index else ""
-  return f"{kind} {element!r}{at}"
-
-
-def _as_int_array(name: str, value, dtype: str) -> np.ndarray:
-  try:
-    array = np.asarray(value)
-  except ValueError as e:  # ragged nested lists
-    raise InputValidationError(name, f"not a rectangular array ({e})") from e
-  if array.dtype == object or array.dtype.kind not in "iu":
-    found = first_non_integer(value if not isinstance(value, np.ndarray) else array)
-    if found is not None and not (array.size == 0 and array.dtype.kind == "f"):
-      raise InputValidationError(name, f"expected {dtype} (integer) values, got "
-                                       f"{describe_non_integer(found)}")
-    if array.dtype == object:
-      raise InputValidationError(name, "not a rectangular numeric array (ragged rows)")
-  kind = array.dtype.kind
-  if kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
-    raise InputValidationError(name, f"values exceed the {dtype} range")
-  return array.astype(dtype, copy=False)
-
-
-def _check_behavior_types(array: np.ndarray) -> None:
-  """Behavior types are 1-4 (features.BEHAVIOR_TYPES), 0 = padding."""
-  valid = (array >= 0) & (array <= max(features.BEHAVIOR_TYPES.values()))
-  if not valid.all():
-    index = tuple(int(i) for i in np.unravel_index(int(np.argmin(valid)), array.shape))
-    types = " ".join(f"{v}={k}" for k, v in sorted(features.BEHAVIOR_TYPES.items(),
-                                                   key=lambda kv: kv[1]))
-    raise InputValidationError(
-        features.HIST_BEHAVIOR_TYPE, f"value {int(array[index])} at index {list(index)} is "
-                                     f"not a behavior type ({types}; 0 = padding)")
-
-
-def _check_same(signature_name, arrays, names, axis_of, what):
-  sizes = {n: axis_of(arrays[n]) for n in names if n in arrays}
-  if len(set(sizes.values())) > 1:
-    first = next(iter(sizes))
-    for name, size in sizes.items():
-      if size != sizes[first]:
-        raise InputValidationError(
-            name, f"{what} {size} differs from {first}'s {sizes[first]} "
-                  f"(signature {signature_name})")
-
-
-def validate_inputs(signature_name: str, inputs: Mapping[str, object],
-                    max_len: Optional[int] = None) -> Dict[str, np.ndarray]:
-  """Checks names, dtypes and ranks against the signature; returns int64 arrays.
-
-  Raises InputValidationError naming the offending field. Integer arrays of any width
-  are converted to the spec's dtype; floats, strings and bools are refused.
-  """
-  try:
-    spec = features.signature_input_features(signature_name, max_len)
-  except KeyError as e:
-    raise InputValidationError("signature_name", str(e.args[0])) from e
-  expected = [f.name for f in spec]
-  for name in inputs:
-    if name not in expected:
-      raise InputValidationError(name, f"unexpected input for signature {signature_name} "
-                                       f"(expected {', '.join(expected)})")
-  arrays = {}
-  for f in spec:
-    if f.name not in inputs:
-      raise InputValidationError(f.name, f"missing input for signature {signature_name}")
-    array = _as_int_array(f.name, inputs[f.name], f.dtype)
-    if array.ndim != len(f.shape) or any(
-        d is not None and d != a for d, a in zip(f.shape, array.shape)):
-      shape = tuple(-1 if d is None else d for d in f.shape)
-      raise InputValidationError(f.name, f"expected shape {shape} (-1 = any), got "
-                                         f"{tuple(array.shape)}")
-    arrays[f.name] = array
-  if features.HIST_BEHAVIOR_TYPE in arrays:
-    _check_behavior_types(arrays[features.HIST_BEHAVIOR_TYPE])
-  if signature_name == features.SERVING_DEFAULT:
-    _check_same(signature_name, arrays, expected, lambda a: a.shape[0], "batch size")
-    _check_same(signature_name, arrays, features.HISTORY_FEATURES, lambda a: a.shape[1],
-                "history width")
-  else:
-    _check_same(signature_name, arrays, features.HISTORY_FEATURES, len, "history length")
-    _check_same(signature_name, arrays,
-                (features.CANDIDATE_ITEM_ID, features.CANDIDATE_CATEGORY_ID), len,
-                "candidate count")
-  return arrays
 
 
 def build_predict_request(model_name: str, signature_name: str,

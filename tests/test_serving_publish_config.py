@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from serving import model_config as mc
+from serving import model_config_cli as mc_cli
 from serving import model_config_file
 from serving import publish
 
@@ -144,16 +145,16 @@ def test_duplicate_models_are_rejected(tmp_path):
 
 def test_cli_label_and_promote(setup, capsys):
   path, export_base, _ = setup
-  assert mc.main(["add_version", f"--model_config_file={path}", "--model_name=eta",
-                  "--version=2", f"--export_base={export_base}"]) == 0
-  assert mc.main(["label", f"--model_config_file={path}", "--model_name=eta",
-                  "--label=canary", "--version=2", f"--export_base={export_base}"]) == 0
-  assert mc.main(["promote", f"--model_config_file={path}", "--model_name=eta",
-                  "--from_label=canary", "--to_label=stable"]) == 0
+  assert mc_cli.main(["add_version", f"--model_config_file={path}", "--model_name=eta",
+                      "--version=2", f"--export_base={export_base}"]) == 0
+  assert mc_cli.main(["label", f"--model_config_file={path}", "--model_name=eta",
+                      "--label=canary", "--version=2", f"--export_base={export_base}"]) == 0
+  assert mc_cli.main(["promote", f"--model_config_file={path}", "--model_name=eta",
+                      "--from_label=canary", "--to_label=stable"]) == 0
   assert mc.get_label(path, "eta", "stable") == 2
   capsys.readouterr()
-  assert mc.main(["label", f"--model_config_file={path}", "--model_name=eta",
-                  "--label=canary", "--version=8", f"--export_base={export_base}"]) == 1
+  assert mc_cli.main(["label", f"--model_config_file={path}", "--model_name=eta",
+                      "--label=canary", "--version=8", f"--export_base={export_base}"]) == 1
   err = capsys.readouterr().err
   assert "canary" in err and "version 8" in err
 
@@ -187,18 +188,18 @@ def test_docker_config_edits_keep_the_header_and_promote_says_to_give_export_bas
   header = model_config_file.header_comments(open(DOCKER_CONFIG).read())
   assert len(header.splitlines()) == 11
   m = [f"--model_config_file={path}", "--model_name=eta"]
-  assert mc.main(["add_version", *m, "--version=2", f"--export_base={export_base}"]) == 0
-  assert mc.main(["label", *m, "--label=canary", "--version=2",
-                  f"--export_base={export_base}"]) == 0
+  assert mc_cli.main(["add_version", *m, "--version=2", f"--export_base={export_base}"]) == 0
+  assert mc_cli.main(["label", *m, "--label=canary", "--version=2",
+                      f"--export_base={export_base}"]) == 0
   capsys.readouterr()
-  assert mc.main(["promote", *m, "--from_label=canary", "--to_label=stable"]) == 1
+  assert mc_cli.main(["promote", *m, "--from_label=canary", "--to_label=stable"]) == 1
   assert capsys.readouterr().err == (
       "error: label 'stable': version 2 of model eta: /models/eta/2 is not there (checked "
       "under the config's base_path /models/eta, the path the server sees; if the server "
       "runs in a container, give --export_base=<the export root on this machine>, e.g. "
       "--export_base=runs/export)\n")
-  assert mc.main(["promote", *m, "--from_label=canary", "--to_label=stable",
-                  f"--export_base={export_base}"]) == 0
+  assert mc_cli.main(["promote", *m, "--from_label=canary", "--to_label=stable",
+                      f"--export_base={export_base}"]) == 0
   text = open(path).read()
   assert text.startswith(header) and text[len(header):].startswith("model_config_list {")
   model = mc.get_model(model_config_file.read_config(path), "eta")
@@ -210,8 +211,8 @@ def test_add_version_of_a_listed_version_says_so_and_changes_nothing(docker_conf
   path, export_base = docker_config
   before = open(path).read()
   capsys.readouterr()
-  assert mc.main(["add_version", f"--model_config_file={path}", "--model_name=eta",
-                  "--version=1", f"--export_base={export_base}"]) == 0
+  assert mc_cli.main(["add_version", f"--model_config_file={path}", "--model_name=eta",
+                      "--version=1", f"--export_base={export_base}"]) == 0
   assert capsys.readouterr().err == (
       f"add_version: version 1 of model eta is already listed in {path} (versions: 1); "
       "nothing changed\n")
@@ -224,13 +225,13 @@ def test_show_takes_model_name(docker_config, capsys):
   path, _ = docker_config
   mc.init_config(path, "other", "/models/other")
   capsys.readouterr()
-  assert mc.main(["show", f"--model_config_file={path}", "--model_name=eta"]) == 0
+  assert mc_cli.main(["show", f"--model_config_file={path}", "--model_name=eta"]) == 0
   shown = model_config_file.parse_config(capsys.readouterr().out)
   assert [m.name for m in shown.model_config_list.config] == ["eta"]
-  assert mc.main(["show", f"--model_config_file={path}"]) == 0
+  assert mc_cli.main(["show", f"--model_config_file={path}"]) == 0
   shown = model_config_file.parse_config(capsys.readouterr().out)
   assert [m.name for m in shown.model_config_list.config] == ["eta", "other"]
-  assert mc.main(["show", f"--model_config_file={path}", "--model_name=nope"]) == 1
+  assert mc_cli.main(["show", f"--model_config_file={path}", "--model_name=nope"]) == 1
   assert capsys.readouterr().err == ("error: model 'nope' is not in the config (models: "
                                      "eta, other)\n")
 

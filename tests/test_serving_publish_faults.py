@@ -14,6 +14,7 @@ import time
 import pytest
 
 from serving import model_config as mc
+from serving import model_config_cli as mc_cli
 from serving import model_config_file
 from serving import names
 from serving import publish
@@ -350,13 +351,13 @@ def test_cli_usage_errors_name_the_field_and_exit_2(tmp_path, capsys):
   path = str(tmp_path / "models.config")
   mc.init_config(path, "eta", str(tmp_path / "eta"), versions=[1])
   capsys.readouterr()
-  assert mc.main(["add_version", f"--model_config_file={path}", "--model_name=/etc",
-                  "--version=1"]) == 2
+  assert mc_cli.main(["add_version", f"--model_config_file={path}", "--model_name=/etc",
+                      "--version=1"]) == 2
   assert capsys.readouterr().err == f"error: {_name_message('/etc')}\n"
-  assert mc.main(["label", f"--model_config_file={path}", "--label=a.b", "--version=1"]) == 2
+  assert mc_cli.main(["label", f"--model_config_file={path}", "--label=a.b", "--version=1"]) == 2
   assert capsys.readouterr().err == ("error: label 'a.b' is not a valid version label: use "
                                      "letters, digits and '_' only (TF Serving's rule)\n")
-  assert mc.main(["remove_version", f"--model_config_file={path}", "--version=-1"]) == 2
+  assert mc_cli.main(["remove_version", f"--model_config_file={path}", "--version=-1"]) == 2
   assert capsys.readouterr().err == ("error: version -1 is not valid: a version is a positive "
                                      "integer (1 to 9223372036854775807)\n")
 

@@ -105,3 +105,22 @@ def test_sigkill_during_eval_and_during_export_then_resume(tmp_path, small_data_
   error = [l for l in refused.stderr.splitlines() if l.startswith("eta_tf.train: error:")]
   assert len(error) == 1 and "hash_bits=64" in error[0] and "--hash_bits=32" in error[0]
   assert (model_dir / "model_config.json").read_text() == before
+
+  # 5. The same flags on the finished run: refused (exit 2), saying what it would replace
+  # and the flag to ask for it; final/ and eval_metrics.json untouched.
+  finished = {p: p.read_bytes() for p in [model_dir / "eval_metrics.json",
+                                          *sorted((model_dir / "final").iterdir())]}
+  again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 2, again.stderr[-2000:]
+  (line,) = [l for l in again.stderr.splitlines() if l.startswith("eta_tf.train: error:")]
+  assert "finished run" in line and "--overwrite" in line and "eval_metrics.json" in line
+  assert {p: p.read_bytes() for p in finished} == finished
+
+  # 6. --overwrite, killed at its first checkpoint: the finished run is still there, in
+  # previous/ (it goes only when the new run completes).
+  _kill_when(args + ["--overwrite"], lambda: backup.is_dir() and any(
+      p.name == "checkpoint" for p in backup.rglob("*")))
+  previous = model_dir / "previous"
+  assert {previous / p.relative_to(model_dir): b for p, b in finished.items()} == {
+      p: p.read_bytes() for p in [previous / "eval_metrics.json",
+                                  *sorted((previous / "final").iterdir())]}
