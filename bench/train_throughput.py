@@ -1,7 +1,20 @@
 r"""Training examples/s per sample vs user-batched, and AUC after a fixed budget both ways.
 
-  python -m bench.train_throughput --data=taobao=/tmp/taobao_data \
-      --data=movielens=/tmp/ml_data --lengths=256,1024,4096 --models=eta,din_long
+  python -m bench.train_throughput --data=taobao=/tmp/ubdata/taobao \
+      --data=movielens=/tmp/ubdata/ml --lengths=256,1024,4096 --models=eta,din_long \
+      --skip=din_long@4096 --rounds=4 --round_steps=5 --warmup_steps=3
+
+The two logs (the Taobao-calibrated synthetic log and the real MovieLens log):
+
+  python -m pipelines.synthetic --preset=taobao --output=/tmp/ubdata/taobao.csv.gz \
+      --num_users=1500 --seed=0
+  python -m pipelines.build_dataset --input=/tmp/ubdata/taobao.csv.gz \
+      --output_dir=/tmp/ubdata/taobao --seed=0
+  python -m pipelines.movielens --input_dir=movielens-latest-small \
+      --output_dir=/tmp/ubdata/ml_logs
+  python -m pipelines.build_dataset --input=/tmp/ubdata/ml_logs/behaviors.csv \
+      --impressions=/tmp/ubdata/ml_logs/impressions.csv --output_dir=/tmp/ubdata/ml \
+      --split=user_last
 
 Throughput: for each log, model and L, one model per batching (same config, same seed)
 trains in interleaved rounds of --round_steps steps (sample, user, sample, user, ...:
