@@ -8,15 +8,18 @@ Runs pipelines.build_dataset on
   * when --movielens_dir is given (ratings.csv + movies.csv or u.data + u.item): its
     behaviors.csv (every rating a positive, sampled negatives) with both samplers, and its
     real-label impressions (rating >= 4 positive; nothing sampled), time split;
-and records per split the leakage AUCs (stats.json splits.*.leakage), target shares and
-the sampler's fallback counts. Results: bench/results/negative_leakage.json.
+and records per split the leakage AUCs (stats.json splits.*.leakage: popularity,
+seen_before_window and the per-user history_occurrences), target shares, and the
+sampler's fallback and history-match counts. The MovieLens behaviors runs are made with the default time split
+and with --split=user_last --eval_targets_per_user=10. Results:
+bench/results/negative_leakage.json.
 """
 import argparse
 import os
 import tempfile
 
 from bench import machine
-from pipelines import build_dataset, movielens, negatives, synthetic
+from pipelines import build_dataset, leakage as L, movielens, negatives, synthetic
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 RESULTS_FILE = "negative_leakage.json"
@@ -28,9 +31,11 @@ def _summary(stats: dict) -> dict:
                         "positive_rate": s["positive_rate"], **s["leakage"]}
                  for name, s in stats["splits"].items()},
       "fallbacks": {k: stats[k] for k in negatives.FALLBACK_COUNTS},
+      "history_match": {k: stats[k] for k in negatives.HISTORY_COUNTS},
       "negatives_unavailable": stats["negatives_unavailable"],
       "params": {k: stats["params"][k] for k in ("negative_sampler", "split",
-                                                 "negative_time_windows")},
+                                                 "negative_time_windows",
+                                                 "history_length")},
   }
 
 
@@ -38,9 +43,9 @@ def _run(name, flags, work, runs):
   out = os.path.join(work, name)
   stats = build_dataset.run([*flags, f"--output_dir={out}"])
   runs[name] = dict(_summary(stats), flags=flags)
-  leak = {s: (round(v["popularity_auc"], 3), round(v["seen_before_window_auc"], 3))
+  leak = {s: tuple(round(v[f"{score}_auc"], 3) for score in L.SCORES)
           for s, v in runs[name]["splits"].items()}
-  print(f"{name}: (popularity AUC, seen-before-window AUC) per split {leak}", flush=True)
+  print(f"{name}: ({', '.join(L.SCORES)}) AUC per split {leak}", flush=True)
 
 
 def main(argv=None):
@@ -71,6 +76,9 @@ def main(argv=None):
       for sampler in ("matched", "uniform"):
         _run(f"movielens_behaviors_{sampler}", [f"--input={behaviors}",
                                                 f"--negative_sampler={sampler}"], work, runs)
+      _run("movielens_behaviors_matched_user_last", [
+          f"--input={behaviors}", "--split=user_last", "--eval_targets_per_user=10"],
+           work, runs)
       _run("movielens_real_labels", [
           f"--input={behaviors}",
           f"--impressions={os.path.join(logs, movielens.IMPRESSIONS_FILE)}"], work, runs)

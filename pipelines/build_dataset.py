@@ -21,6 +21,7 @@ See README.md, "Data pipeline", for the semantics (targets, negatives, split, ba
 """
 import json
 import logging
+import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -39,7 +40,8 @@ from pipelines.progress import LogProgress
 from pipelines import transforms as T
 from pipelines.build_dataset_flags import SAMPLER_MATCHED, make_parser, parse_args
 from pipelines.build_dataset_flags import pipeline_params
-from pipelines.dataset_stats import SPLIT_USER_LAST, summarize, write_metadata
+from pipelines.dataset_stats import SPLIT_USER_LAST, leakage_message, summarize
+from pipelines.dataset_stats import write_metadata
 from pipelines.global_facts import BuildCatalog, CountCategories, DescribeTimeSplit
 from pipelines.global_facts import TargetTimeHistogram
 from pipelines.negative_join import KeyedMatchedNegatives
@@ -187,7 +189,8 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
     # draw (query flag), and the filter then drops them as it always did.
     weights = fact_sequences("Histogram") | "KeyedItemWeights" >> N.KeyedItemWeights()
     with_negatives = sequences | "MatchedNegatives" >> KeyedMatchedNegatives(
-        edges, weights, args.negatives_per_positive, args.seed, args.min_history)
+        edges, weights, args.negatives_per_positive, args.seed, args.min_history,
+        args.history_length)
     sequences = with_negatives[VALID]
     counts.append(with_negatives[COUNTS])
 
@@ -230,7 +233,8 @@ def finish_pipeline(pipeline: beam.Pipeline, args, sequences, fact_sequences: Ca
     else:
       stat_entries.append(_entries(
           splits[split] | f"Leakage{label}" >> L.KeyedLeakageCheck(
-              item_facts, check_edges, N.ITEM_SHARDS), "splits", split, "leakage"))
+              item_facts, check_edges, N.ITEM_SHARDS, args.history_length),
+          "splits", split, "leakage"))
 
   stat_entries.append(_entries(
       counts | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> SumCounts(), "counts"))
@@ -289,6 +293,13 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       raise output_dir_lib.OutputDirError(
           f"{stats['split_check']['message']} ({args.output_dir} left as it was)")
     output_dir_lib.mark_complete(build_dir)
+  leaky = leakage_message(stats)
+  if leaky:
+    _LOG.warning(leaky)
+    if args.refuse_leaky_negatives:  # the output stays complete, for inspection
+      print(f"build_dataset: error: {leaky} (--refuse_leaky_negatives; the output is in "
+            f"{args.output_dir} for inspection)", file=sys.stderr)
+      raise SystemExit(3)
   return stats
 
 

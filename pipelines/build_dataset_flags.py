@@ -9,6 +9,7 @@ from typing import List
 from eta_tf import config_flags
 from eta_tf import features
 from pipelines import leakage as L
+from pipelines import negative_history as H
 from pipelines import negatives as N
 from pipelines import parsing
 from pipelines.dataset_stats import MAX_SHARE_DEVIATION, SPLIT_METHODS, SPLIT_TIME
@@ -107,6 +108,17 @@ def make_parser(description: str = "") -> argparse.ArgumentParser:
                       help="number of equal-target-count time windows of the matched "
                            "sampler (default %(default)s; the leakage check always uses "
                            f"{L.CHECK_WINDOWS})")
+  parser.add_argument("--history_length", type=non_negative,
+                      default=H.DEFAULT_HISTORY_LENGTH,
+                      help="L: a sample's history is its user's last L behaviors before "
+                           "its time (set it to the model's --max_len; default "
+                           "%(default)s). The matched sampler matches each negative to its "
+                           "positive on the occurrences of the item in that history, and "
+                           "the leakage check scores them (history_occurrences_auc)")
+  parser.add_argument("--refuse_leaky_negatives", action="store_true",
+                      help="exit with code 3 (after writing stats.json) when a leakage "
+                           "AUC of sampled negatives is more than "
+                           f"{L.MAX_DEVIATION} from 0.5 (default: warn only)")
   parser.add_argument("--seed", type=int, default=0, help="negative sampling seed")
   parser.add_argument("--min_history", type=non_negative, default=1,
                       help="drop (and count in stats) targets with fewer prior behaviors "
@@ -185,6 +197,8 @@ def pipeline_params(args) -> dict:
       "negative_sampler": None if args.impressions else args.negative_sampler,
       "negative_time_windows": args.negative_time_windows,
       "seed": args.seed,
+      "history_length": args.history_length,
+      "refuse_leaky_negatives": args.refuse_leaky_negatives,
       "min_history": args.min_history,
       "split": args.split,
       "eval_fraction": args.eval_fraction,

@@ -1,13 +1,12 @@
 """stats.json / schema.json of the dataset job: the documented stats layout assembled from
 the pipeline's flat stat entries, the split-share and row-balance checks, the atomic writes,
-and the one-screen summary logged by build_dataset.run.
-
-Split off pipelines/build_dataset.py (issue 15).
+the one-screen summary logged by build_dataset.run, and the verdict on the leakage AUCs.
 """
-from typing import Dict
+from typing import Dict, Optional
 
 from eta_tf import features
 from pipelines import metadata_files
+from pipelines import leakage as L
 from pipelines import negatives as N
 from pipelines import parsing
 from pipelines import transforms as T
@@ -48,7 +47,7 @@ def assemble_stats(params: dict, entries) -> dict:
   stats["categories"] = raw.get("categories", 0)
   stats["time"] = raw.get("time", {})
   stats["negatives_unavailable"] = counts.get("negatives_unavailable", 0)
-  for key in N.FALLBACK_COUNTS:
+  for key in N.DRAW_COUNTS:
     stats[key] = counts.get(key, 0)
   stats["splits"] = {}
   for split in features.SPLITS:
@@ -160,7 +159,22 @@ def summarize(stats: dict) -> str:
     parts.append(f"{split}: {s.get('records')} records ({_percent(s['user_share'])} of "
                  f"users), {s.get('targets')} targets ({_percent(s['target_share'])}), "
                  f"leakage AUC popularity {leak.get('popularity_auc')} seen-before-window "
-                 f"{leak.get('seen_before_window_auc')}, "
+                 f"{leak.get('seen_before_window_auc')} history-occurrences "
+                 f"{leak.get('history_occurrences_auc')}, "
                  f"positive rate {s.get('positive_rate')}, {s['filtered_min_history']} "
                  f"filtered (min_history), {s['bytes_written']} bytes")
   return "\n".join(parts)
+
+
+def leakage_message(stats: dict) -> Optional[str]:
+  """None when the sampled negatives pass the leakage check (or none were sampled: an
+  impression log's negatives are real), else a message naming each statistic further
+  than leakage.MAX_DEVIATION from 0.5, with its split and value."""
+  if not stats["params"].get("negatives_per_positive"):
+    return None
+  leaky = L.leaky_statistics(stats)
+  if not leaky:
+    return None
+  found = ", ".join(f"{split} {name} = {value:.4f}" for split, name, value in leaky)
+  return (f"sampled negatives leak: {found} (more than {L.MAX_DEVIATION} from 0.5: a "
+          f"model can tell them from positives without learning the user's interests)")

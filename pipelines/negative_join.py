@@ -1,43 +1,51 @@
-"""Matched negatives by keyed joins, not broadcast tables (issue 12, item 6).
+"""Matched negatives by keyed joins, not broadcast tables.
 
 The matched sampler (pipelines.negatives) needs, for each positive target, the item
-frequencies of its category around its time. Broadcasting that (category, window, item)
-table to every worker made the job's memory grow with the log. Here the draw is two
-keyed joins:
+frequencies of its category around its time and the user's own history. Broadcasting the
+(category, window, item) table to every worker would make the job's memory grow with the
+log. Here the draw is keyed joins:
 
   1. CategoryQueries: each user's candidate positive targets, as rows keyed by a hash of
-     their category (`category_shard`, S keys), one element per (user, key);
+     their category (`category_shard`, S keys), one element per (user, key), with the
+     user's behaviors of those categories that the draws read (history rows);
      GroupByKey; DrawNegatives builds, inside each group, the MatchedCatalog of that
      group's categories from the group's own rows (every candidate positive counts in the
      cells; only those kept by --min_history get negatives) and draws -> (user, negatives).
-  2. AttachNegatives: CoGroupByKey of the sequences and the drawn negatives by user; each
-     negative goes right after its positive, as SampleNegatives did.
+  2. AttachNegatives (pipelines.negative_fallbacks): CoGroupByKey of the sequences and the
+     drawn negatives by user; each negative goes right after its positive.
 
 Every draw is seeded by (seed, user, target index, draw, level, candidate)
-(negatives.uniforms) and reads only its own category's rows, so the result does not
-depend on S, on which categories share a group, on bundling or on the runner: the
-one-pipeline job (S = ONE_PIPELINE_CATEGORY_SHARDS) and the user-sharded job (S = its
-shard count, one pipeline per key) write the same records. The "any item" fallback is a
-third join, by item shard: draws that leave their category become candidates keyed by
-the item shard their weight offset falls in (only ITEM_SHARDS totals are broadcast),
-resolved against that shard's ItemWeights rows (ResolveFallbacks) and joined back by user
-with the rest (AttachNegatives).
+(negatives.uniforms) and reads only its own category's rows and its own user's history,
+so the result does not depend on S, on which categories share a group, on bundling or on
+the runner: the one-pipeline job (S = ONE_PIPELINE_CATEGORY_SHARDS) and the user-sharded
+job (S = its shard count, one pipeline per key) write the same records. The "any item"
+fallback is a third join, by item shard (pipelines.negative_fallbacks).
 """
 import apache_beam as beam
 import numpy as np
 
+from pipelines import negative_fallbacks as B
+from pipelines import negative_history as H
 from pipelines import negatives as N
 from pipelines.global_facts import CompactingCombineFn
 from pipelines.parsing import CATEGORY_ID, ITEM_ID, KIND, TIMESTAMP
-from pipelines.records import UserSequence, aggregate_rows, prior_counts
+from pipelines.records import UserSequence, aggregate_rows
 from pipelines.tags import COUNTS, VALID
 
-# Columns of a query row (int64): one candidate positive target of one user.
-Q_CATEGORY, Q_USER, Q_TARGET, Q_TIMESTAMP, Q_ITEM, Q_NEEDS = range(6)
-# Columns of a drawn-negative row: target index in its user's targets, then the target row.
-D_TARGET = 0
+# Columns of a query row (int64): one candidate positive target of one user (Q_TARGET its
+# index in the targets; Q_OCCURRENCES its item's occurrences in its history, ranks
+# [Q_LO, Q_HI)); with Q_KIND = HISTORY_ROW one behavior of the user's history (Q_TARGET its
+# rank in the user's behaviors), which the draws read so as not to take an item of the
+# history; with Q_KIND = REVISIT_ROW one negative of a revisit, drawn from the history
+# already (negative_history.revisit_draws: Q_ITEM, R_CATEGORY, draw R_DRAW, R_SAME).
+(Q_CATEGORY, Q_USER, Q_TARGET, Q_TIMESTAMP, Q_ITEM, Q_NEEDS, Q_OCCURRENCES, Q_LO, Q_HI,
+ Q_KIND) = range(10)
+R_SAME, R_DRAW, R_CATEGORY = Q_OCCURRENCES, Q_LO, Q_HI
+QUERY_ROW, HISTORY_ROW, REVISIT_ROW = range(3)
+QUERY_COLUMNS = 10
 ONE_PIPELINE_CATEGORY_SHARDS = 16
 DRAW_CHUNK = 1 << 14  # positives drawn at once in a group (bounds the draw's temporaries)
+_NO_ITEMS = N.ItemWeights(np.zeros((0, 3), np.int64))
 
 
 def category_shard(categories: np.ndarray, num_shards: int) -> np.ndarray:
@@ -46,106 +54,81 @@ def category_shard(categories: np.ndarray, num_shards: int) -> np.ndarray:
                     num_shards - 1)
 
 
-def query_blocks(sequence: UserSequence, num_shards: int, min_history: int):
-  """Yields (category shard, int64 [m, 6] query rows) of one user's positive targets.
+def _history_rows(sequence: UserSequence, queries: np.ndarray) -> np.ndarray:
+  """int64 [h, QUERY_COLUMNS] history rows of the behaviors the draws for `queries` read:
+  those of the needed queries' categories, within their history ranks."""
+  needed = queries[(queries[:, Q_NEEDS] == 1) & (queries[:, Q_KIND] == QUERY_ROW)]
+  history = sequence.history
+  if not len(needed) or not len(history):
+    return np.zeros((0, QUERY_COLUMNS), np.int64)
+  ranks = np.arange(needed[:, Q_LO].min(), needed[:, Q_HI].max())
+  ranks = ranks[np.isin(history[ranks, CATEGORY_ID], needed[:, Q_CATEGORY])]
+  rows = np.zeros((len(ranks), QUERY_COLUMNS), np.int64)
+  rows[:, Q_CATEGORY], rows[:, Q_USER], rows[:, Q_TARGET] = (
+      history[ranks, CATEGORY_ID], sequence.user_id, ranks)
+  rows[:, Q_TIMESTAMP], rows[:, Q_ITEM] = history[ranks, TIMESTAMP], history[ranks, ITEM_ID]
+  rows[:, Q_KIND] = HISTORY_ROW
+  return rows
+
+
+def _revisit_rows(sequence: UserSequence, rows: np.ndarray, num_negatives: int, seed: int
+                  ) -> np.ndarray:
+  """int64 [k, QUERY_COLUMNS] REVISIT_ROWs of the needed revisits among query rows."""
+  revisits = rows[(rows[:, Q_NEEDS] == 1) & (rows[:, Q_OCCURRENCES] > 0)]
+  drawn = H.revisit_draws(sequence, revisits[:, Q_TARGET], revisits[:, Q_LO],
+                          revisits[:, Q_HI], revisits[:, Q_OCCURRENCES], num_negatives,
+                          seed, N.uniforms)
+  slot = np.searchsorted(revisits[:, Q_TARGET], drawn[:, 0])
+  out = revisits[slot].copy()
+  out[:, Q_ITEM], out[:, R_CATEGORY], out[:, R_DRAW], out[:, R_SAME] = (
+      drawn[:, 2], drawn[:, 3], drawn[:, 1], drawn[:, 4])
+  out[:, Q_NEEDS], out[:, Q_KIND] = 0, REVISIT_ROW
+  return out
+
+
+def query_blocks(sequence: UserSequence, num_shards: int, min_history: int,
+                 history_length: int, num_negatives: int, seed: int):
+  """Yields (category shard, int64 [m, QUERY_COLUMNS] rows) of one user's positive
+  targets: each shard's query rows, the negatives of its revisits (drawn here, where the
+  whole history is at hand) and the history rows its other draws read.
 
   Q_NEEDS is 1 where the target has >= min_history prior behaviors (it gets negatives);
-  the others still count in the cells, as every candidate positive target did before.
+  the others still count in the cells.
   """
   targets = sequence.targets
   index = np.flatnonzero(targets[:, KIND] == 1)
   if not len(index):
     return
+  lo, hi = (r[index] for r in H.history_ranges(sequence, history_length))
+  occurrences = H.target_occurrences(sequence, history_length, by_item_only=True)[index]
   rows = np.stack([targets[index, CATEGORY_ID], np.full(len(index), sequence.user_id),
                    index, targets[index, TIMESTAMP], targets[index, ITEM_ID],
-                   prior_counts(sequence)[index] >= min_history], axis=1).astype(np.int64)
+                   hi >= min_history, occurrences, lo, hi, np.zeros(len(index))],
+                  axis=1).astype(np.int64)
+  rows = np.concatenate([rows, _revisit_rows(sequence, rows, num_negatives, seed)])
   shards = category_shard(rows[:, Q_CATEGORY], num_shards)
   for shard in np.unique(shards):
-    yield int(shard), rows[shards == shard]
+    block = rows[shards == shard]
+    yield int(shard), np.concatenate([block, _history_rows(sequence, block)])
 
 
 class CategoryQueries(beam.PTransform):
-  """UserSequences -> (category shard, query rows [m, 6]) per user and shard."""
+  """UserSequences -> (category shard, query rows [m, QUERY_COLUMNS]) per user and shard."""
 
-  def __init__(self, num_shards: int, min_history: int):
+  def __init__(self, num_shards: int, min_history: int, history_length: int,
+               num_negatives: int, seed: int):
     super().__init__()
-    self._num_shards, self._min_history = num_shards, min_history
+    self._args = num_shards, min_history, history_length, num_negatives, seed
 
   def expand(self, sequences):
-    return sequences | "Queries" >> beam.FlatMap(query_blocks, self._num_shards,
-                                                 self._min_history)
-
-
-# Columns of a fallback candidate row ("any item" level), keyed by the item shard its
-# weight offset falls in, and of a resolved (acceptable) candidate, keyed by user.
-C_USER, C_TARGET, C_DRAW, C_ROUND, C_POSITIVE, C_OFFSET = range(6)
-F_TARGET, F_DRAW, F_ROUND, F_ITEM, F_CATEGORY = range(5)
-_NO_ITEMS = N.ItemWeights(np.zeros((0, 3), np.int64))
-
-
-def fallback_candidates(users, targets, draws, positive_items, level: int,
-                        totals: np.ndarray, seed: int):
-  """Yields (item shard, int64 [c, 6] candidate rows) of draws [N] left for "any item".
-
-  Each draw's _MAX_ROUNDS candidates, seeded as in negatives.sample_matched_negatives
-  (seed, user, target, draw, level, round); the shard and offset inside it come from the
-  shard totals (negatives.fallback_offsets). None when no item exists at all.
-  """
-  if not len(users) or not totals.sum():
-    return
-  rounds = N._MAX_ROUNDS  # pylint: disable=protected-access  (the same rejection law)
-  rows = np.stack([np.repeat(users, rounds), np.repeat(targets, rounds),
-                   np.repeat(draws, rounds), np.tile(np.arange(rounds), len(users)),
-                   np.repeat(positive_items, rounds)], axis=1).astype(np.int64)
-  u = N.uniforms(seed, rows[:, C_USER], rows[:, C_TARGET], rows[:, C_DRAW],
-                 np.full(len(rows), level), rows[:, C_ROUND])
-  shards, offsets = N.fallback_offsets(u, totals)
-  rows = np.concatenate([rows, offsets[:, None]], axis=1)
-  for shard in np.unique(shards):
-    yield int(shard), rows[shards == shard]
-
-
-def resolve_fallbacks(weight_rows, candidate_blocks):
-  """One item shard: its ItemWeights rows and candidates -> [(user, int64 [f, 5]
-  (target, draw, round, item, category))] of the acceptable candidates (not the positive
-  item), which attach_negatives picks from (the first round of each draw)."""
-  blocks = [b for b in candidate_blocks if len(b)]
-  if not blocks:
-    return []
-  rows = np.concatenate(blocks)
-  weights = [w for w in weight_rows if len(w)]
-  table = N.ItemWeights(np.concatenate(weights))  # rows of this shard: its slice
-  items, categories = table.draw_at(rows[:, C_OFFSET])
-  keep = items != rows[:, C_POSITIVE]
-  rows, items, categories = rows[keep], items[keep], categories[keep]
-  out = np.stack([rows[:, C_TARGET], rows[:, C_DRAW], rows[:, C_ROUND], items, categories],
-                 axis=1)
-  order = np.argsort(rows[:, C_USER], kind="stable")  # blocks of several category groups
-  return _by_user(rows[order, C_USER], out[order])
-
-
-def _by_user(users: np.ndarray, rows: np.ndarray):
-  """[(user, rows of that user)] of rows [n, k] sorted by users [n]."""
-  starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
-  ends = list(starts[1:]) + [len(users)]
-  return [(int(users[a]), rows[a:b]) for a, b in zip(starts, ends)]
-
-
-def with_user_column(user: int, rows: np.ndarray) -> np.ndarray:
-  """(user, rows [m, k]) -> [m, 1 + k], the user id first: several users' negative or
-  fallback rows in one stored batch (the sharded job)."""
-  return np.concatenate([np.full((len(rows), 1), user, np.int64), rows], axis=1)
-
-
-def split_by_user(batch: np.ndarray):
-  """with_user_column's batch -> [(user, rows [m, k])] (stable: each user's rows keep
-  their order)."""
-  batch = batch[np.argsort(batch[:, 0], kind="stable")]
-  return _by_user(batch[:, 0], batch[:, 1:])
+    return sequences | "Queries" >> beam.FlatMap(query_blocks, *self._args)
 
 
 def _cell_rows(rows: np.ndarray, edges: np.ndarray) -> np.ndarray:
-  """int64 [n, 4] (category, window, item, 1) of query rows [n, 6], unsummed."""
+  """int64 [n, 4] (category, window, item, 1) of the query rows of rows [m, QUERY_COLUMNS]
+  that are not revisits (the draws from the catalog are the negatives of those: a
+  revisit's are drawn from its history), unsummed."""
+  rows = rows[(rows[:, Q_KIND] == QUERY_ROW) & (rows[:, Q_OCCURRENCES] == 0)]
   return np.stack([rows[:, Q_CATEGORY], N.window_of(rows[:, Q_TIMESTAMP], edges),
                    rows[:, Q_ITEM], np.ones(len(rows), np.int64)], axis=1)
 
@@ -155,9 +138,9 @@ def _sum_cells(cells: np.ndarray) -> np.ndarray:
 
 
 def cell_counts(rows: np.ndarray, edges: np.ndarray) -> np.ndarray:
-  """int64 [m, 4] (category, window, item, count) of query rows [n, 6]: the cells of the
-  MatchedCatalog (every candidate positive counts, needed or not). Sums of these over any
-  split of the rows are the cells of the whole (_CellCountsFn combines them)."""
+  """int64 [m, 4] (category, window, item, count) of query rows: the cells of the
+  MatchedCatalog (every candidate positive counts, needed or not). Sums of these over
+  any split of the rows are the cells of the whole (_CellCountsFn combines them)."""
   return _sum_cells(_cell_rows(rows, edges))
 
 
@@ -169,8 +152,8 @@ def catalog_of(cells: np.ndarray, edges: np.ndarray) -> N.MatchedCatalog:
 
 def draw_queries(rows: np.ndarray, catalog: N.MatchedCatalog, totals: np.ndarray,
                  num_negatives: int, seed: int):
-  """Query rows [n, 6] of some users (each user's rows of a category shard together) and
-  the catalog of their categories -> ([(user, int64 [k, 5] negative rows)], [(item shard,
+  """Query rows [n, QUERY_COLUMNS] of some users (each user's rows of a category shard
+  together, with their history rows) and the catalog of their categories -> ([(user, int64 [k, 5] negative rows)], [(item shard,
   fallback candidate rows)], counts). Only rows with Q_NEEDS get negatives.
 
   Negative rows: (target index, timestamp, item, category, label 0), in draw order for
@@ -179,30 +162,57 @@ def draw_queries(rows: np.ndarray, catalog: N.MatchedCatalog, totals: np.ndarray
   draw is keyed (seed, user, target, draw, level, candidate), so the result for a user does
   not depend on which other users' rows come in the same call.
   """
-  queries = rows[rows[:, Q_NEEDS] == 1]
+  history = rows[rows[:, Q_KIND] == HISTORY_ROW]
+  index = H.HistoryIndex(history[:, Q_USER], history[:, Q_CATEGORY], history[:, Q_ITEM],
+                         history[:, Q_TARGET])
+  queries = rows[(rows[:, Q_NEEDS] == 1) & (rows[:, Q_KIND] == QUERY_ROW)]
   queries = queries[np.lexsort((queries[:, Q_TARGET], queries[:, Q_USER]))]
   positives = np.stack([queries[:, Q_TIMESTAMP], queries[:, Q_ITEM], queries[:, Q_CATEGORY],
                         np.ones(len(queries), np.int64)], axis=1)
+  revisits = rows[rows[:, Q_KIND] == REVISIT_ROW]
+  keys = H.DenseKeys((revisits[:, Q_USER], revisits[:, Q_TARGET], revisits[:, R_DRAW]))
+  slot, predrawn = keys.lookup((np.repeat(queries[:, Q_USER], num_negatives),
+                                np.repeat(queries[:, Q_TARGET], num_negatives),
+                                np.tile(np.arange(num_negatives), len(queries))))
+  order = np.argsort(keys.ids, kind="stable")  # revisit row of each dense id
   # In chunks: a draw's temporaries are ~16 candidates x ~10 arrays; a call can hold
   # millions of positives. Draws are keyed, so chunking does not change them.
-  pieces, counts = [], dict.fromkeys(N.FALLBACK_COUNTS, 0)
+  pieces, counts = [], dict.fromkeys(N.DRAW_COUNTS, 0)
   for lo in range(0, len(queries), DRAW_CHUNK):
-    hi = lo + DRAW_CHUNK
+    chunk = queries[lo:lo + DRAW_CHUNK]
+    match = H.HistoryMatch(index, chunk[:, Q_USER], chunk[:, Q_CATEGORY], chunk[:, Q_LO],
+                           chunk[:, Q_HI])
     piece, piece_counts = N.sample_matched_negatives(
-        positives[lo:hi], catalog, num_negatives, seed, queries[lo:hi][:, [Q_USER, Q_TARGET]],
-        any_item=False)
+        positives[lo:lo + DRAW_CHUNK], catalog, num_negatives, seed,
+        chunk[:, [Q_USER, Q_TARGET]], any_item=False, history=match,
+        skip=predrawn[lo * num_negatives:(lo + len(chunk)) * num_negatives])
     pieces.append(piece)
     counts = {k: counts[k] + piece_counts[k] for k in counts}
   drawn = np.concatenate(pieces) if pieces else np.zeros((0, 4), np.int64)
+  counts.update(_add_revisits(drawn, revisits[order[slot[predrawn]]], predrawn,
+                              np.repeat(queries[:, Q_OCCURRENCES], num_negatives),
+                              np.repeat(queries[:, Q_CATEGORY], num_negatives)))
   users = np.repeat(queries[:, Q_USER], num_negatives)
   targets = np.repeat(queries[:, Q_TARGET], num_negatives)
   left = np.flatnonzero(drawn[:, ITEM_ID] == 0)
-  candidates = list(fallback_candidates(
+  candidates = list(B.fallback_candidates(
       users[left], targets[left], left % num_negatives,
       np.repeat(queries[:, Q_ITEM], num_negatives)[left], N.any_item_level(catalog),
       totals, seed))
   out = np.concatenate([targets[:, None], drawn], axis=1)
-  return _by_user(users, out), candidates, counts
+  return B.by_user(users, out), candidates, counts
+
+
+def _add_revisits(drawn, revisits, predrawn, occurrences, categories) -> dict:
+  """Puts the revisit rows' negatives into `drawn` (int64 [n, 4]) where `predrawn` [n];
+  the history-match counters of those draws."""
+  drawn[predrawn, ITEM_ID], drawn[predrawn, CATEGORY_ID] = (revisits[:, Q_ITEM],
+                                                            revisits[:, R_CATEGORY])
+  return {"negatives_of_revisits": int((occurrences > 0).sum()),
+          "negatives_revisit_other_count": int((revisits[:, R_SAME] == 0).sum()),
+          "negatives_revisit_other_category": int(
+              (revisits[:, R_CATEGORY] != categories[predrawn]).sum()),
+          "negatives_revisit_unmatched": int(((occurrences > 0) & ~predrawn).sum())}
 
 
 def draw_group(blocks, edges: np.ndarray, totals: np.ndarray, num_negatives: int,
@@ -316,78 +326,6 @@ class StreamingDrawNegatives(beam.PTransform):
             .with_outputs(COUNTS, FALLBACKS, main=VALID))
 
 
-class ResolveFallbacks(beam.PTransform):
-  """{'weights': (item shard, ItemWeights rows), 'candidates': (item shard, candidate
-  rows)} -> (user, acceptable fallback rows): a CoGroupByKey by item shard."""
-
-  def expand(self, inputs):
-    return (inputs
-            | "JoinByItemShard" >> beam.CoGroupByKey()
-            | "Resolve" >> beam.FlatMap(
-                lambda kv: resolve_fallbacks(kv[1]["weights"], kv[1]["candidates"])))
-
-
-def attach_negatives(sequence: UserSequence, blocks, fallback_blocks=()):
-  """(the sequence with each drawn negative right after its positive, counts).
-
-  Draws left at item 0 take the first acceptable fallback candidate of their (target,
-  draw) (counted negatives_fallback_any); those with none are dropped (counted
-  negatives_unavailable).
-  """
-  blocks = list(blocks)
-  if not blocks:
-    return sequence, {}
-  drawn = np.concatenate(blocks)
-  drawn = drawn[np.argsort(drawn[:, D_TARGET], kind="stable")]  # each target's in order
-  counts = {}
-  left = np.flatnonzero(drawn[:, 1 + ITEM_ID] == 0)
-  fallbacks = [f for f in fallback_blocks if len(f)]
-  if len(left) and fallbacks:
-    fb = np.concatenate(fallbacks)
-    fb = fb[np.lexsort((fb[:, F_ROUND], fb[:, F_DRAW], fb[:, F_TARGET]))]
-    first = np.r_[True, np.any(fb[1:, :2] != fb[:-1, :2], axis=1)]
-    fb = fb[first]  # the first acceptable round of each (target, draw)
-    target_starts = np.searchsorted(drawn[:, D_TARGET], drawn[left, D_TARGET])
-    draw_keys = np.stack([drawn[left, D_TARGET], left - target_starts], axis=1)
-    slot = np.searchsorted(fb[:, F_TARGET] * (1 << 20) + fb[:, F_DRAW],
-                           draw_keys[:, 0] * (1 << 20) + draw_keys[:, 1])
-    slot = np.minimum(slot, len(fb) - 1)
-    found = (fb[slot, F_TARGET] == draw_keys[:, 0]) & (fb[slot, F_DRAW] == draw_keys[:, 1])
-    drawn[left[found], 1 + ITEM_ID] = fb[slot[found], F_ITEM]
-    drawn[left[found], 1 + CATEGORY_ID] = fb[slot[found], F_CATEGORY]
-    counts["negatives_fallback_any"] = int(found.sum())
-  unavailable = int((drawn[:, 1 + ITEM_ID] == 0).sum())
-  if unavailable:
-    counts["negatives_unavailable"] = unavailable
-  drawn = drawn[drawn[:, 1 + ITEM_ID] > 0]
-  targets = sequence.targets
-  # Stable sort by target index: the positive first (it comes first), then its draws.
-  order = np.argsort(np.concatenate([np.arange(len(targets)), drawn[:, D_TARGET]]),
-                     kind="stable")
-  rows = np.concatenate([targets, drawn[:, 1:]])[order]
-  return sequence._replace(targets=rows), {k: v for k, v in counts.items() if v}
-
-
-class AttachNegatives(beam.PTransform):
-  """{'sequences': UserSequences, 'negatives': (user, negative rows), 'fallbacks': (user,
-  fallback rows)} -> UserSequences + `counts` (negatives_fallback_any, _unavailable)."""
-
-  def expand(self, inputs):
-    keyed = inputs["sequences"] | "ByUser" >> beam.Map(lambda s: (s.user_id, s))
-    joined = {"sequence": keyed, "negatives": inputs["negatives"],
-              "fallbacks": inputs["fallbacks"]} | "Join" >> beam.CoGroupByKey()
-
-    def attach(kv):
-      for sequence in kv[1]["sequence"]:
-        attached, counts = attach_negatives(sequence, kv[1]["negatives"],
-                                            kv[1]["fallbacks"])
-        if counts:
-          yield beam.pvalue.TaggedOutput(COUNTS, counts)
-        yield attached
-
-    return joined | "Attach" >> beam.FlatMap(attach).with_outputs(COUNTS, main=VALID)
-
-
 class KeyedMatchedNegatives(beam.PTransform):
   """UserSequences -> the same with matched negatives, by the keyed joins; also `counts`.
   The one-pipeline form (the sharded job runs the same pieces per key).
@@ -397,21 +335,23 @@ class KeyedMatchedNegatives(beam.PTransform):
   """
 
   def __init__(self, edges, weights, num_negatives: int, seed: int, min_history: int,
+               history_length: int = H.DEFAULT_HISTORY_LENGTH,
                num_shards: int = ONE_PIPELINE_CATEGORY_SHARDS):
     super().__init__()
     self._draw = DrawNegatives(edges, beam.pvalue.AsSingleton(weights["totals"]),
                                num_negatives, seed)
     self._weight_rows = weights["rows"]
-    self._num_shards, self._min_history = num_shards, min_history
+    self._queries = CategoryQueries(num_shards, min_history, history_length, num_negatives,
+                                    seed)
 
   def expand(self, sequences):
     drawn = (sequences
-             | "CategoryQueries" >> CategoryQueries(self._num_shards, self._min_history)
+             | "CategoryQueries" >> self._queries
              | "GroupByCategory" >> beam.GroupByKey()
              | "DrawNegatives" >> self._draw)
     fallbacks = {"weights": self._weight_rows, "candidates": drawn[FALLBACKS]} | (
-        "ResolveFallbacks" >> ResolveFallbacks())
+        "ResolveFallbacks" >> B.ResolveFallbacks())
     attached = {"sequences": sequences, "negatives": drawn[VALID], "fallbacks": fallbacks} | (
-        "AttachNegatives" >> AttachNegatives())
+        "AttachNegatives" >> B.AttachNegatives())
     counts = (drawn[COUNTS], attached[COUNTS]) | "FlattenCounts" >> beam.Flatten()
     return {VALID: attached[VALID], COUNTS: counts}

@@ -184,7 +184,7 @@ def run_sharded(args, options_for: Callable, stages: JobStages) -> None:
         pipeline, args, chain, read_sequences, counts, entries, users=users,
         negatives_attached=attach,
         leakage_inputs=lambda edges: sharded_leakage.WriteLeakageInputs(
-            work_dir, num_shards, edges))
+            work_dir, num_shards, edges, args.history_length))
   _LOG.info("user shards: split and encode done, %.0f s", time.time() - started)
   sharded_leakage.run(options_for, work_dir, num_shards, stages.stats_path,
                       count_items=args.negative_sampler == SAMPLER_MATCHED)

@@ -12,6 +12,9 @@ them all in memory, so here:
   3. the histograms are summed over shards into the AUCs, and stats.json gets them (and
      the distinct item count, the sum of the shards' fact rows).
 
+The history score needs only each sequence: the final pipeline sums its histogram per
+split as it streams (leakage.UserHistograms) and writes it to a small file, added in 3.
+
 Histograms are sums, so the AUCs equal the one-pipeline job's (KeyedLeakageCheck) for any
 number of shards.
 """
@@ -31,6 +34,7 @@ from pipelines.split_stats import SumDictsFn
 
 _LOG = logging.getLogger("pipelines.sharded")
 FACTS, QUERIES = "leakage_facts", "leakage_queries"
+USER_HISTOGRAMS = "leakage_user_histograms"
 
 
 def _prefix(kind: str, shard: int) -> str:
@@ -49,8 +53,9 @@ def _result_path(work_dir: str, shard: int) -> str:
 class WriteLeakageInputs:
   """Adds the writes of step 1 to the final pipeline (facts once, queries per split)."""
 
-  def __init__(self, work_dir: str, num_shards: int, edges):
+  def __init__(self, work_dir: str, num_shards: int, edges, history_length: int):
     self._work_dir, self._num_shards, self._edges = work_dir, num_shards, edges
+    self._history_length = history_length
 
   def _write(self, blocks, kind: str, label: str):
     parts = blocks | f"{label}ByItemShard" >> beam.Partition(lambda kv, n: kv[0],
@@ -73,6 +78,13 @@ class WriteLeakageInputs:
               | f"{label}Batches" >> F.ConcatenateRowsByKey()
               | f"{label}Split" >> beam.MapTuple(lambda k, rows: (k, (split, rows))))
     self._write(blocks, QUERIES, label)
+    path = _user_histograms_path(self._work_dir, split)
+    _ = (sequences | f"{label}Users" >> L.UserHistograms(self._history_length)
+         | f"{label}WriteUsers" >> beam.Map(lambda h: F.write_pickle_file(path, dict(h))))
+
+
+def _user_histograms_path(work_dir: str, split: str) -> str:
+  return FileSystems.join(work_dir, f"{USER_HISTOGRAMS}-{split}.pickle")
 
 
 def _shard_result(_, path, facts, histograms):
@@ -110,6 +122,10 @@ def run(options_for, work_dir: str, num_shards: int, stats_path: str, count_item
     items += shard_items
     for split, histogram in histograms.items():
       totals[split].update(histogram)
+  for split in features.SPLITS:
+    path = _user_histograms_path(work_dir, split)
+    if FileSystems.exists(path):
+      totals[split].update(F.read_pickle_file(path))
   leakage = {split: L.summarize(histogram) for split, histogram in totals.items()}
   with FileSystems.open(stats_path) as f:
     stats = json.loads(f.read().decode("utf-8"))

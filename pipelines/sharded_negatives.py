@@ -35,6 +35,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import metadata_files
+from pipelines import negative_fallbacks as B
 from pipelines import negative_join as J
 from pipelines import negatives as N
 from pipelines import shard_files as F
@@ -67,15 +68,15 @@ def _counts_path(work_dir: str, shard: int, kind: str = "negative_counts") -> st
 
 
 def _by_user_shard(pairs, num_shards: int, label: str):
-  """(user, rows) -> (user shard, rows with the user id first: J.with_user_column)."""
+  """(user, rows) -> (user shard, rows with the user id first: B.with_user_column)."""
   return pairs | f"{label}ToUserShard" >> beam.MapTuple(
-      lambda user, rows: (F.shard_of_user(user, num_shards), J.with_user_column(user, rows)))
+      lambda user, rows: (F.shard_of_user(user, num_shards), B.with_user_column(user, rows)))
 
 
 def _read_by_user(pipeline, label: str, pattern: str):
   """_by_user_shard's stored batches -> (user, rows), one per user and batch."""
   return (pipeline | f"Read{label}" >> F.ReadBatches(pattern)
-          | f"{label}ByUser" >> beam.FlatMap(lambda kv: J.split_by_user(kv[1])))
+          | f"{label}ByUser" >> beam.FlatMap(lambda kv: B.split_by_user(kv[1])))
 
 
 def _write_counts(_, path, counts):
@@ -99,8 +100,8 @@ def _facts_and_queries(args, options_for, work_dir: str, sequences: str, num_sha
              | "TimeWindows" >> beam.MapTuple(
                  lambda times, counts: N.window_edges(times, counts, num_windows)))
     # The "any item" table is not summed here: its count blocks go to their item shard's
-    # files and each shard is summed alone in step c (summing all 16 shards in this pass
-    # held ~8x the table: +750 MB at 16M events). Only the 16 shard totals are summed.
+    # files and each shard is summed alone in step c (a lifted per-key combine of all 16
+    # shards in this pass holds several times the table). Only the shard totals are summed.
     totals = stored | "ItemShardTotals" >> N.ItemShardTotals()
     _ = (pipeline | "Once" >> beam.Create([_facts_path(work_dir)])
          | "WriteFacts" >> beam.Map(
@@ -112,7 +113,9 @@ def _facts_and_queries(args, options_for, work_dir: str, sequences: str, num_sha
     _ = (stored | "ItemCountBlocks" >> beam.FlatMap(N.item_count_blocks)
          | "WriteItemCounts" >> F.WriteBatchesByKey(
              lambda k: F.shard_name(work_dir, ITEM_COUNTS, k)))
-    _ = (stored | "CategoryQueries" >> J.CategoryQueries(num_shards, args.min_history)
+    _ = (stored | "CategoryQueries" >> J.CategoryQueries(
+        num_shards, args.min_history, args.history_length,
+        args.negatives_per_positive, args.seed)
          | "WriteQueries" >> F.WriteBatchesByKey(
              lambda k: F.shard_name(work_dir, QUERIES, k)))
 
@@ -146,7 +149,7 @@ def _resolve(options_for, work_dir: str, item_shards: List[int], num_shards: int
       candidates = pipeline | f"ReadCandidates{item_shard}" >> F.ReadBatches(
           F.all_shards(work_dir, _candidates_kind(item_shard)))
       resolved.append({"weights": weights, "candidates": candidates}
-                      | f"Resolve{item_shard}" >> J.ResolveFallbacks())
+                      | f"Resolve{item_shard}" >> B.ResolveFallbacks())
     resolved = resolved | "Flatten" >> beam.Flatten()
     _ = (_by_user_shard(resolved, num_shards, "Fallbacks")
          | "WriteFallbacks" >> F.WriteBatchesByKey(
@@ -162,7 +165,7 @@ def _attach(options_for, work_dir: str, sequences: str, shard: int):
     fallbacks = _read_by_user(pipeline, "Fallbacks",
                               F.all_shards(work_dir, _fallbacks_kind(shard)))
     attached = {"sequences": stored, "negatives": negatives, "fallbacks": fallbacks} | (
-        "Attach" >> J.AttachNegatives())
+        "Attach" >> B.AttachNegatives())
     _ = attached[VALID] | "WriteAttached" >> F.WritePickled(
         F.shard_name(work_dir, ATTACHED, shard))
     _write_summed_counts(pipeline, attached[COUNTS],

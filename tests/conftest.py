@@ -19,6 +19,27 @@ SMALL_TRAIN_FLAGS = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else
                      for k, v in SMALL_MODEL.items()] + [f"--batch_size={SMALL_BATCH_SIZE}"]
 
 
+def split_records(out_dir, splits=("train", "eval")):
+  """{split: sorted serialized records} of a data dir (TFRecord framing read by hand: u64
+  length, u32 crc, data, u32 crc; no TensorFlow)."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  from eta_tf import features  # pylint: disable=g-import-not-at-top
+  records = {}
+  for split in splits:
+    records[split] = []
+    for path in glob.glob(features.split_file_pattern(str(out_dir), split)):
+      with gzip.open(path, "rb") as f:
+        blob = f.read()
+      pos = 0
+      while pos < len(blob):
+        n = int.from_bytes(blob[pos:pos + 8], "little")
+        records[split].append(blob[pos + 12:pos + 12 + n])
+        pos += 16 + n
+    records[split].sort()
+  return records
+
+
 def run_module(module, *args, env=None, timeout=600, check=True):
   """Runs `python -m module args...`; returns CompletedProcess (text)."""
   result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,

@@ -51,15 +51,8 @@ HASH_RE = re.compile(r"(?<![\w])(?!0x)(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-
 # test then covers every tracked file.
 TEMPORARY_HYGIENE_ALLOWLIST = {
     "bench/serving_cost_summary.py",
-    "pipelines/dataset_stats.py",
-    "pipelines/leakage.py",
-    "pipelines/negative_join.py",
-    "pipelines/negatives.py",
     "tests/test_pipeline_faults.py",
-    "tests/test_pipeline_keyed_item_tables.py",
     "tests/test_pipeline_metadata_files.py",
-    "tests/test_pipeline_negative_join.py",
-    "tests/test_pipeline_negatives.py",
     "tests/test_pipeline_split.py",
     "tests/test_serving_cost.py",
     "tests/test_serving_hardening.py",

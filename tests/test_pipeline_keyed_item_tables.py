@@ -1,5 +1,5 @@
-"""The per-item tables keyed by item shard (issue 12, item 6): the "any item" negative
-fallback and the leakage check's item facts equal their one-global-table references."""
+"""The per-item tables keyed by item shard: the "any item" negative fallback and the
+leakage check's item facts equal their one-global-table references."""
 import collections
 
 import apache_beam as beam
@@ -7,7 +7,10 @@ from apache_beam.testing.util import assert_that
 import numpy as np
 
 from pipelines import leakage as L
+from pipelines import negative_fallbacks as B
 from pipelines import negative_join as J
+from pipelines import negative_history as H
+from pipelines import negative_tables as T
 from pipelines import negatives as N
 from pipelines.build_dataset import LOCAL_RUNNER
 from pipelines.records import UserSequence, prior_counts
@@ -35,18 +38,34 @@ def _sequences(seed=0, users=30):
 
 
 def _reference_negatives(sequences, num_negatives, seed, edges=EDGES):
-  """One global MatchedCatalog (its own ItemWeights over all items), drawn per user."""
+  """One global MatchedCatalog of the positives that are not revisits (its ItemWeights
+  over all positives), drawn per user; revisits' negatives from their histories."""
+  length = H.DEFAULT_HISTORY_LENGTH
+  occurrences = {s.user_id: H.target_occurrences(s, length, by_item_only=True)
+                 for s in sequences}
   rows = np.concatenate([s.targets for s in sequences])
-  windows = N.window_of(rows[:, 0], edges)
-  cells = np.stack([rows[:, 2], windows, rows[:, 1], np.ones(len(rows))], axis=1)
-  catalog = N.MatchedCatalog(cells, edges)  # everything: built from all rows
+  first = np.concatenate([occurrences[s.user_id] == 0 for s in sequences])
+  cells = np.stack([rows[:, 2], N.window_of(rows[:, 0], edges), rows[:, 1],
+                    np.ones(len(rows))], axis=1)[first]
+  everything = N.ItemWeights(np.stack([rows[:, 1], rows[:, 2], np.ones(len(rows))], axis=1))
+  catalog = N.MatchedCatalog(cells, edges, everything)
   out, totals = {}, collections.Counter()
   for s in sequences:
     keys = np.stack([np.full(len(s.targets), s.user_id), np.arange(len(s.targets))], axis=1)
-    drawn, counts = N.sample_matched_negatives(s.targets, catalog, num_negatives, seed, keys)
+    lo, hi = H.history_ranges(s, length)
+    revisits = np.flatnonzero(occurrences[s.user_id] > 0)
+    predrawn = H.revisit_draws(s, revisits, lo[revisits], hi[revisits],
+                               occurrences[s.user_id][revisits], num_negatives, seed,
+                               N.uniforms)
+    skip = np.zeros(len(s.targets) * num_negatives, bool)
+    skip[predrawn[:, 0] * num_negatives + predrawn[:, 1]] = True
+    match = H.HistoryMatch(H.sequence_index(s), keys[:, 0], s.targets[:, 2], lo, hi)
+    drawn, counts = N.sample_matched_negatives(s.targets, catalog, num_negatives, seed, keys,
+                                               history=match, skip=skip)
+    drawn[skip, 1], drawn[skip, 2] = predrawn[:, 2], predrawn[:, 3]
     totals.update(counts)
     drawn = np.concatenate([np.repeat(keys[:, 1], num_negatives)[:, None], drawn], axis=1)
-    out[s.user_id] = J.attach_negatives(s, [drawn])[0].targets.tolist()
+    out[s.user_id] = B.attach_negatives(s, [drawn])[0].targets.tolist()
   return out, totals
 
 
@@ -89,7 +108,8 @@ def test_sharded_negative_steps_equal_the_global_table_draws(tmp_path):
       _ = parts[shard] | f"Write{shard}" >> F.WritePickled(
           F.shard_name(work, "sequences", shard))
   args = types.SimpleNamespace(negative_time_windows=3, min_history=0,
-                               negatives_per_positive=3, seed=7)
+                               negatives_per_positive=3, seed=7,
+                               history_length=H.DEFAULT_HISTORY_LENGTH)
   counts = SN.run(args, lambda: beam.options.pipeline_options.PipelineOptions(
       runner=LOCAL_RUNNER), work, "sequences", num_shards)
   edges, totals = F.read_pickle_file(SN._facts_path(work))  # pylint: disable=protected-access
@@ -142,6 +162,8 @@ def _reference_leakage(sequences):
         start = max([e for e in EDGES.tolist() if e <= t], default=-(1 << 63))
         scores["popularity"][label].append(count[item])
         scores["seen_before_window"][label].append(int(first.get(item, 1 << 62) < start))
+        before = [h for h in s.history.tolist() if h[0] < t][-H.DEFAULT_HISTORY_LENGTH:]
+        scores["history_occurrences"][label].append(sum(h[1] == item for h in before))
     out[split] = {}
     for name, by_label in scores.items():
       pairs = [(p > n) + 0.5 * (p == n) for p in by_label[1] for n in by_label[0]]
@@ -168,6 +190,7 @@ def test_keyed_leakage_check_equals_the_global_item_facts():
       global_table = collections.Counter()
       for s in part:
         global_table.update(L.score_histograms(s, facts, EDGES))
+        global_table.update(L.user_histogram(s, H.DEFAULT_HISTORY_LENGTH))
       results[split] = L.summarize(global_table)
       keyed = (p | f"{split}Seqs" >> beam.Create(part)
                | f"{split}Check" >> L.KeyedLeakageCheck(keyed_facts, edges, 5))
@@ -186,7 +209,7 @@ def test_keyed_combines_merge_instead_of_holding_every_block():
   """A per-key accumulator merges its pending blocks at KEYED_MIN_PENDING rows, not 2^20:
   one that held every user's block until the end would grow with the log."""
   rng = np.random.default_rng(4)
-  fn = N._ItemCountsFn()  # pylint: disable=protected-access
+  fn = T._ItemCountsFn()  # pylint: disable=protected-access
   acc, blocks = fn.create_accumulator(), []
   for _ in range(8000):  # 160k rows, > KEYED_MIN_PENDING
     blocks.append(np.stack([rng.integers(1, 3000, 20), rng.integers(1, 9, 20),

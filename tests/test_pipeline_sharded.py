@@ -1,12 +1,12 @@
 """build_dataset --user_shards=N: the same records, dead letter and stats as one pipeline."""
 import glob
-import gzip
 import json
 import random
 import zlib
 
 import pytest
 
+from conftest import split_records
 from eta_tf import features
 from pipelines import build_dataset, parsing, sharded, synthetic
 
@@ -23,19 +23,7 @@ ODD_LINES = [
 
 
 def _records(out_dir):
-  records = {}
-  for split in features.SPLITS:
-    records[split] = []
-    for path in glob.glob(features.split_file_pattern(str(out_dir), split)):
-      with gzip.open(path, "rb") as f:
-        blob = f.read()
-      pos = 0
-      while pos < len(blob):  # TFRecord framing: u64 length, u32 crc, data, u32 crc
-        n = int.from_bytes(blob[pos:pos + 8], "little")
-        records[split].append(blob[pos + 12:pos + 12 + n])
-        pos += 16 + n
-    records[split].sort()
-  return records
+  return split_records(out_dir, features.SPLITS)
 
 
 def _dead_letter(out_dir):
