@@ -14,29 +14,42 @@ from eta_tf.models.long_history import make_attention
 from eta_tf.ops import hamming
 
 
-def kernel_fn(length: int, n: int, use_xla: bool, naive: bool = False, sort: bool = False):
-  """hamming_top_k alone on the production shapes (B = 1, static L, W = 1, k = 48).
+def kernel_fn(length: int, n: int, use_xla: bool, naive: bool = False, sort: bool = False,
+              category_first: bool = False, floor: bool = False):
+  """hamming_top_k alone on the production shapes (B = 1, static L, k = 48): item-only
+  signatures (W = 1), or with category_first the default eta's item ‖ category words
+  ranked category first (W = 2, category words from 300 distinct categories).
 
   sort=False is how ETA calls it (attention does not depend on the order of the k).
-
   naive=True: the original formulation (bench/hamming_kernels.py `naive`, one TopKV2 over
-  L) as the same-run reference for the targets, which were set against it (4.4 ns/pair at
-  L=4096 and 3.4 at L=16384 on a quiet machine).
+  L) as a same-run reference. floor=True: XOR + popcount of the N x L pairs alone (W = 1,
+  no selection): what any stock-op formulation pays at least.
   """
   rng = np.random.default_rng(length + n)
   lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
-  query = tf.constant(rng.integers(lo, hi, (1, n, 1), dtype=np.int64, endpoint=True))
-  keys = tf.constant(rng.integers(lo, hi, (1, length, 1), dtype=np.int64, endpoint=True))
+  words = 2 if category_first else 1
+  query = rng.integers(lo, hi, (1, n, words), dtype=np.int64, endpoint=True)
+  keys = rng.integers(lo, hi, (1, length, words), dtype=np.int64, endpoint=True)
+  if category_first:
+    pool = rng.integers(lo, hi, 300, dtype=np.int64, endpoint=True)
+    keys[..., 1] = pool[rng.integers(0, 300, (1, length))]
+    query[..., 1] = pool[rng.integers(0, 300, (1, n))]
+  query, keys = tf.constant(query), tf.constant(keys)
   valid = tf.ones((1, length), tf.bool)
-  spec = [tf.TensorSpec([1, None, 1], tf.int64), tf.TensorSpec([1, length, 1], tf.int64),
-          tf.TensorSpec([1, length], tf.bool)]
-  if naive:
+  spec = [tf.TensorSpec([1, None, words], tf.int64),
+          tf.TensorSpec([1, length, words], tf.int64), tf.TensorSpec([1, length], tf.bool)]
+  weights = (1, 65) if category_first else None
+  if floor:
+    fn = tf.function(lambda q, k, v: tf.raw_ops.PopulationCount(
+        x=tf.bitwise.bitwise_xor(q[:, :, 0, None], k[:, None, :, 0]))[:, :1, :1],
+                     input_signature=spec)
+  elif naive:
     # Only for the naive-kernel records: the other runs need none of hamming_kernels.
     from bench.hamming_kernels import naive as naive_kernel  # pylint: disable=g-import-not-at-top
     fn = tf.function(naive_kernel, input_signature=spec)
   else:
     fn = tf.function(lambda q, k, v: hamming.hamming_top_k(q, k, v, 48, use_xla=use_xla,
-                                                           sort=sort),
+                                                           sort=sort, word_weights=weights),
                      input_signature=spec)
   return lambda: [t.numpy() for t in fn(query, keys, valid)]
 

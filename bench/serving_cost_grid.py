@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from bench.interleaved_timing import time_interleaved, time_rounds
 from bench.serving_cost_components import attention_fns, kernel_fn
+from bench.serving_cost_stages import stage_fns, stage_medians
 from eta_tf import features as F
 from eta_tf import presets
 from eta_tf.config import ModelConfig
@@ -99,19 +100,27 @@ def bench_serving(lengths, ns, repeats, component_repeats, work_dir, models=MODE
                "kernel_xla": kernel_fn(length, n, use_xla=True),
                "kernel_sorted": kernel_fn(length, n, use_xla=False, sort=True),
                "kernel_naive": kernel_fn(length, n, use_xla=False, naive=True),
+               "kernel_category_first": kernel_fn(length, n, use_xla=False,
+                                                  category_first=True),
+               "kernel_floor": kernel_fn(length, n, use_xla=False, floor=True),
                **attention_fns(length, n)}
       medians = time_interleaved(parts, component_repeats, warmup=3,
                                  budget_s=cell_seconds / 3)
       for name, kernel, xla, sort in (("kernel", "hamming_topk", False, False),
                                       ("kernel_xla", "hamming_topk", True, False),
                                       ("kernel_sorted", "hamming_topk", False, True),
-                                      ("kernel_naive", "hamming_topk_naive", False, True)):
+                                      ("kernel_naive", "hamming_topk_naive", False, True),
+                                      ("kernel_category_first", "hamming_topk_category_first",
+                                       False, False),
+                                      ("kernel_floor", "xor_popcount_floor", False, False)):
         records.append({"kernel": kernel, "xla": xla, "sort": sort, "L": length, "N": n,
                         "ns_per_pair": medians[name] * 1e9 / (length * n),
                         "median_ms": medians[name] * 1e3})
       for name in ("attention_full", "attention_topk"):
         records.append({"component": name, "L": length, "N": n,
                         "median_ms": medians[name] * 1e3})
+      records += bench_stages(fns, length, n, inputs, max(component_repeats, 10),
+                              cell_seconds)
       row = "  ".join(f"{name} {np.median(times[name]) * 1e3:.2f}" for name in models)
       print(f"L={length:6d} N={n:5d} median ms: {row}  | top-k ns/pair "
             f"{medians['kernel'] * 1e9 / (length * n):.3f} "
@@ -124,6 +133,25 @@ def bench_serving(lengths, ns, repeats, component_repeats, work_dir, models=MODE
         shutil.rmtree(os.path.join(work_dir, f"{name}_L{length}"), ignore_errors=True)
     if on_length_done:
       on_length_done(records)
+  return records
+
+
+def bench_stages(model_fns, length, n, inputs, repeats, cell_seconds):
+  """One {"stages": model, ...} record per model: the median ms of every stage of its
+  score_candidates (bench/serving_cost_stages.py), their sum and the model's latency
+  through its session, all timed in the same interleaved rounds."""
+  records = []
+  for name, model_fn in model_fns.items():
+    fns = {**stage_fns(name, length, n, inputs), "_model": model_fn}
+    medians = time_interleaved(fns, repeats, warmup=2, budget_s=cell_seconds / 3)
+    stages = stage_medians(medians)
+    total = sum(v for k, v in stages.items() if k != "call_overhead")
+    records.append({"stages": name, "L": length, "N": n, "repeats": repeats,
+                    "stage_ms": stages, "stage_sum_ms": total,
+                    "model_ms": medians["_model"] * 1e3})
+  print(f"L={length:6d} N={n:5d} stage ms: " + "; ".join(
+      f"{r['stages']} " + " ".join(f"{k} {v:.2f}" for k, v in r["stage_ms"].items()
+                                   if k != "call_overhead") for r in records), flush=True)
   return records
 
 

@@ -56,10 +56,11 @@ class RunOptions:
                                    "<model_dir>/data and train on it (the embedded "
                                    "default).")
   model_dir: Optional[str] = option(None, "Checkpoints, TensorBoard logs, config and "
-                                    "metrics (default runs/<model>).")
+                                    "metrics (default runs/<preset or model>).")
   export_base: Optional[str] = option(None, "TF Serving model base dir parent (default "
                                       "<model_dir>/../export).")
-  model_name: Optional[str] = option(None, "Name under export_base (default: --model).")
+  model_name: Optional[str] = option(None, "Name under export_base (default: --preset, "
+                                     "else --model).")
   export: bool = option(True, "Export a SavedModel at the end.")
   label: str = option("canary", "Version label given to the export in models.config "
                       "(empty: none).")
@@ -177,7 +178,8 @@ def main(argv):
     run.verbose = 2  # a log file gets one line per epoch, not thousands of \r updates
   if run.export:  # refuse a bad export name now, not after training
     try:
-      names.check_model_name(run.model_name or model_config.model, "--model_name")
+      names.check_model_name(run.model_name or run.preset or model_config.model,
+                             "--model_name")
       if run.label:
         names.check_label(run.label, "--label")
     except names.InvalidNameError as e:
@@ -237,7 +239,7 @@ def main(argv):
   if run.export and training.is_chief():
     export_base = run.export_base or os.path.join(os.path.dirname(
         os.path.abspath(model_dir)), "export")
-    model_name = run.model_name or model_config.model
+    model_name = run.model_name or run.preset or model_config.model
     announce(f"Exporting to {export_base}/{model_name}")
     try:
       metrics["export"] = release.export_trained(model_dir, export_base, model_name,
@@ -255,7 +257,7 @@ def main(argv):
 
 
 def _model_dir(model_config, run: RunOptions) -> str:
-  return run.model_dir or os.path.join("runs", model_config.model)
+  return run.model_dir or os.path.join("runs", run.preset or model_config.model)
 
 
 def _step_announcer(total: int):

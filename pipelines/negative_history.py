@@ -5,15 +5,16 @@ the reader and the model see, L = --history_length). "Occurrences of the candida
 own history" is a score that needs no training: if negatives are items the user already
 had while positives never are (a log without revisits), or the other way round, a model
 learns it instead of the user's interests. The sampler matches each negative to its
-positive on it (pipelines.negatives): a positive that revisits an item of its history gets
-a negative drawn from the same user's history of that category with the same number of
-occurrences; any other positive gets a negative that is not in the history. The leakage
-check reports the score's AUC per split (pipelines.leakage).
+positive on it (pipelines.negatives, pipelines.negative_join): a positive that revisits an
+item of its history gets a negative drawn from that history (revisit_draws: another item,
+as many occurrences, about the same count in the user's log); any other positive gets a
+negative that is not in its history (HistoryMatch). So, user by user, the negatives in
+their own history follow the positives that revisit. The leakage check reports the
+score's AUC per split (pipelines.leakage).
 
 HistoryIndex holds history rows (user, category, item, rank: position in the user's
 behaviors) and answers, vectorised over many (user, ...) queries, how often an item occurs
-in ranks [lo, hi) and which item a uniform picks among a (user, category)'s behaviors in
-[lo, hi) (each behavior equally likely, so an item in proportion to its occurrences).
+in ranks [lo, hi).
 """
 from typing import Tuple
 
@@ -58,15 +59,13 @@ class RankedRows:
   """Rows grouped by key columns, sorted by rank inside each group, so the rows of one
   group with rank in [lo, hi) are one contiguous range.
 
-  keys: tuple of int64 [R] columns; ranks, items, categories: int64 [R] (ranks >= 0).
+  keys: tuple of int64 [R] columns; ranks: int64 [R] (>= 0).
   """
 
-  def __init__(self, keys, ranks, items, categories):
+  def __init__(self, keys, ranks):
     self._groups = DenseKeys(keys)
     self._span = int(ranks.max()) + 2 if len(ranks) else 1
-    self._keys = self._groups.ids * self._span + ranks
-    order = np.argsort(self._keys, kind="stable")
-    self._keys, self.items, self.categories = self._keys[order], items[order], categories[order]
+    self._keys = np.sort(self._groups.ids * self._span + ranks)
 
   def ranges(self, keys, lo, hi) -> Tuple[np.ndarray, np.ndarray]:
     """(starts [N], ends [N]) of the rows of each query's group with lo <= rank < hi."""
@@ -78,27 +77,20 @@ class RankedRows:
     ends = np.searchsorted(self._keys, base + hi, side="left")
     return starts, np.where(known, ends, starts)
 
-  def draw(self, starts, ends, u):
-    """(items, categories) of one row per non-empty range, uniform by u [N] in [0, 1)."""
-    rows = np.clip(starts + (u * (ends - starts)).astype(np.int64), 0, len(self.items) - 1)
-    rows = np.minimum(rows, np.maximum(ends - 1, 0))
-    return self.items[rows], self.categories[rows]
-
 
 class HistoryIndex:
   """History rows of some users: int64 [R] users, categories, items, ranks.
 
   Occurrences count the rows of the same (user, category, item), or of the same (user,
   item) with by_item_only (the leakage score); on a log where an item has one category
-  the two are equal. The sampler counts by (category, item) so that a draw reads only the
-  history rows of its own category.
+  the two are equal. The draws from the catalog count by (category, item): they read only
+  the history rows of their own category.
   """
 
   def __init__(self, users, categories, items, ranks, by_item_only: bool = False):
     self._by_item_only = by_item_only
     keys = (users, items) if by_item_only else (users, categories, items)
-    self._by_item = RankedRows(keys, ranks, items, categories)
-    self.by_category = RankedRows((users, categories), ranks, items, categories)
+    self._by_item = RankedRows(keys, ranks)
 
   def occurrences(self, users, categories, items, lo, hi) -> np.ndarray:
     """int64 [N]: the history rows of each query's item with lo <= rank < hi."""
@@ -178,8 +170,11 @@ def revisit_draws(sequence: UserSequence, targets, lo, hi, occurrences, num_nega
     return np.zeros((0, 5), np.int64)
   distinct, totals = np.unique(history[:, ITEM_ID], return_counts=True)
   draws = np.arange(num_negatives)
-  for target, start, end, count in zip(targets.tolist(), lo.tolist(), hi.tolist(),
-                                       occurrences.tolist()):
+  every = np.full(len(targets) * num_negatives, 1)
+  u_all = uniforms(seed, every * sequence.user_id, np.repeat(targets, num_negatives),
+                   np.tile(draws, len(targets)), -every, every * 0).reshape(-1, num_negatives)
+  for target, start, end, count, u in zip(targets.tolist(), lo.tolist(), hi.tolist(),
+                                          occurrences.tolist(), u_all):
     item, category = sequence.targets[target, ITEM_ID], sequence.targets[target, CATEGORY_ID]
     items, first, counts = np.unique(history[start:end, ITEM_ID], return_index=True,
                                      return_counts=True)
@@ -192,8 +187,6 @@ def revisit_draws(sequence: UserSequence, targets, lo, hi, occurrences, num_nega
                   - totals[np.searchsorted(distinct, item)])
     key = ((np.abs(counts - count) + 2 * gaps) * 2 + (categories != category))
     best = np.flatnonzero(key == key.min())
-    u = uniforms(seed, np.full(num_negatives, sequence.user_id), np.full(num_negatives, target),
-                 draws, np.full(num_negatives, -1), np.zeros(num_negatives))
     pick = best[np.minimum((u * len(best)).astype(np.int64), len(best) - 1)]
     out.append(np.stack([np.full(num_negatives, target), draws, items[pick],
                          categories[pick], np.full(num_negatives, counts[pick[0]] == count)],

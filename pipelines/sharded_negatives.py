@@ -8,7 +8,9 @@ costs as much as the broadcast table it replaces. Here each join runs per shard:
      combined here): window edges and the item shard totals of the "any item" fallback (a
      small pickle file), each user's (item, category, count) blocks of that fallback's
      table partitioned by item shard, and each user's candidate positive targets
-     partitioned into `num_shards` category shards (negative_join.CategoryQueries);
+     partitioned into `num_shards` category shards (negative_join.CategoryQueries: with
+     the negatives of its revisits, drawn from its history there, and the history rows of
+     those categories that the other draws must avoid);
   b. per category shard: sum its query rows' cells into the catalog, then draw the
      queries as they stream past (negative_join.StreamingDrawNegatives: not grouped, so
      a popular category's positives are never held at once); write the negatives into

@@ -28,3 +28,15 @@ def test_flags_override_a_preset_only_when_given():
   assert config.signature_fields == "item_category"
   with pytest.raises(config_lib.ConfigError, match="preset='etta'"):
     presets.get("etta")
+
+
+def test_train_cli_builds_the_preset_and_names_the_run_after_it():
+  from eta_tf import train  # pylint: disable=g-import-not-at-top
+  try:
+    train.FLAGS(["eta_tf.train", "--preset=eta_paper", "--top_k=8", "--data_dir=/d"])
+    model_config, _, run = train.configs_from_flags()
+  finally:
+    train.FLAGS.unparse_flags()
+  assert (model_config.signature_fields, model_config.top_k, run.preset) == (
+      "item", 8, "eta_paper")
+  assert model_config == presets.model_config("eta_paper", top_k=8)

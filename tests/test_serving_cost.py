@@ -1,8 +1,8 @@
-"""The serving benchmarks end to end on tiny shapes (issue 16).
+"""The serving benchmarks end to end on tiny shapes.
 
-bench/serving_cost.py: every kind of record is written (all seven served models with
-median and p99, the top-k kernel in all its variants, the attention components,
-training, the machine and its load), the summary prints the tables, the plot is written.
+bench/serving_cost.py: every kind of record is written (the served models with median and
+p99, the top-k kernel in all its variants, the attention components, the per-stage
+breakdown, training, the machine and its load), the summary prints the tables, the plot is written.
 bench.serving_load / bench.serving_memory reuse its exports; bench.serving_tradeoff runs on
 hand-made inputs whose Pareto front is known. The numbers themselves are the benchmarks'
 business; here they only have to exist, be positive and be consistent.
@@ -49,13 +49,26 @@ def test_serving_cost_writes_every_record_kind(tiny_run):
     assert 0 < r["median_ms"] <= r["p99_ms"]
   kernels = {(r["kernel"], r["xla"], r["sort"]) for r in records if "kernel" in r}
   assert kernels == {("hamming_topk", False, False), ("hamming_topk", True, False),
-                     ("hamming_topk", False, True), ("hamming_topk_naive", False, True)}
+                     ("hamming_topk", False, True), ("hamming_topk_naive", False, True),
+                     ("hamming_topk_category_first", False, False),
+                     ("xor_popcount_floor", False, False)}
   for r in records:
     if "kernel" in r:
       assert (r["L"], r["N"]) == (L, N)
       assert abs(r["ns_per_pair"] - r["median_ms"] * 1e6 / (L * N)) < 1e-6 * r["ns_per_pair"]
   components = {r["component"] for r in records if "component" in r}
   assert components == {"attention_full", "attention_topk"}
+  stages = {r["stages"]: r for r in records if "stages" in r}
+  assert set(stages) == set(TESTED_MODELS)
+  from bench.serving_cost_stages import STAGES  # pylint: disable=g-import-not-at-top
+  assert set(stages["eta"]["stage_ms"]) == set(STAGES) | {"call_overhead"}
+  assert set(stages["din_long"]["stage_ms"]) == {
+      "embedding", "target_stats", "history_projection", "attention", "tower",
+      "call_overhead"}
+  for r in stages.values():
+    assert min(r["stage_ms"].values()) >= 0 and r["model_ms"] > 0
+    assert r["stage_sum_ms"] == pytest.approx(sum(
+        v for k, v in r["stage_ms"].items() if k != "call_overhead"))
   training = {r["training"]: r for r in records if "training" in r}
   assert set(training) == {"eta", "eta_xla", "din_long"}
   for r in training.values():
@@ -75,6 +88,7 @@ def test_serving_cost_writes_every_record_kind(tiny_run):
   assert "score_candidates median ms" in stdout
   assert "score_candidates p99 ms" in stdout
   assert "attention components and top-k alone" in stdout
+  assert "score_candidates by stage, median ms" in stdout
   assert f"training L={L}: eta" in stdout
   assert sorted(os.listdir(out / "exports")) == sorted(f"{m}_L{L}" for m in TESTED_MODELS)
 
@@ -221,3 +235,17 @@ def test_pareto_keeps_ties_and_drops_dominated_points():
   points = {"a": (0.80, 10.0), "b": (0.80, 10.0), "c": (0.79, 10.0), "d": (0.81, 20.0),
             "e": (0.70, 1.0)}
   assert serving_tradeoff.pareto(points) == {"a", "b", "d", "e"}
+
+
+def test_stage_tables_name_every_stage():
+  """The breakdown tables: a row per (L, N, model), '-' for a stage the model lacks."""
+  from bench import serving_cost_summary  # pylint: disable=g-import-not-at-top
+  records = [{"stages": "din_long", "L": 1024, "N": 200, "model_ms": 5.0,
+              "stage_ms": {"embedding": 0.5, "target_stats": 1.0, "history_projection": 0.3,
+                           "attention": 2.5, "tower": 0.7, "call_overhead": 0.2},
+              "stage_sum_ms": 5.0 - 0.0}]
+  text = serving_cost_summary.stage_markdown(records)
+  assert text.splitlines()[2] == ("| 1024 | 200 | din_long | 0.50 | - | 1.00 | 0.30 | - | - "
+                                  "| - | 2.50 | 0.70 | 5.00 | 5.00 |")
+  lines = serving_cost_summary.stage_lines(records)
+  assert "score_candidates by stage" in lines[1] and lines[-1].split()[2] == "din_long"
