@@ -1,9 +1,23 @@
 """`python -m pipelines.prepare`: --help, usage errors and the reuse of a complete data dir
 (the full run is in tests/test_train_output.py, whose data it prepares)."""
+import logging
+
 import pytest
 
 from eta_tf import features as F
 from pipelines import prepare
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+  """main() configures logging for a terminal (a handler on this test's captured stderr,
+  the pipelines logger at INFO); later tests must not log into that closed stream."""
+  root, pipelines_logger = logging.getLogger(), logging.getLogger("pipelines")
+  handlers, level, pipelines_level = root.handlers[:], root.level, pipelines_logger.level
+  yield
+  root.handlers[:] = handlers
+  root.setLevel(level)
+  pipelines_logger.setLevel(pipelines_level)
 
 
 def test_help_shows_usage_and_examples(capsys):
