@@ -1,5 +1,4 @@
-r"""Regenerates every generated block of the docs from the committed results files, and
-the rule that replaces one block.
+r"""Regenerates every generated block of the docs from the committed results files.
 
   python -m bench.readme_block     # no training, no timing: renders what bench/results holds
 
@@ -11,33 +10,17 @@ Runs, in order (each is also a command of its own):
 3. `python -m bench.serving_tradeoff`: serving_tradeoff.json/.png, the README's "Which
    model should I serve?" block and the capacity block of docs/serving.md.
 A generated block is the text between a BEGIN and an END marker line; the rest of the file
-is kept byte for byte.
+is kept byte for byte (bench/generated_block.py). This module is the top of the renderers'
+imports: none of them imports it.
 """
 import argparse
-
-
-def replace_block(path: str, begin: str, end: str, body: str, error=ValueError):
-  """Writes `body` between the markers `begin` and `end` of the file at `path`.
-
-  Raises `error` naming the file and the marker when either is missing (the caller says
-  how to skip the README).
-  """
-  with open(path) as f:
-    text = f.read()
-  if begin not in text or end not in text:
-    raise error(f"{path}: no '{begin}' ... '{end}' block to replace (pass --readme='' to "
-                "skip the README)")
-  head, rest = text.split(begin, 1)
-  _, tail = rest.split(end, 1)
-  with open(path, "w") as f:
-    f.write(head + begin + "\n" + body.rstrip("\n") + "\n" + end + tail)
 
 
 def main(argv=None) -> int:
   argparse.ArgumentParser(
       prog="python -m bench.readme_block", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__).parse_args(argv)
-  # Imported here: they load TensorFlow, and replace_block's users must not need it.
+  # Imported here: they load TensorFlow, which --help does not need.
   from bench import count_floor  # pylint: disable=g-import-not-at-top
   from bench import report  # pylint: disable=g-import-not-at-top
   from bench import serving_tradeoff  # pylint: disable=g-import-not-at-top
