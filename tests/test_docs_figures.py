@@ -50,11 +50,9 @@ HASH_RE = re.compile(r"(?<![\w])(?!0x)(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-
 # on this branch. The coordinator sweeps them after merging and empties this list; the
 # test then covers every tracked file.
 TEMPORARY_HYGIENE_ALLOWLIST = {
-    "bench/serving_cost_summary.py",
     "tests/test_pipeline_faults.py",
     "tests/test_pipeline_metadata_files.py",
     "tests/test_pipeline_split.py",
-    "tests/test_serving_cost.py",
     "tests/test_serving_hardening.py",
     "tests/test_serving_messages.py",
     "tests/test_serving_publish_config.py",

@@ -9,7 +9,7 @@ from eta_tf import features as F
 from eta_tf.config import ModelConfig
 from eta_tf.models.embedding import FeatureEmbedding
 from eta_tf.models.embedding import fit_history
-from eta_tf.models.long_history import block_class as long_block_class
+from eta_tf.models.blocks import block_class as long_block_class
 from eta_tf.models.long_history import make_attention
 from eta_tf.models import target_stats as target_stats_lib
 from eta_tf.models import user_batched

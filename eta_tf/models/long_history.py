@@ -285,16 +285,7 @@ class SdimBlock(LongHistoryBlock):
     return tf.reduce_mean(normalized, axis=2)
 
 
-def block_class(config: ModelConfig):
-  """The long-history block class of `config` (None for din): an experimental eta block
-  when config.experiment names one, else LONG_BLOCKS[config.model]."""
-  if config.experiment:
-    # eta_tf.experimental subclasses EtaBlock (it imports this module): imported here.
-    from eta_tf import experimental  # pylint: disable=g-import-not-at-top
-    return experimental.EXPERIMENTAL_BLOCKS[config.experiment]
-  return LONG_BLOCKS[config.model]
-
-
+# The product's long-history block of each model (eta_tf.models.blocks adds the experiments).
 LONG_BLOCKS = {
     "eta": EtaBlock,
     "din_long": FullAttentionBlock,
