@@ -79,24 +79,27 @@ def test_long_history_keys_not_folded_into_float32():
 
 
 def test_weighted_top_k_picks_the_product_by_size_with_the_same_result():
-  query, keys, valid = random_case(5, 1, 40, 400, 2, distinct=10)
-  spec = [tf.TensorSpec([1, None, 2], tf.int64), tf.TensorSpec([1, 400, 2], tf.int64),
-          tf.TensorSpec([1, 400], tf.bool)]
+  length, n = hamming_matmul.MIN_MATMUL_LENGTH, hamming_matmul.MIN_MATMUL_CANDIDATES
+  query, keys, valid = random_case(5, 1, n, length, 2, distinct=10)
+  spec = [tf.TensorSpec([1, None, 2], tf.int64), tf.TensorSpec([1, length, 2], tf.int64),
+          tf.TensorSpec([1, length], tf.bool)]
   fn = tf.function(lambda q, key, v: hamming_matmul.weighted_top_k(
       q, key, v, 48, sort=False, word_weights=CATEGORY_FIRST), input_signature=spec)
   ops = {node.op for f in fn.get_concrete_function().graph.as_graph_def().library.function
          for node in f.node_def}
   assert "Bitcast" in ops  # the product branch is in the graph (dynamic N: tf.cond)
-  for n in (40, 3):  # product branch, and hamming_top_k's for few candidates
-    got = fn(query[:, :n], keys, valid)
-    want = hamming.hamming_top_k(query[:, :n], keys, valid, 48, sort=False,
+  for m in (n, 3):  # product branch, and hamming_top_k's for few candidates
+    got = fn(query[:, :m], keys, valid)
+    want = hamming.hamming_top_k(query[:, :m], keys, valid, 48, sort=False,
                                  word_weights=CATEGORY_FIRST)
     for a, b in zip(got, want):
       np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_saved_model_loads_in_tf1_session(tmp_path):
+def test_saved_model_loads_in_tf1_session(tmp_path, monkeypatch):
   """The graph TF Serving runs: stock ops only, through tf.compat.v1's loader."""
+  monkeypatch.setattr(hamming_matmul, "MIN_MATMUL_LENGTH", 300)  # toy sizes
+  monkeypatch.setattr(hamming_matmul, "MIN_MATMUL_CANDIDATES", 32)
   query, keys, valid = random_case(21, 1, 40, 300, 2, distinct=30)
   module = tf.Module()
   module.fn = tf.function(

@@ -165,9 +165,10 @@ def matmul_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
 
 
 # The product pays for its sign unpacking and N x L buffer only over many candidates and
-# long histories (bench/hamming_kernels.py --category_first); below, hamming_top_k.
-MIN_MATMUL_LENGTH = 256
-MIN_MATMUL_CANDIDATES = hamming._MIN_BLOCKWISE_CANDIDATES  # pylint: disable=protected-access
+# long histories (bench/hamming_kernels.py --category_first, bench/hamming_matmul_ab.py);
+# below, hamming_top_k.
+MIN_MATMUL_LENGTH = 512
+MIN_MATMUL_CANDIDATES = 64
 
 
 def weighted_top_k(query_signatures, key_signatures, valid, k: int, sort: bool = True,
