@@ -118,6 +118,42 @@ def _decode(keys, padded_length: int, largest: int):
   return tf.where(mask, indices, zeros), tf.where(mask, distances, zeros), mask
 
 
+def _prepare(query_signatures, key_signatures, valid, word_weights):
+  """Tensors and static facts of the product path: query, keys, valid, word_weights."""
+  query = tf.convert_to_tensor(query_signatures, tf.int64)
+  keys = tf.convert_to_tensor(key_signatures, tf.int64)
+  words, length = query.shape[-1], keys.shape[1]
+  if words is None or length is None:
+    raise ValueError(f"matmul_top_k needs static W and L, got W={words}, L={length}")
+  word_weights = hamming._check_weights(word_weights, words)  # pylint: disable=protected-access
+  if valid is None:
+    valid = tf.ones(tf.shape(keys)[:2], tf.bool)
+  return query, keys, tf.convert_to_tensor(valid, tf.bool), word_weights
+
+
+def product_keys(query_signatures, key_signatures, valid, k: int, block_size: int = 0,
+                 word_weights=None):
+  """The distance pass of matmul_top_k: (order keys [B, N, L'], L', number of blocks).
+
+  L' = max(L, k), or nb · b with nb = max(ceil(L / b), k) blocks; with blocks the
+  columns are laid out [b, nb] (column r · nb + j: behavior j · b + r).
+  """
+  query, keys, valid, word_weights = _prepare(query_signatures, key_signatures, valid,
+                                              word_weights)
+  length = keys.shape[1]
+  b = int(block_size) if block_size and block_size > 1 else 0
+  num_blocks = max(-(-length // b), k) if b else 0
+  padded = num_blocks * b if b else max(length, k)
+  if padded != length:
+    keys = tf.pad(keys, [[0, 0], [0, padded - length], [0, 0]])
+    valid = tf.pad(valid, [[0, 0], [0, padded - length]])
+  columns = None
+  if b:
+    columns = tf.constant(
+        np.arange(padded, dtype=np.int32).reshape(num_blocks, b).T.reshape(-1))
+  return matmul_keys(query, keys, valid, padded, word_weights, columns), padded, num_blocks
+
+
 def matmul_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
                  block_size: int = 0, sort: bool = True, word_weights=None):
   """hamming.hamming_top_k through a float32 matrix product (module docstring).
@@ -132,29 +168,13 @@ def matmul_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
     indices int32 [B, N, k], distances int32 [B, N, k], mask bool [B, N, k] (0 / 0 /
     False where masked): equal to hamming.hamming_top_k's.
   """
-  query = tf.convert_to_tensor(query_signatures, tf.int64)
-  keys = tf.convert_to_tensor(key_signatures, tf.int64)
-  words, length = query.shape[-1], keys.shape[1]
-  if words is None or length is None:
-    raise ValueError(f"matmul_top_k needs static W and L, got W={words}, L={length}")
-  word_weights = hamming._check_weights(word_weights, words)  # pylint: disable=protected-access
-  if valid is None:
-    valid = tf.ones(tf.shape(keys)[:2], tf.bool)
-  valid = tf.convert_to_tensor(valid, tf.bool)
-  largest = hamming.max_distance(words, word_weights)
-  b = int(block_size) if block_size and block_size > 1 else 0
-  num_blocks = max(-(-length // b), k) if b else 0
-  padded = num_blocks * b if b else max(length, k)
-  if padded != length:
-    keys = tf.pad(keys, [[0, 0], [0, padded - length], [0, 0]])
-    valid = tf.pad(valid, [[0, 0], [0, padded - length]])
-  shape = tf.shape(query)
-  if not b:
-    order = matmul_keys(query, keys, valid, padded, word_weights)
-  else:
-    # Column r * nb + j holds behavior j * b + r: block j's b keys are a middle axis.
-    columns = np.arange(padded, dtype=np.int32).reshape(num_blocks, b).T.reshape(-1)
-    order = matmul_keys(query, keys, valid, padded, word_weights, tf.constant(columns))
+  order, padded, num_blocks = product_keys(query_signatures, key_signatures, valid, k,
+                                           block_size, word_weights)
+  words = tf.convert_to_tensor(query_signatures, tf.int64).shape[-1]
+  largest = hamming.max_distance(words, hamming._check_weights(word_weights, words))  # pylint: disable=protected-access
+  shape = tf.shape(order)
+  if num_blocks:
+    b = padded // num_blocks
     blocks = tf.reshape(order, [shape[0], shape[1], b, num_blocks])
     best = hamming._k_smallest_positions(tf.reduce_min(blocks, axis=2), k)  # pylint: disable=protected-access
     chosen = tf.gather(blocks, best, axis=3, batch_dims=2)  # [B, N, b, k]
@@ -171,6 +191,18 @@ MIN_MATMUL_LENGTH = 512
 MIN_MATMUL_CANDIDATES = 64
 
 
+def product_block_size(length, n, k: int, use_xla: bool = False):
+  """The product path's block size (0: one selection over L) for static L and N, or None
+  when weighted_top_k takes hamming_top_k (use_xla, L or N below the thresholds, unknown
+  L). n = None (unknown N): the block size for N >= MIN_MATMUL_CANDIDATES."""
+  if use_xla or length is None or length < MIN_MATMUL_LENGTH:
+    return None
+  if n is not None and n < MIN_MATMUL_CANDIDATES:
+    return None
+  b = hamming.default_block_size(length)
+  return b if length >= 2 * k * b else 0
+
+
 def weighted_top_k(query_signatures, key_signatures, valid, k: int, sort: bool = True,
                    word_weights=None, use_xla: bool = False):
   """Exact weighted Hamming top-k by size: the product path (blockwise, b by L) for
@@ -183,11 +215,9 @@ def weighted_top_k(query_signatures, key_signatures, valid, k: int, sort: bool =
   keys = tf.convert_to_tensor(key_signatures, tf.int64)
   fallback = lambda: hamming.hamming_top_k(query, keys, valid, k, use_xla=use_xla,  # noqa: E731
                                            sort=sort, word_weights=word_weights)
-  length, words = keys.shape[1], query.shape[-1]
-  if use_xla or words is None or length is None or length < MIN_MATMUL_LENGTH:
+  b = product_block_size(keys.shape[1], None, k, use_xla)
+  if query.shape[-1] is None or b is None:
     return fallback()
-  b = hamming.default_block_size(length)
-  b = b if length >= 2 * k * b else 0
   product = lambda: matmul_top_k(query, keys, valid, k, block_size=b, sort=sort,  # noqa: E731
                                  word_weights=word_weights)
   n = query.shape[1]
