@@ -15,10 +15,11 @@ more recent behavior) and padding:
     history row  [ t_i ...,             S/2 (pad: D + 1),   rank]   (pad: t = 0)
 
 gives key = L' · distance + rank, padding L' · (D + 1) + rank (D = the largest distance):
-unique, above every real key. All terms are integers (or multiples of L'/2), so float32
-holds them exactly while (D + 2) · L' <= 2^24 (L' <= 3970 for category_first at m = 64);
-longer histories take the distance alone from the product (exact while S · L' / 2 is a
-multiple of L'/2 below 2^24 · L'/2, always here) and add the rank in int32.
+unique, above every real key. Every term and partial sum is a multiple of 1/2 below
+(D + 2) · L', so float32 holds them exactly while (D + 2) · L' <= 2^24 (L' <= 3970 for
+category_first at m = 64). Longer histories take the distance alone from the product
+(query row scaled by 1 instead of L', no rank column: multiples of 1/2 below D + 2) and
+form distance · L' + rank in int32.
 
 Selection: NthElement over the unique keys (hamming._k_smallest_positions), directly over
 [N, L'] or blockwise (b-behavior blocks, laid out [b, nb] so the block minimum is a
@@ -99,13 +100,14 @@ def matmul_keys(query_signatures, key_signatures, valid, padded_length: int,
   if fold:
     extra.append(tf.tile(rank[None, :, None], [batch, 1, 1]))
   history = tf.concat([history] + extra, axis=-1)  # [B, L', 64W + 1|2]
-  query = _signs(query_signatures) * tf.constant(-(length / 2) * weights)
+  scale = float(length) if fold else 1.0
+  query = _signs(query_signatures) * tf.constant(-(scale / 2) * weights)
   ones = tf.ones_like(query[..., :1])
-  query = tf.concat([query, ones * float(length)] + ([ones] if fold else []), axis=-1)
+  query = tf.concat([query, ones * scale] + ([ones] if fold else []), axis=-1)
   product = tf.linalg.matmul(query, history, transpose_b=True)  # [B, N, L']
   if fold:
     return product
-  return tf.cast(product, tf.int32) + tf.cast(rank, tf.int32)
+  return tf.cast(product, tf.int32) * length + tf.cast(rank, tf.int32)
 
 
 def _decode(keys, padded_length: int, largest: int):
