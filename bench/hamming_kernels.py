@@ -1,10 +1,14 @@
 """Hamming top-k kernel variants: ns per (candidate, behavior) pair, side by side.
 
     python -m bench.hamming_kernels [--lengths 1024,4096,16384] [--n 1000] [--repeats 15]
+    python -m bench.hamming_kernels --category_first --sizes 1024:200,4096:1000 \
+        --variants fused_default,matmul,matmul_b4,... --output_name hamming_kernels_matmul
 
 One process; every variant is a tf.function over the same inputs (one user, N candidates,
-W = 1 word = 64 bits, k = 48, 10% padding), variants interleaved round by round, median
-over rounds. Prints a table and writes bench/results/hamming_kernels.json.
+W = 1 word = 64 bits, or with --category_first the default eta's item ‖ category
+signatures, W = 2 weighted (1, m + 1); k = 48, 10% padding), variants interleaved round
+by round, median over rounds. Prints a table and writes bench/results/<output_name>.json
+with the machine (CPU, load average before / after).
 
 Variants:
   naive          XOR of [B,N,L,W] int64, int32 keys, one TopKV2 over L (the starting point)
@@ -19,6 +23,10 @@ Variants:
   count          exact counting selection over all L (bincount histogram -> threshold,
                  reverse cumsum for the ties, tf.where, a sort of k): no TopKV2 over L
   distances      hamming_distance alone (what any selection adds to)
+  matmul         hamming_matmul.matmul_top_k: order keys from one float32 MatMul of the
+                 unpacked ±1 signs, NthElement selection over all L
+  matmul_b{b}    the same, blockwise (block minimum over the product, gather, select)
+  matmul_keys    the product alone (sign unpacking + MatMul + key), no selection
 """
 import argparse
 import json
@@ -31,7 +39,9 @@ import eta_tf  # noqa: E402,F401  (tf-keras env before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench import machine  # noqa: E402
 from eta_tf.ops import hamming  # noqa: E402
+from eta_tf.ops import hamming_matmul  # noqa: E402
 
 K = 48
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -94,65 +104,83 @@ def count_select(query, keys, valid, k=K):
   return tuple(t[None] for t in out)
 
 
-def variants(lengths):
-  out = {"naive": naive,
-         "design_b8": design_blockwise,
-         "count": count_select,
-         "distances": lambda q, key, v: hamming.hamming_distance(q, key)}
+def variants(word_weights=None):
+  """{name: fn(query, keys, valid)}; naive / design / count only for unweighted W = 1."""
+  w = word_weights
+  out = {} if w else {"naive": naive, "design_b8": design_blockwise, "count": count_select}
+  out["distances"] = lambda q, key, v: hamming.hamming_distance(q, key, w)
   for b in (4, 8, 16):
     out[f"keys_b{b}"] = (lambda b: lambda q, key, v: hamming.select_nearest(
-        hamming.hamming_distance(q, key), v, K, block_size=b))(b)
+        hamming.hamming_distance(q, key, w), v, K, block_size=b))(b)
   for b in (4, 8, 16, 32):
     out[f"fused_b{b}"] = (lambda b: lambda q, key, v: hamming.hamming_top_k(
-        q, key, v, K, block_size=b))(b)
+        q, key, v, K, block_size=b, word_weights=w))(b)
     out[f"xla_b{b}"] = (lambda b: lambda q, key, v: hamming.hamming_top_k(
-        q, key, v, K, block_size=b, use_xla=True))(b)
-  out["fused_default"] = lambda q, key, v: hamming.hamming_top_k(q, key, v, K)
-  out["xla_default"] = lambda q, key, v: hamming.hamming_top_k(q, key, v, K, use_xla=True)
-  del lengths
+        q, key, v, K, block_size=b, use_xla=True, word_weights=w))(b)
+  out["fused_default"] = lambda q, key, v: hamming.hamming_top_k(q, key, v, K,
+                                                                 word_weights=w)
+  out["xla_default"] = lambda q, key, v: hamming.hamming_top_k(q, key, v, K, use_xla=True,
+                                                               word_weights=w)
+  out["matmul"] = lambda q, key, v: hamming_matmul.matmul_top_k(q, key, v, K,
+                                                                 word_weights=w)
+  for b in (2, 4, 8, 16):
+    out[f"matmul_b{b}"] = (lambda b: lambda q, key, v: hamming_matmul.matmul_top_k(
+        q, key, v, K, block_size=b, word_weights=w))(b)
+  out["matmul_keys"] = lambda q, key, v: hamming_matmul.matmul_keys(
+      q, key, v, key.shape[1], w)
   return out
 
 
-def make_inputs(n, length, seed=0):
+NO_SELECTION = ("distances", "matmul_keys")
+
+
+def make_inputs(n, length, seed=0, words=1):
   rng = np.random.default_rng(seed)
-  query = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, (1, n, 1),
+  query = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, (1, n, words),
                        dtype=np.int64, endpoint=True)
-  keys = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, (1, length, 1),
+  keys = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, (1, length, words),
                       dtype=np.int64, endpoint=True)
+  if words > 1:
+    # Category signatures: few distinct values (categories), so many equal distances.
+    query[..., 1:] = query[..., 1:] % 17
+    keys[..., 1:] = keys[..., 1:] % 17
   valid = np.ones((1, length), bool)
   valid[0, :length // 10] = False  # left padding, as the model feeds short histories
   return tf.constant(query), tf.constant(keys), tf.constant(valid)
 
 
-def bench(lengths, n, repeats, names=None, check=True):
-  records = []
-  for length in lengths:
-    inputs = make_inputs(n, length, seed=length)
+def bench(sizes, repeats, names=None, check=True, word_weights=None):
+  """sizes: [(L, N)]. Rounds interleave every variant at every size."""
+  words = len(word_weights) if word_weights else 1
+  cases = []
+  for length, n in sizes:
+    inputs = make_inputs(n, length, seed=length, words=words)
     # Static L like the model (fit_history pins it); N stays dynamic like a request.
-    spec = [tf.TensorSpec([1, None, 1], tf.int64), tf.TensorSpec([1, length, 1], tf.int64),
-            tf.TensorSpec([1, length], tf.bool)]
-    fns = {}
-    for name, fn in variants(lengths).items():
-      if names and name not in names:
-        continue
-      fns[name] = tf.function(fn, input_signature=spec)
+    spec = [tf.TensorSpec([1, None, words], tf.int64),
+            tf.TensorSpec([1, length, words], tf.int64), tf.TensorSpec([1, length], tf.bool)]
+    fns = {name: tf.function(fn, input_signature=spec)
+           for name, fn in variants(word_weights).items() if not names or name in names}
     reference = None
     for name, fn in fns.items():
       out = fn(*inputs)
-      if check and name != "distances":
+      if check and name not in NO_SELECTION:
         got = [t.numpy() for t in out]
         if reference is None:
           reference = got
         else:
           for a, b in zip(got, reference):
             np.testing.assert_array_equal(a, b, err_msg=f"{name} differs at L={length}")
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
+    cases.append((length, n, inputs, fns, {name: [] for name in fns}))
+  for r in range(repeats):
+    for length, n, inputs, fns, times in cases:
       for name, fn in fns.items():
         start = time.perf_counter()
         out = fn(*inputs)
         _ = [t.numpy() for t in tf.nest.flatten(out)]
         times[name].append(time.perf_counter() - start)
+    print(f"round {r + 1}/{repeats} load {machine.load_average()}", flush=True)
+  records = []
+  for length, n, _, _, times in cases:
     for name, values in times.items():
       median = float(np.median(values))
       records.append({"kernel": name, "L": length, "N": n, "median_ms": median * 1e3,
@@ -166,25 +194,41 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--lengths", default="1024,4096,16384")
   parser.add_argument("--n", type=int, default=1000)
+  parser.add_argument("--sizes", default="",
+                      help="L:N pairs, e.g. 1024:200,4096:1000 (overrides --lengths/--n)")
   parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument("--variants", default="", help="comma-separated subset")
-  parser.add_argument("--output", default=RESULTS)
+  parser.add_argument("--category_first", action="store_true",
+                      help="the default eta's signatures: item ‖ category, W = 2, "
+                           "weights (1, m + 1) with m = 64")
+  parser.add_argument("--output_name", default="hamming_kernels",
+                      help="results file bench/results/<name>.json ('' = none)")
   args = parser.parse_args(argv)
-  lengths = [int(x) for x in args.lengths.split(",")]
+  if args.sizes:
+    sizes = [tuple(int(v) for v in s.split(":")) for s in args.sizes.split(",")]
+  else:
+    sizes = [(int(x), args.n) for x in args.lengths.split(",")]
   names = [x for x in args.variants.split(",") if x] or None
-  records = bench(lengths, args.n, args.repeats, names)
-  print("\nns per (candidate, behavior) pair, median; rows = variant, columns = L")
+  weights = (1, 65) if args.category_first else None
+  load_before = machine.load_average()
+  records = bench(sizes, args.repeats, names, word_weights=weights)
+  print("\nns per (candidate, behavior) pair, median; rows = variant, columns = L:N")
   kernels = list(dict.fromkeys(r["kernel"] for r in records))
-  print(f"{'variant':14s}" + "".join(f"{L:>10d}" for L in lengths))
+  print(f"{'variant':14s}" + "".join(f"{f'{L}:{n}':>12s}" for L, n in sizes))
   for kernel in kernels:
-    row = {r["L"]: r["ns_per_pair"] for r in records if r["kernel"] == kernel}
-    print(f"{kernel:14s}" + "".join(f"{row.get(L, float('nan')):10.3f}" for L in lengths))
-  if args.output:
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-      json.dump({"n": args.n, "k": K, "words": 1, "repeats": args.repeats,
-                 "records": records}, f, indent=1)
-    print(f"wrote {args.output}")
+    row = {(r["L"], r["N"]): r["ns_per_pair"] for r in records if r["kernel"] == kernel}
+    print(f"{kernel:14s}" + "".join(f"{row.get(s, float('nan')):12.3f}" for s in sizes))
+  if args.output_name:
+    output = os.path.join(os.path.dirname(RESULTS), args.output_name + ".json")
+    with open(output, "w") as f:
+      json.dump({"command": "python -m bench.hamming_kernels " + " ".join(
+                     sys.argv[1:] if argv is None else argv),
+                 "machine": dict(machine.describe(), load_before=load_before,
+                                 load_after=machine.load_average()),
+                 "k": K, "words": len(weights) if weights else 1,
+                 "word_weights": list(weights) if weights else None,
+                 "repeats": args.repeats, "records": records}, f, indent=1)
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from eta_tf.models import build_model
 from eta_tf.models import long_history
 from eta_tf.models import target_stats as target_stats_lib
 from eta_tf.ops import hamming as hamming_ops
+from eta_tf.ops import hamming_matmul
 
 STAGES = ("embedding", "signature_lookup", "target_stats", "history_projection",
           "hamming_distances", "top_k_selection", "gather", "attention", "tower")
@@ -144,9 +145,10 @@ def _block_fns(block, context) -> dict:
 
 
 def distance_pass(block, context):
-  """The distance pass of eta's Hamming top-k alone, as block.retrieve runs it: the block
-  minima of the blockwise kernel (with the per-user block preparation), or the N x L
-  distances of the direct path."""
+  """The distance pass of eta's Hamming top-k alone, as block.retrieve runs it: the order
+  keys of the matrix-product path (category_first, by size), the block minima of the
+  blockwise kernel (with the per-user block preparation), or the N x L distances of the
+  direct path."""
   # pylint: disable=protected-access
   history, candidate = block._signatures(context)
   valid, k = context["valid"], block.config.top_k
@@ -154,6 +156,12 @@ def distance_pass(block, context):
   if block.category_first:
     weights = long_history.category_first_weights(block.config.hash_words,
                                                   block.config.hash_bits)
+  if block.category_first:
+    product_b = hamming_matmul.product_block_size(history.shape[1], candidate.shape[1], k,
+                                                  block.config.hamming_xla)
+    if product_b is not None:  # the matrix-product path: its order keys over N x L'
+      return hamming_matmul.product_keys(candidate, history, valid, k, product_b,
+                                         weights)[0]
   b = hamming_ops._resolve_block_size(history.shape[1], k, None)
   if b == 0 or candidate.shape[1] < hamming_ops._MIN_BLOCKWISE_CANDIDATES:
     return hamming_ops.hamming_distance(candidate, history, weights)

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-from bench import readme_block
+from bench import generated_block
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -247,7 +247,7 @@ def capacity_block(memory=None, load=None) -> str:
 
 
 def update_readme(readme_path: str, block: str):
-  readme_block.replace_block(readme_path, README_BEGIN, README_END, block, TradeoffError)
+  generated_block.replace_block(readme_path, README_BEGIN, README_END, block, TradeoffError)
   print(f"updated the which-model block of {readme_path}")
 
 
@@ -259,7 +259,7 @@ def update_serving_doc(doc_path: str, block: str):
   with open(doc_path) as f:
     if CAPACITY_BEGIN not in f.read():
       return
-  readme_block.replace_block(doc_path, CAPACITY_BEGIN, CAPACITY_END, block, TradeoffError)
+  generated_block.replace_block(doc_path, CAPACITY_BEGIN, CAPACITY_END, block, TradeoffError)
   print(f"updated the capacity block of {doc_path}")
 
 

@@ -65,6 +65,7 @@ def _moved_options_to_experiment(d: dict, item_only: bool) -> dict:
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # eta's per-user summary of the whole history (eta_tf/models/history_summary.py).
 HISTORY_SUMMARIES = ("none", "mean", "attention")
+BATCHINGS = ("user", "sample")  # how training batches are formed (eta_tf.data)
 CONFIG_FILE = "model_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 
@@ -260,7 +261,15 @@ class TrainConfig(_Config):
                                 embedded=200)
   eval_steps: Optional[int] = option(None, "Eval batches (default: the whole eval split).",
                                      embedded=60)
-  batch_size: int = option(256, "Global batch size.")
+  batch_size: int = option(256, "Global batch size in targets (examples). With "
+                           "--batching=user a batch holds batch_size / 32 chunks of up to 32 "
+                           "targets of one user each, so at most batch_size targets.")
+  batching: str = option("user", "user: a batch holds a few users' target chunks and each "
+                         "history is embedded, hashed and projected once for all of them, "
+                         "every target on its own causal window (same logits as per "
+                         "sample, several times faster; eta_tf/models/user_batched.py); "
+                         "sample: one copy of the history per target. Evaluation is per "
+                         "sample either way.", choices=BATCHINGS)
   learning_rate: float = option(2e-3, "Adam learning rate (all dense weights).")
   embedding_learning_rate: float = option(0.5, "Adagrad learning rate of the embedding "
                                           "tables (sparse updates: only the rows a batch "
@@ -281,6 +290,8 @@ class TrainConfig(_Config):
     for field in ("steps", "eval_steps"):
       if getattr(self, field) is not None and getattr(self, field) < 1:
         fail(field, "must be >= 1 (or unset: the whole split)")
+    if self.batching not in BATCHINGS:
+      fail("batching", f"choose one of {', '.join(BATCHINGS)}")
     if self.strategy not in STRATEGIES:
       fail("strategy", f"choose one of {', '.join(STRATEGIES)}")
     if self.num_threads < 0:

@@ -9,6 +9,7 @@ with `embedded` metadata (the value `python -m eta_tf.train` uses for its embedd
 gets an unset flag default and help saying both values; `from_flags(..., embedded=...)`
 resolves it. Configs stay plain dataclasses: tests and benchmarks build them directly.
 """
+import argparse
 import dataclasses
 import logging as std_logging
 import re
@@ -141,6 +142,17 @@ def did_you_mean(unknown: str, known) -> str:
   return f" (did you mean --{match[0]}?)" if match else ""
 
 
+def _option_strings(parser) -> list:
+  """Every option string of an argparse parser and of its subcommands' parsers."""
+  known = []
+  for action in parser._actions:  # pylint: disable=protected-access
+    known += action.option_strings
+    if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+      for subparser in action.choices.values():
+        known += _option_strings(subparser)
+  return known
+
+
 def add_flag_suggestions(parser):
   """Makes an argparse parser's unknown-flag error say "did you mean --x?" (still one
   usage error, exit code 2). Returns the parser."""
@@ -149,8 +161,7 @@ def add_flag_suggestions(parser):
   def error_with_suggestion(message):
     prefix = "unrecognized arguments: "
     if message.startswith(prefix):
-      known = [o for a in parser._actions for o in a.option_strings]  # pylint: disable=protected-access
-      message += did_you_mean(message[len(prefix):].split()[0], known)
+      message += did_you_mean(message[len(prefix):].split()[0], _option_strings(parser))
     error(message)
 
   parser.error = error_with_suggestion

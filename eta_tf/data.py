@@ -113,6 +113,23 @@ def _expand_chunk(chunk: Dict[str, tf.Tensor], max_len: int, include_user_id: bo
   return out, label
 
 
+def _records(data_dir_or_pattern, split, shuffle, seed, repeat, num_parallel_calls):
+  """Parsed user-sequence records of a split: files and records shuffled if asked."""
+  files = record_files(data_dir_or_pattern, split)
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if shuffle:
+    ds = ds.shuffle(len(files), seed=seed)
+  ds = ds.interleave(
+      lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+      cycle_length=min(FILE_CYCLE_LENGTH, len(files)), num_parallel_calls=num_parallel_calls,
+      deterministic=True)
+  if shuffle:
+    ds = ds.shuffle(RECORD_SHUFFLE_BUFFER, seed=seed)
+  if repeat:
+    ds = ds.repeat()
+  return ds.map(parse_record, num_parallel_calls=num_parallel_calls, deterministic=True)
+
+
 def sample_shuffle_buffer(max_len: int) -> int:
   sample_bytes = len(features.HISTORY_FEATURES) * 8 * max_len
   return int(max(1, min(SAMPLE_SHUFFLE_BUFFER, SAMPLE_SHUFFLE_BYTES // sample_bytes)))
@@ -150,19 +167,7 @@ def make_dataset(data_dir_or_pattern: str,
   """
   if max_len < 1 or batch_size < 1:
     raise ValueError(f"max_len ({max_len}) and batch_size ({batch_size}) must be >= 1")
-  files = record_files(data_dir_or_pattern, split)
-  ds = tf.data.Dataset.from_tensor_slices(files)
-  if shuffle:
-    ds = ds.shuffle(len(files), seed=seed)
-  ds = ds.interleave(
-      lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
-      cycle_length=min(FILE_CYCLE_LENGTH, len(files)), num_parallel_calls=num_parallel_calls,
-      deterministic=True)
-  if shuffle:
-    ds = ds.shuffle(RECORD_SHUFFLE_BUFFER, seed=seed)
-  if repeat:
-    ds = ds.repeat()
-  ds = ds.map(parse_record, num_parallel_calls=num_parallel_calls, deterministic=True)
+  ds = _records(data_dir_or_pattern, split, shuffle, seed, repeat, num_parallel_calls)
   ds = ds.flat_map(_target_chunks)
   ds = ds.map(lambda chunk: _expand_chunk(chunk, max_len, include_user_id),
               num_parallel_calls=num_parallel_calls, deterministic=True)
@@ -173,12 +178,107 @@ def make_dataset(data_dir_or_pattern: str,
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def count_samples(data_dir: str, split: str) -> int:
-  """Number of samples (= labelled targets) of a split; reads only the target labels."""
+# --- user-batched reading -------------------------------------------------------------
+# Targets of one user per batch row (chunk); a batch holds batch_size // this many rows.
+TARGETS_PER_CHUNK = 32
+# Chunks in the shuffle buffer: a chunk weighs about 4 x 8 x (L + its span) bytes.
+CHUNK_SHUFFLE_BUFFER = 1024
+
+
+def user_batch_shape(batch_size: int, targets_per_chunk: int = TARGETS_PER_CHUNK):
+  """(chunks per batch, targets per chunk) of a user-batched batch of `batch_size`
+  targets: at most batch_size targets, chunks of min(targets_per_chunk, batch_size)."""
+  chunk = max(1, min(targets_per_chunk, batch_size))
+  return max(1, batch_size // chunk), chunk
+
+
+def _user_chunks(record: Dict[str, tf.Tensor], max_len: int, targets_per_chunk: int,
+                 include_user_id: bool) -> tf.data.Dataset:
+  """Record -> dataset of chunks: up to `targets_per_chunk` of the user's targets
+  (consecutive in time) with the history slice their causal windows cover.
+
+  Chunk features: HIST_* [w] (the behaviors from the first target's window start to the
+  last target's prefix end), TARGET_ITEM_ID / TARGET_CATEGORY_ID / TARGET_TIMESTAMP [c],
+  TARGET_HISTORY_END [c] (behaviors of the slice strictly before the target: its window is
+  the last max_len of them), TARGET_WEIGHT [c] ones; label float32 [c].
+  """
+  order = tf.argsort(record[features.TARGET_TIMESTAMPS], stable=True)
+  targets = {name: tf.gather(record[name], order) for name in features.TARGET_FEATURES}
+  ends = tf.searchsorted(record[features.HIST_TIMESTAMP],
+                         targets[features.TARGET_TIMESTAMPS], side="left",
+                         out_type=tf.int64)
+  num_targets = tf.size(order, out_type=tf.int64)
+
+  def chunk(start):
+    stop = tf.minimum(start + targets_per_chunk, num_targets)
+    end = ends[start:stop]  # non-decreasing: targets are sorted by time
+    first = tf.maximum(end[0] - max_len, 0)
+    out = {name: record[name][first:end[-1]] for name in features.HISTORY_FEATURES}
+    out[features.TARGET_ITEM_ID] = targets[features.TARGET_ITEM_IDS][start:stop]
+    out[features.TARGET_CATEGORY_ID] = targets[features.TARGET_CATEGORY_IDS][start:stop]
+    out[features.TARGET_TIMESTAMP] = targets[features.TARGET_TIMESTAMPS][start:stop]
+    out[features.TARGET_HISTORY_END] = end - first
+    out[features.TARGET_WEIGHT] = tf.ones([stop - start], tf.float32)
+    if include_user_id:
+      out[features.USER_ID] = record[features.USER_ID]
+    return out, tf.cast(targets[features.TARGET_LABELS][start:stop], tf.float32)
+
+  return tf.data.Dataset.range(0, num_targets, targets_per_chunk).map(chunk)
+
+
+def make_user_dataset(data_dir_or_pattern: str,
+                      split: str,
+                      max_len: int,
+                      batch_size: int,
+                      shuffle: bool = True,
+                      seed: int = 0,
+                      repeat: bool = False,
+                      include_user_id: bool = True,
+                      drop_remainder: bool = False,
+                      targets_per_chunk: int = TARGETS_PER_CHUNK,
+                      num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
+  """User-batched (features, label) batches of one split: the input of the user-batched
+  training path (CtrModel.call on TARGET_HISTORY_END features).
+
+  A batch holds batch_size // c chunks (rows), c = min(targets_per_chunk, batch_size)
+  (user_batch_shape); a chunk is up to c of one user's targets, consecutive in time, with
+  the slice of the user's history their windows cover, stored once. So a batch has at most
+  batch_size real targets (fewer when users have fewer targets than a chunk's worth); every target sees
+  exactly the per-sample path's history (make_dataset): the last `max_len` behaviors
+  strictly before its time. Arguments as in make_dataset.
+
+  Returns:
+    tf.data.Dataset of (features, label): HIST_* int64 [G, W] (each row's slice, right-
+    padded with 0 to the batch's longest), TARGET_ITEM_ID / TARGET_CATEGORY_ID /
+    TARGET_TIMESTAMP / TARGET_HISTORY_END int64 [G, C], TARGET_WEIGHT float32 [G, C]
+    (0 = padding target), USER_ID int64 [G] when include_user_id; label float32 [G, C].
+  """
+  if max_len < 1 or batch_size < 1 or targets_per_chunk < 1:
+    raise ValueError(f"max_len ({max_len}), batch_size ({batch_size}) and "
+                     f"targets_per_chunk ({targets_per_chunk}) must be >= 1")
+  chunks, targets_per_chunk = user_batch_shape(batch_size, targets_per_chunk)
+  ds = _records(data_dir_or_pattern, split, shuffle, seed, repeat, num_parallel_calls)
+  ds = ds.flat_map(lambda record: _user_chunks(record, max_len, targets_per_chunk,
+                                               include_user_id))
+  if shuffle:
+    ds = ds.shuffle(CHUNK_SHUFFLE_BUFFER, seed=seed + 1)
+  ds = ds.padded_batch(chunks, drop_remainder=drop_remainder)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def count_samples(data_dir: str, split: str, targets_per_chunk: Optional[int] = None) -> int:
+  """Number of samples (= labelled targets) of a split; reads only the target labels.
+
+  With `targets_per_chunk`: the number of make_user_dataset rows (chunks) instead, the sum
+  over users of ceil(targets / targets_per_chunk); a user-batched epoch has
+  chunks // (batch_size // targets_per_chunk) full batches.
+  """
   spec = {features.TARGET_LABELS: tf.io.RaggedFeature(tf.int64)}
   ds = tf.data.TFRecordDataset(record_files(data_dir, split), compression_type="GZIP")
   ds = ds.map(lambda s: tf.size(tf.io.parse_single_example(s, spec)[features.TARGET_LABELS],
                                 out_type=tf.int64), num_parallel_calls=tf.data.AUTOTUNE)
+  if targets_per_chunk:
+    ds = ds.map(lambda n: (n + targets_per_chunk - 1) // targets_per_chunk)
   return int(ds.reduce(tf.constant(0, tf.int64), lambda total, n: total + n))
 
 

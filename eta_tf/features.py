@@ -60,6 +60,13 @@ TARGET_CATEGORY_ID = "target_category_id"
 TARGET_TIMESTAMP = "target_timestamp"
 LABEL = "label"
 
+# --- user-batched training batches (eta_tf.data.make_user_dataset) -------------------------
+# A batch row is one chunk of a user's targets with the history slice they need; per target:
+# how many of the row's behaviors are strictly before it (its causal window is the last L of
+# them), and 1.0 for a real target / 0.0 for padding.
+TARGET_HISTORY_END = "target_history_end"
+TARGET_WEIGHT = "target_weight"
+
 # Inputs of the model / of the `serving_default` signature, in a fixed order for display
 # only (every interface passes them by name).
 MODEL_INPUTS = HISTORY_FEATURES + (TARGET_ITEM_ID, TARGET_CATEGORY_ID, TARGET_TIMESTAMP)

@@ -26,6 +26,7 @@ from eta_tf import io_utils
 from eta_tf import metrics
 from eta_tf import training_callbacks as cb
 from eta_tf.models import CtrModel
+from eta_tf.models import user_batched
 import tensorflow as tf  # after eta_tf: the tf-keras environment guard runs first
 import tensorflow_recommenders as tfrs
 
@@ -230,18 +231,20 @@ def train(model_config: config_lib.ModelConfig, train_config: config_lib.TrainCo
 
 def _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose) -> dict:
   """model.fit with the callbacks; returns the training facts kept in eval_metrics."""
-  train_ds = data.make_dataset(data_dir, F.TRAIN_SPLIT, model_config.max_len, tc.batch_size,
-                               shuffle=True, seed=tc.seed, repeat=tc.steps is not None,
-                               include_user_id=False, drop_remainder=True)
+  train_ds = train_dataset(model_config, tc, data_dir)
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = (
       tf.data.experimental.AutoShardPolicy.DATA)
   train_ds = train_ds.with_options(options)
-  steps = tc.steps or epoch_steps(data_dir, F.TRAIN_SPLIT, tc.batch_size)
+  user_batches = F.TARGET_HISTORY_END in train_ds.element_spec[0]
+  steps = tc.steps or (user_epoch_steps(data_dir, tc.batch_size) if user_batches else
+                       epoch_steps(data_dir, F.TRAIN_SPLIT, tc.batch_size))
   eval_batches = epoch_steps(data_dir, F.EVAL_SPLIT, tc.batch_size, drop_remainder=False)
   if eval_batches and tc.eval_steps:
     eval_batches = min(eval_batches, tc.eval_steps)
-  print(f"{steps or 'unknown'} steps per epoch of {tc.batch_size} samples"
+  print(f"{steps or 'unknown'} steps per epoch of "
+        + ("{} user chunks of up to {} targets".format(*data.user_batch_shape(tc.batch_size))
+           if user_batches else f"{tc.batch_size} samples")
         + (f", evaluation {eval_batches} batches" if eval_batches else ""), flush=True)
   callbacks = _callbacks(
       model_dir, lambda progress: evaluate(model, eval_ds, tc.eval_steps, progress=progress),
@@ -257,10 +260,33 @@ def _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose) -> dict
   speed = callbacks["speed"]
   return {
       "train_steps": int(model.optimizer.iterations.numpy()),  # global, across restarts
-      "train_examples_per_second": (speed.steps * tc.batch_size / speed.seconds
+      "train_examples_per_second": (speed.examples / speed.seconds
                                     if speed.seconds else None),
       "epoch_history": callbacks["eval"].history,
   }
+
+
+def train_dataset(model_config, tc, data_dir):
+  """The shuffled, repeated-if-steps train split, batched as `tc.batching` says (per
+  sample when the model has no user-batched path; said on stdout)."""
+  args = dict(shuffle=True, seed=tc.seed, repeat=tc.steps is not None,
+              include_user_id=False, drop_remainder=True)
+  if tc.batching == "user":
+    reason = user_batched.unsupported_reason(model_config)
+    if reason is None:
+      return data.make_user_dataset(data_dir, F.TRAIN_SPLIT, model_config.max_len,
+                                    tc.batch_size, **args)
+    print(f"batching=user: {model_config.model} with {reason} has no user-batched path; "
+          "training per sample", flush=True)
+  return data.make_dataset(data_dir, F.TRAIN_SPLIT, model_config.max_len, tc.batch_size,
+                           **args)
+
+
+def user_epoch_steps(data_dir: str, batch_size: int) -> int:
+  """Full user-batched batches of one pass over the train split on this worker (counts
+  the chunks of every record: reads the split's target labels once)."""
+  rows, chunk = data.user_batch_shape(batch_size)
+  return data.count_samples(data_dir, F.TRAIN_SPLIT, chunk) // rows // num_workers()
 
 
 def epoch_steps(data_dir: str, split: str, batch_size: int,

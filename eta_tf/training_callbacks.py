@@ -188,18 +188,21 @@ class StopOnNaN(tf.keras.callbacks.Callback):
 
 
 class ExamplesPerSecond(tf.keras.callbacks.Callback):
-  """Steps and seconds spent in training epochs (evaluation excluded)."""
+  """Steps, examples (real targets: the model's "examples" metric, user-batched batches
+  vary) and seconds spent in training epochs (evaluation excluded)."""
 
   def on_train_begin(self, logs=None):
-    self.steps, self.seconds = 0, 0.0
+    self.steps, self.seconds, self.examples = 0, 0.0, 0
 
   def on_epoch_begin(self, epoch, logs=None):
     self._start = time.perf_counter()
-    self._epoch_steps = 0
+    self._epoch_steps, self._epoch_examples = 0, 0
 
   def on_train_batch_end(self, batch, logs=None):
     self._epoch_steps += 1
+    self._epoch_examples = (logs or {}).get("examples", 0)
 
   def on_epoch_end(self, epoch, logs=None):
     self.seconds += time.perf_counter() - self._start
     self.steps += self._epoch_steps
+    self.examples += int(self._epoch_examples)

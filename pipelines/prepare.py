@@ -5,8 +5,9 @@ embedded default and by bench/.
     data_dir = prepare_synthetic_data("runs/eta/data", num_users=2000, seed=0)
     data_dir = build("logs/*.csv.gz", "data", seed=0)
 
-The job writes into `<data_dir>.partial` and renames it when complete, so an existing
-data_dir is always a finished one and is reused as is.
+The job builds beside data_dir and swaps it in only when complete (pipelines/output_dir.py:
+its `_COMPLETE` marker is written last), so a data_dir with the marker is a finished one
+and is reused as is; one without it is rebuilt.
 
 Command line (see --help):
 
@@ -29,19 +30,17 @@ from pipelines import synthetic
 
 
 def is_complete(data_dir: str) -> bool:
-  return os.path.exists(os.path.join(data_dir, F.SCHEMA_FILE))
+  return os.path.exists(os.path.join(data_dir, F.COMPLETE_FILE))
 
 
 def build(log_glob: str, data_dir: str, seed: int, extra_args: Sequence[str] = ()) -> str:
   """Runs the Beam job on `log_glob` into data_dir (unless complete); returns data_dir."""
   if is_complete(data_dir):
     return data_dir
-  partial = data_dir + ".partial"
-  stats = build_dataset.run([f"--input={log_glob}", f"--output_dir={partial}",
+  stats = build_dataset.run([f"--input={log_glob}", f"--output_dir={data_dir}",
                              f"--seed={seed}", "--overwrite", *extra_args])
   if not logging.getLogger(build_dataset.__name__).isEnabledFor(logging.INFO):
     print(dataset_stats.summarize(stats), flush=True)  # else the job has logged it
-  os.replace(partial, data_dir)
   return data_dir
 
 

@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from eta_tf import config_flags
 from eta_tf import features
 from serving import inputs as inputs_lib
 from serving.errors import ScoringError
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
        help="metadata sent with every call, e.g. authorization='Bearer TOKEN' (repeatable)")
   flag("--metadata", action="store_true", help="print the model's signatures and exit")
   flag("--status", action="store_true", help="print the model's version states and exit")
-  return parser
+  return config_flags.add_flag_suggestions(parser)
 
 
 def _read_bytes(path: Optional[str]) -> Optional[bytes]:

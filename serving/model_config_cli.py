@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from eta_tf import config_flags
 from serving import names
 from serving.model_config import (add_version, get_model, init_config, promote,
                                   remove_version, set_label)
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("show", help="print the config (one model's entry with --model_name)")
   common(p, model_default=None)
-  return parser
+  return config_flags.add_flag_suggestions(parser)
 
 
 def _parse_labels(text: str) -> Dict[str, int]:

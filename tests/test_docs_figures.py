@@ -46,22 +46,6 @@ ISSUE_RE = re.compile(r"\bissues?\s+#?\d+", re.IGNORECASE)
 # 7-40 hex digits with at least one digit and one letter, not a 0x literal or part of a
 # longer word (hex constants in code are 0x...; plain numbers have no letter).
 HASH_RE = re.compile(r"(?<![\w])(?!0x)(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}(?![\w])")
-# TEMPORARY: files owned by other helpers that still carry issue numbers or commit hashes
-# on this branch. The coordinator sweeps them after merging and empties this list; the
-# test then covers every tracked file.
-TEMPORARY_HYGIENE_ALLOWLIST = {
-    "bench/serving_cost_summary.py",
-    "tests/test_pipeline_faults.py",
-    "tests/test_pipeline_metadata_files.py",
-    "tests/test_pipeline_split.py",
-    "tests/test_serving_cost.py",
-    "tests/test_serving_hardening.py",
-    "tests/test_serving_messages.py",
-    "tests/test_serving_publish_config.py",
-    "tests/test_serving_publish_export.py",
-    "tests/test_serving_publish_faults.py",
-    "tests/test_train_faults.py",
-}
 
 
 def doc_paths():
@@ -234,19 +218,9 @@ def hygiene_violations(text: str):
 @pytest.mark.parametrize("path", _tracked("*.py", "*.md"))
 def test_no_issue_numbers_or_commit_hashes(path):
   """Every tracked .py and .md file (docs, code, tests, results prose)."""
-  if path in TEMPORARY_HYGIENE_ALLOWLIST:
-    pytest.skip("temporary allowlist: another owner's file, swept after merging")
   with open(os.path.join(ROOT, path), encoding="utf-8", errors="replace") as f:
     violations = hygiene_violations(f.read())
   assert not violations, f"{path}: {violations}"
-
-
-def test_the_temporary_allowlist_names_only_files_that_still_violate():
-  """An allowlisted file that is clean is taken off the list (so the list only shrinks)."""
-  clean = [p for p in sorted(TEMPORARY_HYGIENE_ALLOWLIST)
-           if not os.path.exists(os.path.join(ROOT, p)) or not hygiene_violations(
-               open(os.path.join(ROOT, p), encoding="utf-8", errors="replace").read())]
-  assert not clean, f"remove from TEMPORARY_HYGIENE_ALLOWLIST: {clean}"
 
 
 def test_hygiene_check_catches_references_and_hashes():

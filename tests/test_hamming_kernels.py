@@ -253,6 +253,22 @@ def test_select_nearest_default_path_on_long_history():
 
 
 # ------------------------------------------------------------------ export
+def run_in_tf1_session(path, query, keys, valid):
+  """Runs a saved (q, keys, valid) -> (indices, distances, mask) signature through
+  tf.compat.v1's SavedModel loader: the outputs and the set of op types in its graph."""
+  graph_ops = set()
+  with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
+    meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
+    sig = meta.signature_def["serving_default"]
+    feeds = {sig.inputs[name].name: value
+             for name, value in (("q", query), ("keys", keys), ("valid", valid))}
+    names = ("indices", "distances", "mask")
+    out = sess.run([sig.outputs[name].name for name in names], feed_dict=feeds)
+    for fn in graph.as_graph_def().library.function:
+      graph_ops.update(node.op for node in fn.node_def)
+  return out, graph_ops
+
+
 @pytest.mark.parametrize("use_xla", [False, True])
 def test_saved_model_loads_in_tf1_session(tmp_path, use_xla):
   """The graph TF Serving runs: SavedModel -> tf.compat.v1 loader -> Session.run."""
@@ -268,15 +284,6 @@ def test_saved_model_loads_in_tf1_session(tmp_path, use_xla):
       input_signature=spec)
   path = str(tmp_path / "m")
   tf.saved_model.save(module, path, signatures=module.fn.get_concrete_function())
-  graph_ops = set()
-  with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
-    meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
-    sig = meta.signature_def["serving_default"]
-    feeds = {sig.inputs[name].name: value
-             for name, value in (("q", query), ("keys", keys), ("valid", valid))}
-    names = ("indices", "distances", "mask")
-    out = sess.run([sig.outputs[name].name for name in names], feed_dict=feeds)
-    for fn in graph.as_graph_def().library.function:
-      graph_ops.update(node.op for node in fn.node_def)
+  out, graph_ops = run_in_tf1_session(path, query, keys, valid)
   assert_matches_reference(out, query, keys, valid, 16)
   assert not graph_ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}

@@ -14,6 +14,7 @@ from eta_tf import data, features
 from pipelines import build_dataset, parsing, records, synthetic
 from pipelines import dataset_stats
 
+HISTORY_LENGTH = 1024  # build_dataset's default --history_length
 NUM_USERS = 40  # ~8k events + noise: big enough for every path, small enough for CI
 
 
@@ -81,6 +82,7 @@ def test_records_hold_the_documented_targets(run):
                       events.item_id[pv].tolist()))
   category_of = dict(zip(events.item_id.tolist(), events.category_id.tolist()))
   seen_positives = set()
+  fallbacks = collections.Counter()  # the draws that left the rule, as stats.json counts
   for split in features.SPLITS:
     decoded = [records.decode_example(s) for s in _serialized(out, split)]
     s = stats["splits"][split]
@@ -92,15 +94,27 @@ def test_records_hold_the_documented_targets(run):
       assert ((ts >= eval_start) == (split == features.EVAL_SPLIT)).all()
       if split == features.TRAIN_SPLIT:
         assert (d.history[:, 0] < eval_start).all()
-      # Each positive is followed by one negative of the same category, same time.
+      # Each positive is followed by one negative, same time, matched on the user's own
+      # history: a revisit's negative is another item of that history, any other
+      # positive's is an item of its category that is not in it.
       pos, neg = d.targets[labels == 1], d.targets[labels == 0]
       assert len(pos) == len(neg)
       assert (pos[:, 0] == neg[:, 0]).all() and (pos[:, 1] != neg[:, 1]).all()
-      assert (pos[:, 2] == neg[:, 2]).all()
+      # (The draw's history: the last --history_length behaviors strictly before.)
+      for p, n in zip(pos.tolist(), neg.tolist()):
+        before = set(d.history[d.history[:, 0] < p[0], 1][-HISTORY_LENGTH:].tolist())
+        if p[1] in before:
+          fallbacks["negatives_revisit_unmatched"] += n[1] not in before
+        else:
+          fallbacks["negatives_in_history"] += n[1] in before
+          fallbacks["negatives_fallback_any"] += n[2] != p[2]
       assert all(category_of[i] == c for i, c in neg[:, 1:3].tolist())
       # Every kept positive has >= min_history (1) behaviors strictly before it.
       assert (np.searchsorted(d.history[:, 0], pos[:, 0], side="left") >= 1).all()
       seen_positives |= {(d.user_id, t, i) for t, i in pos[:, :2].tolist()}
+  for counter in ("negatives_in_history", "negatives_revisit_unmatched"):
+    assert fallbacks[counter] == stats[counter], counter
+  assert fallbacks["negatives_fallback_any"] <= stats["negatives_fallback_any"]
   filtered = sum(stats["splits"][s]["filtered_min_history"] for s in features.SPLITS)
   assert seen_positives <= positives
   assert len(positives) - len(seen_positives) == filtered

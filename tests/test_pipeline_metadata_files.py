@@ -1,4 +1,4 @@
-"""stats.json / schema.json are written atomically (issue 14): a failure midway leaves the
+"""stats.json / schema.json are written atomically: a failure midway leaves the
 previous file intact and no temporary file, on local paths and on non-local Beam filesystems."""
 import json
 import os

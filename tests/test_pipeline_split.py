@@ -1,4 +1,4 @@
-"""Train/eval splits that survive real timestamps (issue 12, items 1-2).
+"""Train/eval splits that survive real timestamps.
 
 A Taobao-format log whose 0.5% of rows carry timestamps months before the rest (as the
 public UserBehavior file does) must still put ~--eval_fraction of the targets in eval;

@@ -43,6 +43,9 @@ def _uneven_history():
 
 CASES = [
     # (flags, --input content or None, exit code, expected start of the error message)
+    (["--model_nme=eta"], None, 2,
+     "python -m serving.client: error: unrecognized arguments: --model_nme=eta (did you "
+     "mean --model_name?)"),
     (["--model_name=eta"], None, 2,
      "python -m serving.client: error: give --input (or --metadata / --status)"),
     ([], _json({**history(2), **candidates([1, 2])}), 2,
@@ -91,3 +94,13 @@ def test_a_valid_request_goes_on_to_load_the_client(tmp_path):
                                        "--timeout_s=2", cwd=tmp_path)
   assert rc == 1 and messages[-1].startswith("error: UNAVAILABLE"), messages
   assert "tensorflow" in imported and "grpc" in imported
+
+
+def test_model_config_suggests_a_subcommand_flag_for_a_typo(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "serving.model_config", "label",
+                           "--version=1", "--label=canary", "--model_nme=eta"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      "python -m serving.model_config: error: unrecognized arguments: --model_nme=eta "
+      "(did you mean --model_name?)")

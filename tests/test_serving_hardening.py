@@ -1,4 +1,4 @@
-"""Fault injection on the local server and the client (issue 14): TLS, reload, limits.
+"""Fault injection on the local server and the client: TLS, reload, limits.
 
 Mutual TLS with certificates made here by the `openssl` CLI; an empty reload; requests
 over the message size, the history cap and the concurrency cap; a warmup that hangs.

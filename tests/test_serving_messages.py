@@ -1,4 +1,4 @@
-"""The messages a newcomer meets on the serving path (issue 17), asserted verbatim."""
+"""The messages a newcomer meets on the serving path, asserted verbatim."""
 import json
 
 import numpy as np

@@ -166,7 +166,7 @@ def test_cli_help_runs_as_a_module():
   assert "--from_label" in out and "--to_label" in out
 
 
-# --- issue 17: the docker config, messages and the header --------------------------------------
+# --- the docker config, messages and the header --------------------------------------
 DOCKER_CONFIG = os.path.join(REPO, "docker", "models.config")
 
 

@@ -1,4 +1,4 @@
-"""The real exporter losing a version race (issue 14): it publishes the next free number,
+"""The real exporter losing a version race: it publishes the next free number,
 and its metadata and models.config say that number. Uses the session's trained_eta."""
 import json
 import os

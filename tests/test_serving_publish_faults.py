@@ -1,5 +1,5 @@
 """Faults, races and hostile input for serving.publish, serving.model_config and the
-exporter's models.config edit (issue 14). No TensorFlow import: fast.
+exporter's models.config edit. No TensorFlow import: fast.
 
 Race windows are widened by fault injection (a sleep between the read and the write of an
 edit, a barrier before the rename), so each test fails reliably without the fix.

@@ -93,7 +93,10 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_multi_worker_training_on_localhost(tmp_path, small_data_dir):
+def test_multi_worker_training_on_localhost(tmp_path, small_data_dir, model="eta"):
+  """Two workers (MultiWorkerMirroredStrategy on localhost) train eta user-batched (the
+  default batching, whose path covers din's short attention too): the loss's target count
+  is all-reduced, so both end with the same weights."""
   ports = [_free_port(), _free_port()]
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   procs = []
@@ -101,7 +104,7 @@ def test_multi_worker_training_on_localhost(tmp_path, small_data_dir):
     env = dict(os.environ, TF_CONFIG=json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": index}}))
     procs.append(subprocess.Popen(
-        [sys.executable, "-m", "eta_tf.train", *SMALL_TRAIN_FLAGS, "--model=din",
+        [sys.executable, "-m", "eta_tf.train", *SMALL_TRAIN_FLAGS, f"--model={model}",
          f"--data_dir={small_data_dir}", f"--model_dir={tmp_path / 'mw'}", "--epochs=1",
          "--steps=4", "--eval_steps=2", "--strategy=multi_worker", "--noexport",
          "--verbose=0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -109,5 +112,15 @@ def test_multi_worker_training_on_localhost(tmp_path, small_data_dir):
   outputs = [p.communicate(timeout=600) for p in procs]
   for p, (out, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
+    assert "no user-batched path" not in out
   with open(tmp_path / "mw" / "eval_metrics.json") as f:
     assert json.load(f)["train_steps"] == 4
+  with open(tmp_path / "mw" / "train_config.json") as f:
+    assert json.load(f)["batching"] == "user"
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only this test needs it)
+  chief, other = (tf.train.load_checkpoint(str(tmp_path / "mw" / d / "final" / "weights"))
+                  for d in ("", "worker_1"))
+  names = [n for n in chief.get_variable_to_shape_map() if "embedding" in n or "kernel" in n]
+  assert len(names) > 5
+  for name in names:
+    assert (chief.get_tensor(name) == other.get_tensor(name)).all(), name

@@ -82,7 +82,7 @@ def test_sigkill_during_eval_and_during_export_then_resume(tmp_path, small_data_
   assert summary["export"] == str(model_base / "1")
   assert (model_base / "1" / "saved_model.pb").exists()
   assert not (model_dir / "backup").exists()  # the run is finished
-  # Quiet output (issue 17): no CUDA probe error on a machine without a GPU driver, no TF
+  # Quiet output: no CUDA probe error on a machine without a GPU driver, no TF
   # INFO lines from saving, no doubled progress-bar label, the export line names both
   # samples its AUCs come from.
   if not os.path.exists("/proc/driver/nvidia"):

@@ -92,7 +92,8 @@ def terminal_run(tiny_data, tmp_path_factory):
   model_dir, steps per epoch counted from the records)."""
   data_dir = tiny_data[0]
   from eta_tf import data  # pylint: disable=g-import-not-at-top
-  steps = data.count_samples(data_dir, "train") // BATCH  # read from the records
+  # Read from the records: user-batched (the default), chunks of 32 targets.
+  steps = data.count_samples(data_dir, "train", 32) // (BATCH // 32)
   model_dir = tmp_path_factory.mktemp("terminal") / "run"
   code, text = _run_in_terminal(_train_args(data_dir, model_dir, f"--epochs={EPOCHS}",
                                             f"--batch_size={BATCH}"))
@@ -106,7 +107,8 @@ def test_terminal_output_has_a_total_an_eta_and_evaluation_on_its_own_lines(
   assert steps >= 8
   lines = text.split("\n")
   assert f"[1/1] Training eta (L=64, k=8, m=64) on {tiny_data[0]} -> {model_dir}" in lines
-  assert f"{steps} steps per epoch of {BATCH} samples, evaluation 2 batches" in lines
+  assert (f"{steps} steps per epoch of {BATCH // 32} user chunks of up to 32 targets, "
+          "evaluation 2 batches") in lines
   # Keras redraws the bar in place ("\r"): every state has the total and, until the end,
   # an ETA.
   states = [s for line in lines for s in line.split("\r") if re.match(r"\s*\d+/", s)]

@@ -10,9 +10,10 @@ from eta_tf.config import ModelConfig
 from eta_tf.models.embedding import FeatureEmbedding
 from eta_tf.models.embedding import fit_history
 from eta_tf.models.history_summary import HistorySummary
-from eta_tf.models.long_history import block_class as long_block_class
+from eta_tf.models.blocks import block_class as long_block_class
 from eta_tf.models.long_history import make_attention
 from eta_tf.models import target_stats as target_stats_lib
+from eta_tf.models import user_batched
 
 
 class CtrModel(tfrs.Model):
@@ -21,6 +22,9 @@ class CtrModel(tfrs.Model):
   call(features) takes a dict of sample features (eta_tf.features.sample_features): the
   HIST_* ids [B, T] (left-padded, T may differ from L: longer is truncated to the most
   recent L), TARGET_ITEM_ID / TARGET_CATEGORY_ID / TARGET_TIMESTAMP [B]; returns logits [B].
+  Or a user-batched batch (features with TARGET_HISTORY_END, eta_tf.data.make_user_dataset:
+  HIST_* [G, W], TARGET_* [G, C]); returns logits [G, C], equal to the per-sample logits
+  of the same targets (eta_tf/models/user_batched.py).
 
   score_candidates(...) scores N candidates for one user with the history embedded,
   hashed and projected once; returns probabilities [N].
@@ -55,6 +59,8 @@ class CtrModel(tfrs.Model):
             from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
         metrics=[tf.keras.metrics.AUC(name="auc", from_logits=True),
                  tf.keras.metrics.BinaryCrossentropy(name="logloss", from_logits=True)])
+    # Real targets trained on (the progress bar's "examples": user-batched batches vary).
+    self.examples = tf.keras.metrics.Sum(name="examples")
     # The shared block of target-aware statistics reads the long history, so `din`
     # (short history only) stays without it.
     self.uses_target_stats = config.target_stats and self.long_block is not None
@@ -109,6 +115,10 @@ class CtrModel(tfrs.Model):
       parts.append(summary[:, None, :] + tf.zeros_like(context["query"][..., :1]))
     if "target_stats" in context:
       parts.append(context["target_stats"])
+    return self._tower(parts, training)
+
+  def _tower(self, parts, training=False):
+    """Logits [B, N] from the tower's input parts, each [B, N, ...]."""
     x = tf.concat(parts, axis=-1)
     x0 = x
     for cross in self.cross_layers:
@@ -122,6 +132,8 @@ class CtrModel(tfrs.Model):
             for name in F.HISTORY_FEATURES}
 
   def call(self, features, training=False):
+    if F.TARGET_HISTORY_END in features:  # a user-batched batch: logits [G, C]
+      return self._tower(user_batched.tower_inputs(self, features), training)
     history = self._history(features)
     context = self._context(
         history,
@@ -133,11 +145,20 @@ class CtrModel(tfrs.Model):
   def compute_loss(self, inputs, training=False):
     features, labels = inputs
     logits = self(features, training=training)
-    loss_sum = self.task(labels=tf.cast(labels, tf.float32)[:, None],
-                         predictions=logits[:, None])
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    global_batch = tf.cast(tf.shape(logits)[0] * replicas, tf.float32)
-    return loss_sum / global_batch
+    labels = tf.cast(labels, tf.float32)
+    if F.TARGET_HISTORY_END in features:
+      # User-batched: the real targets of the batch, the mean over all replicas' targets.
+      real = tf.convert_to_tensor(features[F.TARGET_WEIGHT]) > 0
+      logits, labels = tf.boolean_mask(logits, real), tf.boolean_mask(labels, real)
+      count = tf.cast(tf.size(logits), tf.float32)
+      context = tf.distribute.get_replica_context()
+      global_batch = context.all_reduce("sum", count) if context is not None else count
+    else:
+      replicas = tf.distribute.get_strategy().num_replicas_in_sync
+      global_batch = tf.cast(tf.shape(logits)[0] * replicas, tf.float32)
+    loss_sum = self.task(labels=labels[:, None], predictions=logits[:, None])
+    self.examples.update_state(tf.cast(tf.size(logits), tf.float32))
+    return loss_sum / tf.maximum(global_batch, 1.0)
 
   # ---------------------------------------------------------------- serving entry points
   def predict_ctr(self, features):

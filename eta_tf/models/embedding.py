@@ -27,9 +27,10 @@ def time_gap_bucket(target_timestamp: tf.Tensor, history_timestamp: tf.Tensor,
   """log2 bucket of the behavior -> target gap in minutes; 0 = padding.
 
   Args: target_timestamp int64 [B]; history_timestamp int64 [B, L]; valid bool [B, L].
-  Returns: int64 [B, L] in [0, num_buckets).
+    Or per (target, behavior) pair: [B, N], [B, 1, L] and [B, N, L].
+  Returns: int64 [B, L] (or [B, N, L]) in [0, num_buckets).
   """
-  gap_seconds = tf.maximum(target_timestamp[:, None] - history_timestamp, 0)
+  gap_seconds = tf.maximum(target_timestamp[..., None] - history_timestamp, 0)
   minutes = tf.cast(gap_seconds, tf.float32) / 60.0
   bucket = 1 + tf.cast(tf.floor(tf.math.log1p(minutes) / math.log(2.0)), tf.int64)
   bucket = tf.clip_by_value(bucket, 1, num_buckets - 1)

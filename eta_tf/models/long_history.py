@@ -22,6 +22,7 @@ from eta_tf.layers import SimHash
 from eta_tf.layers import TargetAttention
 from eta_tf.ops import bits as bits_ops
 from eta_tf.ops import hamming as hamming_ops
+from eta_tf.ops import hamming_matmul
 
 
 def make_attention(config: ModelConfig, name: str) -> TargetAttention:
@@ -172,9 +173,10 @@ class EtaBlock(LongHistoryBlock):
     history_signatures, candidate_signatures = self._signatures(context)
     if not self.category_first:
       return self.top_k(candidate_signatures, history_signatures, mask=context["valid"])
-    # hamming_top_k's fused pass on the weighted distance (int16 block sums), the same
-    # exact order as select_nearest over the N x L keys, without storing them.
-    return hamming_ops.hamming_top_k(
+    # The same exact order as select_nearest over the N x L weighted distances: one
+    # float32 matrix product of ±1 signs for many candidates over long histories,
+    # hamming_top_k's fused XOR + popcount pass otherwise (training's N = 1).
+    return hamming_matmul.weighted_top_k(
         candidate_signatures, history_signatures, context["valid"], self.config.top_k,
         use_xla=self.config.hamming_xla, sort=False,
         word_weights=category_first_weights(self.config.hash_words, self.config.hash_bits))
@@ -285,16 +287,7 @@ class SdimBlock(LongHistoryBlock):
     return tf.reduce_mean(normalized, axis=2)
 
 
-def block_class(config: ModelConfig):
-  """The long-history block class of `config` (None for din): an experimental eta block
-  when config.experiment names one, else LONG_BLOCKS[config.model]."""
-  if config.experiment:
-    # eta_tf.experimental subclasses EtaBlock (it imports this module): imported here.
-    from eta_tf import experimental  # pylint: disable=g-import-not-at-top
-    return experimental.EXPERIMENTAL_BLOCKS[config.experiment]
-  return LONG_BLOCKS[config.model]
-
-
+# The product's long-history block of each model (eta_tf.models.blocks adds the experiments).
 LONG_BLOCKS = {
     "eta": EtaBlock,
     "din_long": FullAttentionBlock,

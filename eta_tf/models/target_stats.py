@@ -27,7 +27,7 @@ _LOG_MINUTES_SCALE = 20.0
 
 
 def _match_stats(match, behaviors_after, gap_minutes, log_length):
-  """count, any, time, position of one field. match bool [B, N, L]; others [B, 1, L]."""
+  """count, any, time, position of one field. match bool [B, N, L]; others [B, 1 or N, L]."""
   matchf = tf.cast(match, tf.float32)
   count = tf.reduce_sum(matchf, axis=-1)
   has = tf.cast(count > 0, tf.float32)
@@ -44,33 +44,45 @@ def _match_stats(match, behaviors_after, gap_minutes, log_length):
 
 
 def target_stats(history_items, history_categories, history_timestamps, valid,
-                 candidate_items, candidate_categories, target_timestamp):
+                 candidate_items, candidate_categories, target_timestamp,
+                 behaviors_after=None, length=None):
   """The statistics of N candidates per user.
 
   Args:
     history_items, history_categories, history_timestamps: int64 [B, L], oldest first.
-    valid: bool [B, L] (False = padding).
+    valid: bool [B, L] (False = padding), or per candidate [B, N, L] (the user-batched
+      path: each target's own causal window inside a shared history).
     candidate_items, candidate_categories: int64 [B, N].
-    target_timestamp: int64 [B].
+    target_timestamp: int64 [B], or per candidate [B, N].
+    behaviors_after: float32 [B, N, L], behaviors between each behavior and the end of the
+      candidate's window (default: L - 1 - position, the left-padded sample layout).
+    length: the L of the log1p(L) scales (default: the history width).
   Returns:
     float32 [B, N, NUM_TARGET_STATS].
   """
-  length = history_items.shape[1] or tf.shape(history_items)[1]
+  valid = tf.convert_to_tensor(valid, tf.bool)
+  target_timestamp = tf.convert_to_tensor(target_timestamp, tf.int64)
+  if length is None:
+    length = history_items.shape[1] or tf.shape(history_items)[1]
   log_length = tf.math.log1p(tf.cast(length, tf.float32))
-  valid3 = valid[:, None, :]
+  valid3 = valid[:, None, :] if valid.shape.rank == 2 else valid
   item_match = tf.equal(candidate_items[:, :, None], history_items[:, None, :]) & valid3
   category_match = (tf.equal(candidate_categories[:, :, None],
                              history_categories[:, None, :]) & valid3)
-  # Behaviors after position i: L - 1 - i (histories are left-padded, oldest first).
-  positions = tf.range(tf.shape(history_items)[1])
-  behaviors_after = tf.cast(tf.shape(history_items)[1] - 1 - positions, tf.float32)
-  behaviors_after = behaviors_after[None, None, :]
-  gap_seconds = tf.maximum(target_timestamp[:, None] - history_timestamps, 0)
-  gap_minutes = (tf.cast(gap_seconds, tf.float32) / 60.0)[:, None, :]
-  real = tf.reduce_sum(tf.cast(valid, tf.float32), axis=-1)[:, None]  # [B, 1]
+  if behaviors_after is None:
+    # Behaviors after position i: L - 1 - i (histories are left-padded, oldest first).
+    positions = tf.range(tf.shape(history_items)[1])
+    behaviors_after = tf.cast(tf.shape(history_items)[1] - 1 - positions, tf.float32)
+    behaviors_after = behaviors_after[None, None, :]
+  if target_timestamp.shape.rank == 1:
+    gap_seconds = tf.maximum(target_timestamp[:, None] - history_timestamps, 0)[:, None, :]
+  else:
+    gap_seconds = tf.maximum(target_timestamp[:, :, None] - history_timestamps[:, None, :],
+                             0)
+  gap_minutes = tf.cast(gap_seconds, tf.float32) / 60.0
+  real = tf.reduce_sum(tf.cast(valid3, tf.float32), axis=-1)  # [B, 1] or [B, N]
   category_count = tf.reduce_sum(tf.cast(category_match, tf.float32), axis=-1)
-  n = tf.shape(candidate_items)[1]
-  fill = tf.tile(tf.math.log1p(real) / log_length, [1, n])
+  fill = tf.math.log1p(real) / log_length + tf.zeros_like(category_count)
   share = tf.math.divide_no_nan(category_count, real)
   parts = (_match_stats(item_match, behaviors_after, gap_minutes, log_length) +
            _match_stats(category_match, behaviors_after, gap_minutes, log_length) +
