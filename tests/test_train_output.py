@@ -113,7 +113,10 @@ def test_terminal_output_has_a_total_an_eta_and_evaluation_on_its_own_lines(
   # an ETA.
   states = [s for line in lines for s in line.split("\r") if re.match(r"\s*\d+/", s)]
   assert states and all(re.match(rf"\s*\d+/{steps} \[", s) for s in states), states[:3]
-  assert any(re.match(rf"\s*5/{steps} \[[=>.]+\] - ETA: \d", s) for s in states), states[:8]
+  # (Keras skips redraws closer than 0.05 s apart: which steps show depends on the speed.)
+  running = [s for s in states if int(s.split("/")[0]) < steps]
+  assert running and all(re.match(rf"\s*\d+/{steps} \[[=>.]+\] - ETA: \d", s)
+                         for s in running), running[:8]
   estimate = [line for line in lines if line.startswith("time per step ~")]
   assert len(estimate) == 1, estimate
   assert re.fullmatch(rf"time per step ~[\d.e-]+ s \(steps 2-6\): ~\d[\d.]* (s|min) per "
