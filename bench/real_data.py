@@ -97,7 +97,10 @@ def _loop_args(budget: dict, batch_size: int, val_every: int, eval_steps):
   return types.SimpleNamespace(
       batch_size=batch_size, steps=budget["steps"], max_epochs=budget["max_epochs"],
       patience=budget["patience"], val_steps=budget["val_steps"], eval_steps=eval_steps,
-      learning_rate=2e-3, embedding_learning_rate=0.5, val_every=val_every)
+      learning_rate=2e-3, embedding_learning_rate=0.5, val_every=val_every,
+      # The last step's weights, as movielens.json's rows were trained (no average), and
+      # no per-epoch eval AUC history.
+      weight_average=0.0, eval_history=False)
 
 
 def run(movielens_dir: str, work_dir: str, budget: dict, command: str,
