@@ -176,10 +176,10 @@ def main(argv):
   model_config, train_config, run = configs_from_flags()
   if not FLAGS["verbose"].present and not sys.stdout.isatty():
     run.verbose = 2  # a log file gets one line per epoch, not thousands of \r updates
+  model_name = run.model_name or run.preset or model_config.model  # the export's name
   if run.export:  # refuse a bad export name now, not after training
     try:
-      names.check_model_name(run.model_name or run.preset or model_config.model,
-                             "--model_name")
+      names.check_model_name(model_name, "--model_name")
       if run.label:
         names.check_label(run.label, "--label")
     except names.InvalidNameError as e:
@@ -239,7 +239,6 @@ def main(argv):
   if run.export and training.is_chief():
     export_base = run.export_base or os.path.join(os.path.dirname(
         os.path.abspath(model_dir)), "export")
-    model_name = run.model_name or run.preset or model_config.model
     announce(f"Exporting to {export_base}/{model_name}")
     try:
       metrics["export"] = release.export_trained(model_dir, export_base, model_name,
