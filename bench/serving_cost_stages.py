@@ -16,6 +16,8 @@ fetching one element of its outputs), for bench.interleaved_timing:
   gather              the retrieved behaviors' keys / values per candidate
   attention           query projection, attention, retrieval statistics (eta);
                       avg / sdim: their pooling block
+  history_summary     eta_summary: the per-user summary of the whole history (once per
+                      request, broadcast to the N candidates)
   tower               short-term attention, DCN cross and MLP, sigmoid
   call_overhead       an empty tf.function call (subtracted from every stage above)
 
@@ -34,7 +36,8 @@ from eta_tf.ops import hamming as hamming_ops
 from eta_tf.ops import hamming_matmul
 
 STAGES = ("embedding", "signature_lookup", "target_stats", "history_projection",
-          "hamming_distances", "top_k_selection", "gather", "attention", "tower")
+          "hamming_distances", "top_k_selection", "gather", "attention", "history_summary",
+          "tower")
 
 
 def _timed(fn):
@@ -83,6 +86,11 @@ def stage_fns(name: str, length: int, n: int, request: dict) -> dict:
 
   long_out = block(context) if block is not None else None
   fns.update(_block_fns(block, context))
+  summary = None
+  if model.history_summary is not None:
+    summarize = lambda: model.history_summary(context["behavior"], context["valid"])  # noqa: E731
+    fns["history_summary"] = _timed(summarize)
+    summary = summarize()
 
   def tower():
     s = model.config.short_len
@@ -90,6 +98,8 @@ def stage_fns(name: str, length: int, n: int, request: dict) -> dict:
     parts.append(model.short_attention(context["query"], context["behavior"][:, -s:],
                                        context["valid"][:, -s:]))
     parts.append(context["query"])
+    if summary is not None:
+      parts.append(summary[:, None, :] + tf.zeros_like(context["query"][..., :1]))
     if "target_stats" in context:
       parts.append(context["target_stats"])
     x = x0 = tf.concat(parts, axis=-1)

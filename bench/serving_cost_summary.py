@@ -14,7 +14,7 @@ ATTENTION_TARGET = 0.2  # attention over k / attention over L at (1024, 200)
 STAGE_COLUMNS = {"embedding": "embed", "signature_lookup": "sig", "target_stats": "stats",
                  "history_projection": "proj", "hamming_distances": "dist",
                  "top_k_selection": "top-k", "gather": "gather", "attention": "attn",
-                 "tower": "tower"}
+                 "history_summary": "summary", "tower": "tower"}
 
 
 def kernel_variant(record) -> str:

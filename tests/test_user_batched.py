@@ -104,10 +104,13 @@ MODEL_CONFIGS = [(name, {}) for name in MODEL_NAMES] + [
     ("eta", {"signature_distance": "sum"}),
     ("eta", {"target_stats": False}),
     ("din_long", {"target_stats": False}),
+    ("eta", {"history_summary": "attention"}),
+    ("eta", {"history_summary": "mean"}),
 ]
 
 
-@pytest.mark.parametrize("model_name,overrides", MODEL_CONFIGS)
+@pytest.mark.parametrize("model_name,overrides", MODEL_CONFIGS, ids=[
+    "-".join([name] + [f"{k}={v}" for k, v in o.items()]) for name, o in MODEL_CONFIGS])
 def test_user_batched_logits_equal_per_sample_logits(data_dir, model_name, overrides):
   config = ModelConfig(model=model_name, **{**SMALL, **overrides})
   model = _perturbed_model(config, seed=3)

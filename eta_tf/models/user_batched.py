@@ -19,6 +19,7 @@ k are retrieved (selection keys order ties to the more recent behavior in both l
 import tensorflow as tf
 
 from eta_tf import features as F
+from eta_tf.layers import attention as attention_lib
 from eta_tf.models import long_history
 from eta_tf.models.embedding import time_gap_bucket
 from eta_tf.models import target_stats as target_stats_lib
@@ -29,8 +30,6 @@ def unsupported_reason(config):
   """Why this config cannot train user-batched (None if it can)."""
   if config.experiment:
     return f"experiment={config.experiment!r} (an experimental block)"
-  if config.history_summary != "none":
-    return f"history_summary={config.history_summary!r} (summarised per sample only)"
   return None
 
 
@@ -201,6 +200,46 @@ def _sdim(block, rows):
   return tf.reduce_mean(tf.math.l2_normalize(sums, axis=-1), axis=2)
 
 
+def history_summary(layer, rows):
+  """HistorySummary (eta_tf/models/history_summary.py) of each target's own window,
+  [G, C, output_dim]: the masked mean of the full behavior embeddings, and for mode
+  "attention" the learned queries' attention over the window.
+
+  As with attention keys, a behavior's key and value are the row's projection of its
+  static part plus the projection of the pair's time bucket; a query's score of a
+  behavior is therefore a per-row score plus a per-bucket score, and the time part of a
+  pooled value is the queries' attention mass per time bucket times that bucket's value.
+  """
+  window = tf.cast(rows.window, tf.float32)
+  count = tf.reduce_sum(window, axis=-1, keepdims=True)
+  mean = tf.math.divide_no_nan(_pair_sums(window, rows), count)  # [G, C, Db]
+  if layer.mode == "mean":
+    return mean
+  queries, dh = layer.num_queries, layer.head_dim
+  static_dim = rows.static.shape[-1]
+  time_table = rows.model.embedding.time_gap_embedding.embeddings  # [T, time_dim]
+  buckets = time_table.shape[0]
+
+  def parts(kernel):  # row part [G, W, Q, dh], bucket part [T, Q, dh]
+    row = tf.tensordot(rows.static, kernel[:static_dim], axes=[[-1], [0]])
+    shape = tf.shape(row)
+    return (tf.reshape(row, [shape[0], shape[1], queries, dh]),
+            tf.reshape(tf.matmul(time_table, kernel[static_dim:]), [buckets, queries, dh]))
+
+  key_row, key_bucket = parts(layer.key_kernel)
+  row_scores = tf.einsum("gwqd,qd->gwq", key_row, layer.queries)
+  bucket_scores = tf.einsum("tqd,qd->tq", key_bucket, layer.queries)
+  scores = (row_scores[:, None] + tf.gather(bucket_scores, rows.gap)) * (dh ** -0.5)
+  weights = attention_lib.masked_softmax(scores, rows.window[..., None], axis=2)
+  value_row, value_bucket = parts(layer.value_kernel)                   # weights [G, C, W, Q]
+  pooled = tf.einsum("gcwq,gwqd->gcqd", weights, value_row)
+  per_bucket = tf.einsum("gcwq,gcwt->gctq", weights,
+                         tf.one_hot(rows.gap, buckets, dtype=weights.dtype))
+  pooled += tf.einsum("gctq,tqd->gcqd", per_bucket, value_bucket)
+  shape = tf.shape(pooled)
+  return tf.concat([mean, tf.reshape(pooled, [shape[0], shape[1], queries * dh])], axis=-1)
+
+
 _LONG = {"eta": _eta, "din_long": _din_long, "sim_hard": _sim_hard, "avg": _avg,
          "sdim": _sdim}
 
@@ -219,6 +258,8 @@ def tower_inputs(model, features):
   indices, mask = rows.short_window()
   parts.append(attend_gathered(model.short_attention, rows, indices, mask))
   parts.append(rows.query)
+  if model.history_summary is not None:
+    parts.append(history_summary(model.history_summary, rows))
   if model.uses_target_stats:
     h = rows.history
     parts.append(target_stats_lib.target_stats(
