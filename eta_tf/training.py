@@ -11,6 +11,7 @@ final/weights and eval_metrics.json. The backup is kept until `finish_run` (the 
 exports first), so a run killed during the final eval, save or export resumes from the end
 of training instead of from scratch.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from eta_tf import metrics
 from eta_tf import training_callbacks as cb
 from eta_tf.models import CtrModel
 from eta_tf.models import user_batched
+from eta_tf.models.weight_average import WeightAverage
 import tensorflow as tf  # after eta_tf: the tf-keras environment guard runs first
 import tensorflow_recommenders as tfrs
 
@@ -156,10 +158,13 @@ def evaluate(model, dataset, max_steps=None, train_item_counts=None, progress=No
   return result
 
 
-def _callbacks(model_dir, eval_fn, checkpoint_every, steps, epochs, eval_batches):
-  """The fit callbacks, in the order Keras calls them (the timing ones before the
-  evaluation, so that it is not counted as training time)."""
+def _callbacks(model_dir, eval_fn, checkpoint_every, steps, epochs, eval_batches,
+               average=None):
+  """The fit callbacks, in the order Keras calls them (the weight average before the
+  checkpoint, so that a checkpoint holds the average of the steps it holds; the timing
+  ones before the evaluation, so that it is not counted as training time)."""
   return {
+      **({"average": average} if average is not None else {}),
       # delete_checkpoint=False: finish_run deletes the state once the export is done.
       "backup": tf.keras.callbacks.BackupAndRestore(
           os.path.join(model_dir, BACKUP_DIR), save_freq=checkpoint_every,
@@ -203,6 +208,10 @@ def train(model_config: config_lib.ModelConfig, train_config: config_lib.TrainCo
     model.build_weights()
     model.compile(optimizer=make_optimizer(model, tc.learning_rate,
                                            tc.embedding_learning_rate))
+    average = None
+    if tc.weight_average:  # before fit: BackupAndRestore restores it with the model
+      average = WeightAverage(tc.weight_average)
+      average.attach(model)
   weights = os.path.join(out_dir, "final", "weights")
   state_path = os.path.join(out_dir, "final", TRAIN_STATE_FILE)
   if os.path.exists(state_path):
@@ -211,7 +220,9 @@ def train(model_config: config_lib.ModelConfig, train_config: config_lib.TrainCo
     with open(state_path) as f:
       state = json.load(f)
   else:
-    state = _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose)
+    state = _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose, average)
+    if average is not None:  # the averaged weights are the run's result
+      average.apply()
     tf.train.Checkpoint(model=model).write(weights)
     io_utils.atomic_write_json(state_path, state)  # after the weights: they are complete
 
@@ -229,8 +240,9 @@ def train(model_config: config_lib.ModelConfig, train_config: config_lib.TrainCo
   return final, model
 
 
-def _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose) -> dict:
-  """model.fit with the callbacks; returns the training facts kept in eval_metrics."""
+def _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose, average=None) -> dict:
+  """model.fit with the callbacks; returns the training facts kept in eval_metrics.
+  With `average` (a WeightAverage), each epoch's evaluation reads the averaged weights."""
   train_ds = train_dataset(model_config, tc, data_dir)
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = (
@@ -246,9 +258,11 @@ def _fit(model, model_config, tc, data_dir, model_dir, eval_ds, verbose) -> dict
         + ("{} user chunks of up to {} targets".format(*data.user_batch_shape(tc.batch_size))
            if user_batches else f"{tc.batch_size} samples")
         + (f", evaluation {eval_batches} batches" if eval_batches else ""), flush=True)
-  callbacks = _callbacks(
-      model_dir, lambda progress: evaluate(model, eval_ds, tc.eval_steps, progress=progress),
-      tc.checkpoint_every_steps, steps, tc.epochs, eval_batches)
+  def evaluate_epoch(progress):
+    with average.swapped() if average is not None else contextlib.nullcontext():
+      return evaluate(model, eval_ds, tc.eval_steps, progress=progress)
+  callbacks = _callbacks(model_dir, evaluate_epoch, tc.checkpoint_every_steps, steps,
+                         tc.epochs, eval_batches, average)
   model.fit(train_ds, epochs=tc.epochs, steps_per_epoch=tc.steps, verbose=verbose,
             callbacks=list(callbacks.values()))
   nan = callbacks["nan"].bad_batch

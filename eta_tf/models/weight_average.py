@@ -10,7 +10,14 @@ every trainable variable, updated after each training batch:
 (t = updates so far; the warm-up term keeps the first steps from pinning the average to
 the initial weights, as tf.train.ExponentialMovingAverage's num_updates does).
 `swapped()` is a context manager that puts the averages in the model (evaluate, save the
-weights) and the trained weights back on exit.
+weights) and the trained weights back on exit; `apply()` puts them in for good (the end
+of training: the averages are what is evaluated, saved and exported).
+
+`attach(model)` creates the averages before fit() (inside a distribution strategy's
+scope, so they are placed like the weights) and makes them part of the model's
+checkpoints (tf.train.Checkpoint(model=...), BackupAndRestore), so a resumed run
+continues its average; they are not weights of the model (model.weights, get_weights and
+the SavedModel do not change).
 """
 import contextlib
 
@@ -31,11 +38,22 @@ class WeightAverage(tf.keras.callbacks.Callback):
   def _variables(self):
     return self.model.trainable_variables
 
+  def _create(self):
+    self.shadows = [tf.Variable(v, trainable=False) for v in self._variables()]
+    self.updates = tf.Variable(0.0, trainable=False)
+    self._update = tf.function(self._update_fn)
+
+  def attach(self, model):
+    """Creates the averages of `model` now and tracks them in its checkpoints (module)."""
+    self.set_model(model)
+    self._create()
+    # A plain trackable, not a list of variables: Keras would count those as weights.
+    model._weight_average = tf.train.Checkpoint(  # pylint: disable=protected-access
+        shadows=self.shadows, updates=self.updates)
+
   def on_train_begin(self, logs=None):
     if self.shadows is None:  # one average over every fit() call of a run
-      self.shadows = [tf.Variable(v, trainable=False) for v in self._variables()]
-      self.updates = tf.Variable(0.0, trainable=False)
-      self._update = tf.function(self._update_fn)
+      self._create()
 
   def _update_fn(self):
     decay = tf.minimum(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
@@ -45,6 +63,11 @@ class WeightAverage(tf.keras.callbacks.Callback):
 
   def on_train_batch_end(self, batch, logs=None):
     self._update()
+
+  def apply(self):
+    """Puts the averaged weights in the model for good."""
+    for shadow, variable in zip(self.shadows, self._variables()):
+      variable.assign(shadow)
 
   @contextlib.contextmanager
   def swapped(self):
