@@ -249,3 +249,18 @@ def test_stage_tables_name_every_stage():
                                   "| - | 2.50 | 0.70 | 5.00 | 5.00 |")
   lines = serving_cost_summary.stage_lines(records)
   assert "score_candidates by stage" in lines[1] and lines[-1].split()[2] == "din_long"
+
+
+def test_gathered_attention_ab_scores_both_formulations_alike(monkeypatch, tmp_path):
+  """bench.gathered_attention_ab: the exported eta and sim_hard score a request the same
+  (1e-5) with the batched-product attention over the k and with the elementwise one."""
+  from bench import export_ab  # pylint: disable=g-import-not-at-top
+  from bench import gathered_attention_ab  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(export_ab, "RESULTS_DIR", str(tmp_path))
+  gathered_attention_ab.main(["--sizes", "64:9", "--repeats", "2", "--output_name", "ab"])
+  with open(tmp_path / "ab.json") as f:
+    (record,) = json.load(f)["records"]
+  assert record["L"] == 64 and record["N"] == 9
+  for name in gathered_attention_ab.MODELS:
+    assert record[f"max_abs_score_diff_{name}"] < 1e-5
+    assert record["median_ms"][name] > 0 and record["median_ms"][name + "_elementwise"] > 0

@@ -122,12 +122,7 @@ class TargetAttention(tf.keras.layers.Layer):
     """
     mask = tf.cast(mask, tf.bool)
     if key_heads.shape.rank == 5:
-      # Broadcast multiply + reduce_sum instead of einsum: TF lowers
-      # "bnhd,bnthd->bnht" to N·H tiny batched matmuls ([1, dh] x [dh, k]), much slower
-      # on CPU than one elementwise pass. Scores stay [B, N, k, H] and the softmax runs
-      # over axis 2 (masked_softmax), so no transpose is needed.
-      scores = per_query_scores(query_heads, key_heads)  # [B, N, k, H]
-      context = per_query_context(scores, mask, value_heads)  # [B, N, H, dh]
+      context = per_query_attention(query_heads, key_heads, value_heads, mask)
     else:
       scores = tf.einsum("bnhd,bthd->bnht", query_heads, key_heads)
       mask = mask[:, None, None, :] if mask.shape.rank == 2 else mask[:, :, None, :]
@@ -160,6 +155,30 @@ class TargetAttention(tf.keras.layers.Layer):
                    "key_dim": self.key_dim, "shared_prefix_dim": self.shared_prefix_dim,
                    "normalize_qk": self.normalize_qk, "initial_scale": self.initial_scale})
     return config
+
+
+def per_query_attention(query_heads, key_heads, value_heads, mask):
+  """Each query over its own keys: query_heads [B, N, H, dh], key_heads / value_heads
+  [B, N, T, H, dh], mask bool [B, N, T] -> context [B, N, H, dh].
+
+  Two batched matrix products per query (N of them, not N·H): the query's heads as a
+  block-diagonal [H·dh, H] matrix (head h in rows h·dh.. of column h) give all heads'
+  scores as one [H, H·dh] x [H·dh, T] product; the weights [H, T] times the values
+  [T, H·dh] give [H, H·dh], whose diagonal blocks are the heads' contexts. The products
+  do H times the necessary multiply-adds, still far fewer memory passes than
+  elementwise products over [B, N, T, H, dh] (which TF would otherwise need: einsum
+  "bnhd,bnthd->bnht" lowers to N·H [1, dh] x [dh, T] products).
+  """
+  heads, dh = query_heads.shape[-2], query_heads.shape[-1]
+  eye = tf.eye(heads, dtype=query_heads.dtype)
+  flat = lambda x: tf.reshape(x, tf.concat([tf.shape(x)[:-2], [heads * dh]], 0))  # noqa: E731
+  block = tf.reshape(query_heads[..., None] * eye[:, None, :],
+                     tf.concat([tf.shape(query_heads)[:-2], [heads * dh, heads]], 0))
+  scores = tf.matmul(block, flat(key_heads), transpose_a=True, transpose_b=True)  # [.., H, T]
+  weights = masked_softmax(scores, mask[..., None, :], axis=-1)
+  both = tf.matmul(weights, flat(value_heads))  # [B, N, H, H·dh]
+  both = tf.reshape(both, tf.concat([tf.shape(both)[:-1], [heads, dh]], 0))
+  return tf.reduce_sum(both * eye[:, :, None], axis=-2)
 
 
 def per_query_scores(query_heads, key_heads):

@@ -56,22 +56,28 @@ class HistorySummary(tf.keras.layers.Layer):
     self.built = True
 
   def call(self, behavior, valid):
-    validf = tf.cast(valid, behavior.dtype)[..., None]                     # [B, L, 1]
-    count = tf.reduce_sum(validf, axis=1)                                  # [B, 1]
-    mean = tf.math.divide_no_nan(tf.reduce_sum(behavior * validf, axis=1), count)
+    validf = tf.cast(valid, behavior.dtype)                                # [B, L]
+    count = tf.reduce_sum(validf, axis=1, keepdims=True)                   # [B, 1]
+    mean_weights = tf.math.divide_no_nan(validf, count)[:, None, :]        # [B, 1, L]
     if self.mode == "mean":
-      return mean
-    shape = tf.shape(behavior)
-    heads = lambda x: tf.reshape(  # noqa: E731  [B, L, Q*dh] -> [B, L, Q, dh]
-        x, [shape[0], shape[1], self.num_queries, self.head_dim])
-    keys = heads(tf.tensordot(behavior, self.key_kernel, axes=[[-1], [0]]))
-    values = heads(tf.tensordot(behavior, self.value_kernel, axes=[[-1], [0]]))
-    scores = tf.einsum("blqd,qd->bql", keys, self.queries) * (self.head_dim ** -0.5)
-    mask = valid[:, None, :]
-    scores = tf.where(mask, scores, tf.constant(-1e9, scores.dtype))
+      return tf.matmul(mean_weights, behavior)[:, 0]
+    # Both projections are linear, so they move off the L behaviors: a query's score of
+    # behavior x is x · (K_q q), one [L, Db] x [Db, Q] product; its pooled value is
+    # (its attention-weighted mean of x) · V_q, projected after pooling. The L-long work is
+    # two thin matrix products, whatever Q and dh.
+    queries, dh = self.num_queries, self.head_dim
+    key_kernel = tf.reshape(self.key_kernel, [self.behavior_dim, queries, dh])
+    effective = tf.einsum("eqd,qd->eq", key_kernel, self.queries) * (dh ** -0.5)
+    scores = tf.linalg.matrix_transpose(tf.tensordot(behavior, effective, axes=[[-1], [0]]))
+    mask = valid[:, None, :]                                               # [B, 1, L]
+    scores = tf.where(mask, scores, tf.constant(-1e9, scores.dtype))      # [B, Q, L]
     weights = tf.nn.softmax(scores, axis=-1) * tf.cast(mask, scores.dtype)  # no history: 0
-    pooled = tf.einsum("bql,blqd->bqd", weights, values)
-    return tf.concat([mean, tf.reshape(pooled, [shape[0], -1])], axis=-1)
+    pooled_inputs = tf.matmul(tf.concat([mean_weights, weights], axis=1), behavior)
+    value_kernel = tf.reshape(self.value_kernel, [self.behavior_dim, queries, dh])
+    pooled = tf.einsum("bqe,eqd->bqd", pooled_inputs[:, 1:], value_kernel)
+    batch = tf.shape(behavior)[0]
+    return tf.concat([pooled_inputs[:, 0], tf.reshape(pooled, [batch, queries * dh])],
+                     axis=-1)
 
   def get_config(self):
     return {**super().get_config(), "behavior_dim": self.behavior_dim, "mode": self.mode,

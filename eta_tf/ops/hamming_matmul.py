@@ -164,11 +164,12 @@ def matmul_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
     query_signatures: int64 [B, N, W] (W static); key_signatures: int64 [B, L, W]
       (L static); valid: bool [B, L] (default all real); k: behaviors kept.
     block_size: 0 = one selection over all L; b > 1 = blocks of b behaviors.
-    sort: nearest first, ties to the more recent; False: the same k, unspecified order.
+    sort: nearest first, ties to the more recent; False: the same k, unspecified order
+      (not hamming_top_k's).
     word_weights: None or W static ints >= 1 (hamming_distance's).
   Returns:
     indices int32 [B, N, k], distances int32 [B, N, k], mask bool [B, N, k] (0 / 0 /
-    False where masked): equal to hamming.hamming_top_k's.
+    False where masked): equal to hamming.hamming_top_k's (sorted), the same k (unsorted).
   """
   order, padded, num_blocks = product_keys(query_signatures, key_signatures, valid, k,
                                            block_size, word_weights)
@@ -180,8 +181,10 @@ def matmul_top_k(query_signatures, key_signatures, valid=None, k: int = 48,
     blocks = tf.reshape(order, [shape[0], shape[1], b, num_blocks])
     best = hamming._k_smallest_positions(tf.reduce_min(blocks, axis=2), k)  # pylint: disable=protected-access
     chosen = tf.gather(blocks, best, axis=3, batch_dims=2)  # [B, N, b, k]
-    # Block-major, as hamming_top_k's re-scored candidates: the same order when not sorted.
-    order = tf.reshape(tf.transpose(chosen, [0, 1, 3, 2]), [shape[0], shape[1], b * k])
+    # Keys are unique and carry their position: the layout of the b·k candidates does
+    # not matter to the selection (no transpose to hamming_top_k's block-major order;
+    # unsorted, the same k come out in another order).
+    order = tf.reshape(chosen, [shape[0], shape[1], b * k])
   chosen = hamming._k_smallest(order, k, sort)  # pylint: disable=protected-access
   return _decode(chosen, padded, largest)
 
