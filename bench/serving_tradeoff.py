@@ -5,11 +5,15 @@
                                               # the capacity block of docs/serving.md
 
 Reads, never re-trains or re-times:
-* AUC: bench/results/report.json (`python -m bench.report`), its converged setting
-  ("synthetic default": the full budget, mean ± std over its seeds). eta_xla is eta's
-  model with another distance kernel, so it has eta's AUC.
-* latency: bench/results/serving_cost.json (`python -m bench.serving_cost`),
-  score_candidates median and p99 at N = 200 and L in --lengths (default 1024, 4096);
+* AUC (--auc_file): by default count_floor_movielens_user_last.json (`python -m
+  bench.count_floor` on the real MovieLens log, README's split: mean ± std over its
+  seeds, converged budget); report.json (`python -m bench.report`, its "synthetic
+  default" setting) also reads. eta_xla is eta's model with another distance kernel, so
+  it has eta's AUC.
+* latency (--latency_file): by default serving_cost_breakdown.json (`python -m
+  bench.serving_cost --quick --output_name=serving_cost_breakdown`; serving_cost.json,
+  the full grid, also reads), score_candidates median and p99 at N = 200 and L in
+  --lengths (default 1024, 4096);
 * if present: serving_memory.json (`python -m bench.serving_memory`) and
   serving_load.json (`python -m bench.serving_load`) for the memory and throughput lines.
 A model is on the Pareto front at an L when no other model has at least its AUC at no
@@ -52,13 +56,20 @@ def _load(path):
                         "python -m bench.serving_tradeoff --help)") from None
 
 
-def auc_by_model(report: dict, setting: str = SETTING) -> dict:
-  """{model: {"auc", "auc_std", "seeds", "max_len"}} from report.json's rows."""
-  if setting not in report.get("settings", {}):
-    raise TradeoffError(f"report.json: no setting {setting!r} (has "
-                        f"{sorted(report.get('settings', {}))})")
+def auc_by_model(results: dict, setting: str = SETTING) -> dict:
+  """{model: {"auc", "auc_std", "seeds", "max_len"}} from a count_floor output's rows, or
+  from report.json's rows of `setting`."""
+  if "settings" in results:  # report.json
+    if setting not in results["settings"]:
+      raise TradeoffError(f"report.json: no setting {setting!r} (has "
+                          f"{sorted(results['settings'])})")
+    all_rows = results["settings"][setting]["rows"]
+  elif "rows" in results:  # a count_floor output
+    all_rows = [dict(r, max_len=r.get("config", {}).get("max_len")) for r in results["rows"]]
+  else:
+    raise TradeoffError("AUC file: neither report.json's 'settings' nor count_floor's 'rows'")
   groups = {}
-  for row in report["settings"][setting]["rows"]:
+  for row in all_rows:
     groups.setdefault(row["model"], []).append(row)
   out = {}
   for model, rows in groups.items():
@@ -68,6 +79,11 @@ def auc_by_model(report: dict, setting: str = SETTING) -> dict:
     out[model] = {"auc": mean, "auc_std": std, "seeds": len(aucs),
                   "max_len": rows[0].get("max_len")}
   return out
+
+
+def auc_setting(results: dict) -> str:
+  """The name of the data the AUCs were measured on."""
+  return results.get("setting", SETTING)
 
 
 def pareto(points: dict) -> set:
@@ -81,15 +97,17 @@ def pareto(points: dict) -> set:
   return front
 
 
-def tradeoff(report: dict, serving: list, lengths=(1024, 4096), n: int = 200) -> dict:
-  """Rows of (model, AUC, latency per L) and the Pareto front per L."""
+def tradeoff(report: dict, serving: list, lengths=(1024, 4096), n: int = 200,
+             files=("report.json", "serving_cost.json")) -> dict:
+  """Rows of (model, AUC, latency per L) and the Pareto front per L; `files` name the AUC
+  and latency inputs (for the block's header)."""
   auc = auc_by_model(report)
   latency = {(r["model"], r["L"]): r for r in serving if "model" in r and r["N"] == n}
   models = [m for m in dict.fromkeys(r["model"] for r in serving if "model" in r)
             if SAME_WEIGHTS.get(m, m) in auc]
   missing = [(m, length) for m in models for length in lengths if (m, length) not in latency]
   if missing:
-    raise TradeoffError(f"serving_cost.json: no N={n} record for (model, L) {missing}")
+    raise TradeoffError(f"{files[1]}: no N={n} record for (model, L) {missing}")
   rows = []
   for m in models:
     a = auc[SAME_WEIGHTS.get(m, m)]
@@ -104,7 +122,8 @@ def tradeoff(report: dict, serving: list, lengths=(1024, 4096), n: int = 200) ->
                            key=lambda m: next(r[f"median_ms_L{length}"] for r in rows
                                               if r["model"] == m))
             for length in lengths}
-  return {"N": n, "lengths": list(lengths), "setting": SETTING, "rows": rows,
+  return {"N": n, "lengths": list(lengths), "setting": auc_setting(report), "rows": rows,
+          "auc_file": files[0], "latency_file": files[1],
           "eta_signature": report.get("run", {}).get("eta_signature"),
           "pareto": {str(k): v for k, v in fronts.items()}}
 
@@ -158,12 +177,13 @@ def which_model_block(result: dict, serving: list) -> str:
   lengths = result["lengths"]
   run = next((r for r in serving if "machine" in r), None)
   eta = result.get("eta_signature")
-  lines = [f"AUC: `bench/results/report.json` ({result['setting']}, models trained at "
-           f"L={result['rows'][0]['trained_max_len']}"
+  lines = [f"AUC: `bench/results/{result['auc_file']}` ({result['setting']}, models "
+           f"trained at L={result['rows'][0]['trained_max_len']}"
            + (f"; eta = {eta}" if eta else "") + "); latency: "
            f"`{run['command'] if run else 'python -m bench.serving_cost'}` "
-           f"(`bench/results/serving_cost.json`, {run['date'] if run else 'undated'}: the "
-           "models as exported then), " + _machine_line(run, date=False) + ". "
+           f"(`bench/results/{result['latency_file']}`, "
+           f"{run['date'] if run else 'undated'}: the models as exported then, untrained "
+           "weights), " + _machine_line(run, date=False) + ". "
            f"score_candidates, one user, N={result['N']} candidates; ★ = on the Pareto "
            "front (no model is at least as accurate and at most as slow).", "",
            "| model | AUC | " + " | ".join(f"L={length} median / p99 ms" for length in lengths)
@@ -267,8 +287,12 @@ def main(argv=None):
   parser = argparse.ArgumentParser(
       prog="python -m bench.serving_tradeoff", description=__doc__.split("\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  parser.add_argument("--auc_file", default="count_floor_movielens_user_last.json",
+                      help="AUCs: a count_floor output or report.json, in --results_dir")
+  parser.add_argument("--latency_file", default="serving_cost_breakdown.json",
+                      help="latencies: a bench.serving_cost output, in --results_dir")
   parser.add_argument("--results_dir", default=RESULTS,
-                      help="where report.json, serving_cost.json (and serving_memory.json, "
+                      help="where the AUC and latency files (and serving_memory.json, "
                            "serving_load.json) are, and the outputs go")
   parser.add_argument("--lengths", default="1024,4096", help="comma-separated L")
   parser.add_argument("--n", type=int, default=200, help="candidates N")
@@ -280,9 +304,9 @@ def main(argv=None):
     parser.error(f"--lengths: {args.lengths!r}: expected comma-separated integers")
   out = args.results_dir
   try:
-    report = _load(os.path.join(out, "report.json"))
-    serving = _load(os.path.join(out, "serving_cost.json"))
-    result = tradeoff(report, serving, lengths, args.n)
+    report = _load(os.path.join(out, args.auc_file))
+    serving = _load(os.path.join(out, args.latency_file))
+    result = tradeoff(report, serving, lengths, args.n, (args.auc_file, args.latency_file))
   except TradeoffError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -206,7 +206,9 @@ def test_serving_tradeoff_marks_the_pareto_front_and_fills_the_readme(tmp_path):
   readme = tmp_path / "README.md"
   readme.write_text(f"intro\n{serving_tradeoff.README_BEGIN}\nold\n"
                     f"{serving_tradeoff.README_END}\nafter\n")
-  assert serving_tradeoff.main([f"--results_dir={tmp_path}", f"--readme={readme}"]) == 0
+  assert serving_tradeoff.main([f"--results_dir={tmp_path}", f"--readme={readme}",
+                                "--auc_file=report.json",
+                                "--latency_file=serving_cost.json"]) == 0
   result = json.loads((tmp_path / "serving_tradeoff.json").read_text())
   assert result["pareto"] == {"1024": ["din", "sim_hard"],
                               "4096": ["din", "eta_xla", "sim_hard"]}
@@ -226,8 +228,30 @@ def test_serving_tradeoff_names_a_missing_input(tmp_path, capsys):
   from bench import serving_tradeoff  # pylint: disable=g-import-not-at-top
   _tradeoff_inputs(tmp_path)
   os.remove(tmp_path / "serving_cost.json")
-  assert serving_tradeoff.main([f"--results_dir={tmp_path}", "--readme="]) == 2
+  assert serving_tradeoff.main([f"--results_dir={tmp_path}", "--readme=",
+                                "--auc_file=report.json",
+                                "--latency_file=serving_cost.json"]) == 2
   assert f"{tmp_path / 'serving_cost.json'}: not found" in capsys.readouterr().err
+
+
+def test_serving_tradeoff_reads_aucs_from_a_count_floor_output(tmp_path):
+  """The default AUC source: count_floor rows (several seeds per model), grouped by model."""
+  from bench import serving_tradeoff  # pylint: disable=g-import-not-at-top
+  _tradeoff_inputs(tmp_path)
+  rows = [{"model": m, "seed": s, "auc": a, "config": {"max_len": 256}}
+          for m, aucs in {"eta": (0.70, 0.72), "din_long": (0.69, 0.69),
+                          "sim_hard": (0.68, 0.70)}.items() for s, a in enumerate(aucs)]
+  (tmp_path / "floor.json").write_text(json.dumps({"setting": "real log", "rows": rows}))
+  assert serving_tradeoff.main([f"--results_dir={tmp_path}", "--readme=",
+                                "--auc_file=floor.json",
+                                "--latency_file=serving_cost.json"]) == 0
+  result = json.loads((tmp_path / "serving_tradeoff.json").read_text())
+  got = {r["model"]: r for r in result["rows"]}
+  assert set(got) == {"eta", "eta_xla", "din_long", "sim_hard"}  # models with an AUC
+  assert got["eta"]["auc"] == pytest.approx(0.71) and got["eta"]["seeds"] == 2
+  assert got["eta"]["auc_std"] == pytest.approx(0.01414, abs=1e-4)
+  assert got["eta"]["trained_max_len"] == 256 and result["setting"] == "real log"
+  assert result["auc_file"] == "floor.json"
 
 
 def test_pareto_keeps_ties_and_drops_dominated_points():
