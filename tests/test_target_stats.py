@@ -43,6 +43,63 @@ def test_target_stats_equal_numpy_reference():
   assert (got >= 0).all() and (got <= 1 + 1e-6).all()
 
 
+def _direct(*args):
+  """target_stats through its N x L comparisons (a known N below the sorted path's)."""
+  hist_items, hist_cats, times, valid, items, cats, now = args
+  out = [ts.target_stats(hist_items, hist_cats, times, valid, items[:, i:i + 1],
+                         cats[:, i:i + 1], now) for i in range(items.shape[1])]
+  return tf.concat(out, axis=1).numpy()
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_many_candidates_take_the_sorted_path_with_the_same_values(dynamic):
+  """N >= MIN_SORTED_CANDIDATES (or unknown N, as at serving): one sort of the history per
+  field. Equal to the N x L path on hostile histories (timestamps out of order, padding
+  inside the history with nonzero ids, category 0 on real behaviors, candidate ids 0 and
+  never seen, all-padding and empty histories) and to the numpy reference on ordered ones."""
+  rng = np.random.default_rng(3)
+  batch, length, n = 5, 40, 24
+  items = rng.integers(1, 12, (batch, length))
+  cats = rng.integers(0, 4, (batch, length))
+  times = np.sort(rng.integers(0, 10 ** 6, (batch, length)), axis=1)
+  valid = items > 0
+  items[1, :10] = 0                    # left padding
+  valid = items > 0
+  cand_items = rng.integers(0, 15, (batch, n))
+  cand_items[:, 0] = 0                 # id 0: matches only padding, which never counts
+  cand_cats = rng.integers(0, 5, (batch, n))
+  now = times.max(axis=1) + rng.integers(0, 5000, batch)
+  now[2] = times[2].min()              # gaps clipped at 0
+  items[4] = 0                         # a user without history
+  valid = items > 0
+  args = [tf.constant(x, tf.int64) for x in (items, cats, times)] + [tf.constant(valid)] + \
+         [tf.constant(x, tf.int64) for x in (cand_items, cand_cats, now)]
+  assert n >= ts.MIN_SORTED_CANDIDATES
+
+  def sorted_path(*a):
+    return ts.target_stats(*a)
+  if dynamic:
+    spec = [tf.TensorSpec([None, length], tf.int64)] * 3 + [
+        tf.TensorSpec([None, length], tf.bool)] + [tf.TensorSpec([None, None], tf.int64)] * 2 + [
+            tf.TensorSpec([None], tf.int64)]
+    sorted_path = tf.function(sorted_path, input_signature=spec)
+  got = sorted_path(*args).numpy()
+  np.testing.assert_allclose(got, _direct(*args), atol=1e-6)
+  want = ts.target_stats_reference(items, cats, times, cand_items, cand_cats, now)
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  assert (want[:, :, 1] == 1).any() and (want[:, :, 1] == 0).any()
+  # Timestamps out of order and padding with nonzero ids: the same values as N x L.
+  shuffled = times.copy()
+  rng.shuffle(shuffled.T)
+  hostile_valid = valid & (rng.random(valid.shape) < 0.8)
+  args[2], args[3] = tf.constant(shuffled, tf.int64), tf.constant(hostile_valid)
+  np.testing.assert_allclose(sorted_path(*args).numpy(), _direct(*args), atol=1e-6)
+  # A zero-width history (L = 0): what the N x L path gives.
+  empty = [tf.zeros([2, 0], tf.int64)] * 3 + [tf.zeros([2, 0], tf.bool)] + [
+      tf.constant(rng.integers(0, 5, (2, n)), tf.int64)] * 2 + [tf.constant([5, 6], tf.int64)]
+  np.testing.assert_allclose(ts.target_stats(*empty).numpy(), _direct(*empty), atol=1e-6)
+
+
 def test_target_stats_hand_computed():
   # L = 4: items [0, 7, 5, 7] at t = [0, 60, 120, 180] s; candidate 7 at t = 3720 s.
   got = ts.target_stats(tf.constant([[0, 7, 5, 7]], tf.int64),
