@@ -9,20 +9,26 @@ import os
 
 import numpy as np
 
+from eta_tf import config as config_lib
 from eta_tf import presets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Old row name -> preset name, for rows without a "preset" key.
-LEGACY_ROW_NAMES = {"eta": "eta_paper", "eta_category_first": "eta"}
+LEGACY_ROW_NAMES = {"eta": "eta_paper", "eta_category_first": "eta_no_summary"}
 
 
 def migrate_rows(rows) -> list:
-  """Rows with preset names: legacy rows (no "preset") renamed by LEGACY_ROW_NAMES."""
+  """Rows under today's preset names: a row with its config is named by the preset that
+  config is (presets.preset_of: a preset's meaning is pinned, a row's name when it ran may
+  have meant another config); legacy rows (no "preset", no config) by LEGACY_ROW_NAMES."""
   out = []
   for row in rows:
-    if "preset" not in row and row["model"] in LEGACY_ROW_NAMES:
-      row = {**row, "model": LEGACY_ROW_NAMES[row["model"]]}
-    out.append(row)
+    name = None
+    if "config" in row:
+      name = presets.preset_of(config_lib.ModelConfig.from_dict(row["config"]))
+    elif "preset" not in row:
+      name = LEGACY_ROW_NAMES.get(row["model"])
+    out.append({**row, "model": name} if name and name != row["model"] else row)
   return out
 
 
@@ -161,9 +167,7 @@ def _gap_cell(gap, least=None) -> str:
 # Columns of default_table beside the targets: (header, minuend, subtrahend).
 # The oracle's gaps say whether a target is within reach of any k-behavior retrieval.
 DEFAULT_TABLE_EXTRA = (("− eta_paper (item-only)", PRODUCT_VARIANT, "eta_paper"),
-                       ("eta_summary − default", "eta_summary", PRODUCT_VARIANT),
-                       ("eta_summary − din_long", "eta_summary", "din_long"),
-                       ("eta_summary − sim_hard", "eta_summary", "sim_hard"),
+                       ("− eta_no_summary", PRODUCT_VARIANT, "eta_no_summary"),
                        ("oracle − default", "eta_oracle", PRODUCT_VARIANT),
                        ("oracle − din_long", "eta_oracle", "din_long"),
                        ("oracle − sim_hard", "eta_oracle", "sim_hard"),

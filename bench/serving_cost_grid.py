@@ -27,7 +27,7 @@ from eta_tf.testing import random_samples
 # beside the default eta (eta_xla its distance pass under XLA, eta_paper the item-only
 # signature, eta_attention_hash the experiment hashing the attention's projections).
 MODELS = ("eta", "eta_xla", "din_long", "din", "sim_hard", "avg", "sdim", "eta_paper",
-          "eta_attention_hash", "eta_summary")
+          "eta_attention_hash", "eta_no_summary")
 
 
 def model_config(name: str, length: int) -> ModelConfig:

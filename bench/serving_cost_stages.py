@@ -16,7 +16,7 @@ fetching one element of its outputs), for bench.interleaved_timing:
   gather              the retrieved behaviors' keys / values per candidate
   attention           query projection, attention, retrieval statistics (eta);
                       avg / sdim: their pooling block
-  history_summary     eta_summary: the per-user summary of the whole history (once per
+  history_summary     eta: the per-user summary of the whole history (once per
                       request, broadcast to the N candidates)
   tower               short-term attention, DCN cross and MLP, sigmoid
   call_overhead       an empty tf.function call (subtracted from every stage above)

@@ -186,17 +186,20 @@ class ModelConfig(_Config):
                            "(eta_tf/experimental: retrieval controls and options measured "
                            "and rejected; docs/DESIGN.md §5). Empty: the product.")
 
-  history_summary: str = option("none", "eta: a per-user summary of the whole long "
+  history_summary: str = option("attention", "eta: a per-user summary of the whole long "
                                 "history for the tower, computed once per request (not per "
                                 "candidate; eta_tf/models/history_summary.py): attention "
                                 "(masked mean of the behaviors and num_heads learned queries "
-                                "attending over all L), mean (the masked mean only) or none.",
+                                "attending over all L), mean (the masked mean only) or none. "
+                                "Other models have none.",
                                 choices=HISTORY_SUMMARIES)
 
   def __post_init__(self):
     self.mlp_units = tuple(int(u) for u in self.mlp_units)
     self.hamming_xla = bool(self.hamming_xla)
     self.target_stats = bool(self.target_stats)
+    if self.model != "eta":  # the summary is eta's: a saved config says what was built
+      self.history_summary = "none"
     self.validate()
 
   @property

@@ -27,18 +27,20 @@ _ITEM = dict(model="eta", signature_fields="item", signature_distance="sum", exp
 _CATEGORY_FIRST = dict(model="eta", signature_fields="item_category",
                        signature_distance="category_first", experiment="",
                        history_summary="none")
+_DEFAULT = {**_CATEGORY_FIRST, "history_summary": "attention"}
 
 _PRESETS = [
     Preset("eta", "ETA, the default: SimHash(item) ‖ SimHash(category) signatures, "
-           "Hamming top-k ranked category distance first, then attention over the k.",
-           _CATEGORY_FIRST),
-    Preset("eta_paper", "ETA as in the paper: SimHash of the item embedding alone.",
-           _ITEM),
-    Preset("eta_summary", "eta plus a per-user summary of the whole long history for the "
-           "tower (masked mean and learned-query attention over all L), computed once per "
-           "request, not per candidate.", {**_CATEGORY_FIRST, "history_summary": "attention"}),
+           "Hamming top-k ranked category distance first, then attention over the k; and a "
+           "per-user summary of the whole long history for the tower (masked mean and "
+           "learned-query attention over all L), computed once per request, not per "
+           "candidate.", _DEFAULT),
+    Preset("eta_no_summary", "eta without the per-user summary: the per-candidate "
+           "retrieval and attention alone.", _CATEGORY_FIRST),
+    Preset("eta_paper", "ETA as in the paper: SimHash of the item embedding alone, no "
+           "summary.", _ITEM),
     Preset("eta_xla", "eta with the Hamming distance pass under XLA (TF Serving needs "
-           "--xla_cpu_compilation_enabled=true).", {**_CATEGORY_FIRST, "hamming_xla": True}),
+           "--xla_cpu_compilation_enabled=true).", {**_DEFAULT, "hamming_xla": True}),
     Preset("din", "DIN: attention over the short history only.", dict(model="din")),
     Preset("din_long", "DIN(long): full target attention over all L behaviors.",
            dict(model="din_long")),

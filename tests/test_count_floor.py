@@ -33,14 +33,21 @@ def test_model_names_are_presets(count_floor):
 
 def test_legacy_rows_are_read_under_preset_names(count_floor, tmp_path):
   """Rows written before presets (no "preset" key): `eta` was item-only (eta_paper),
-  `eta_category_first` the default (eta); rows with a preset keep their name."""
+  `eta_category_first` the default before the summary (eta_no_summary); rows with a
+  config are named by it; rows with a preset but no config keep their name."""
   import json  # pylint: disable=g-import-not-at-top
+  from eta_tf import presets  # pylint: disable=g-import-not-at-top
+  no_summary = presets.model_config("eta_no_summary").to_dict()
+  default = presets.model_config("eta").to_dict()
   rows = [{"model": "eta", "seed": 0}, {"model": "eta_category_first", "seed": 0},
-          {"model": "din_long", "seed": 0}, {"model": "eta", "preset": "eta", "seed": 1}]
+          {"model": "din_long", "seed": 0}, {"model": "eta", "preset": "eta", "seed": 1},
+          # Rows with their config: named by the preset that config is today.
+          {"model": "eta", "preset": "eta", "seed": 2, "config": no_summary},
+          {"model": "eta_summary", "preset": "eta_summary", "seed": 2, "config": default}]
   path = tmp_path / "old.json"
   path.write_text(json.dumps({"setting": "s", "rows": rows}))
   assert [r["model"] for r in cfs.load(str(path))["rows"]] == [
-      "eta_paper", "eta", "din_long", "eta"]
+      "eta_paper", "eta_no_summary", "din_long", "eta", "eta_no_summary", "eta"]
 
 
 def test_merge_keeps_each_model_seed_once(count_floor, tmp_path):
@@ -107,7 +114,7 @@ def test_target_lines_and_rendered_file(count_floor, tmp_path):
   # The default eta's row: targets with verdicts, then the comparisons without; a pair
   # that has no rows is '-', fewer than 5 seeds is named.
   row = ("| x (0.8320, sd 0.0016, 5) | +0.0100 ± 0.0000 met | +0.0050 ± 0.0000 met | "
-         "+0.1320 ± 0.0007 met | +0.0300 ± 0.0000 | - | - | - | - | - | - | - |")
+         "+0.1320 ± 0.0007 met | +0.0300 ± 0.0000 | - | - | - | - | - |")
   assert row in cfs.default_table([str(path)]).splitlines() and row in text
   assert cfs._gap_cell({"mean": 0.01, "se": 0.002, "seeds": 3}, 0.0) == \
       "+0.0100 ± 0.0020 (3 seeds)"

@@ -244,7 +244,7 @@ def test_every_experiment_has_a_preset_and_a_block():
   for name in experimental.EXPERIMENTAL_BLOCKS:
     block = build_model(presets.model_config(name, **SMALL)).long_block
     assert type(block) is experimental.EXPERIMENTAL_BLOCKS[name]
-  assert presets.PRODUCT == ("eta", "eta_paper", "eta_summary", "eta_xla", "din",
+  assert presets.PRODUCT == ("eta", "eta_no_summary", "eta_paper", "eta_xla", "din",
                              "din_long", "sim_hard", "avg", "sdim")
   with pytest.raises(ConfigError, match="preset='nope'"):
     presets.model_config("nope")

@@ -104,7 +104,7 @@ MODEL_CONFIGS = [(name, {}) for name in MODEL_NAMES] + [
     ("eta", {"signature_distance": "sum"}),
     ("eta", {"target_stats": False}),
     ("din_long", {"target_stats": False}),
-    ("eta", {"history_summary": "attention"}),
+    ("eta", {"history_summary": "none"}),
     ("eta", {"history_summary": "mean"}),
 ]
 
