@@ -270,7 +270,7 @@ def test_stage_tables_name_every_stage():
               "stage_sum_ms": 5.0 - 0.0}]
   text = serving_cost_summary.stage_markdown(records)
   assert text.splitlines()[2] == ("| 1024 | 200 | din_long | 0.50 | - | 1.00 | 0.30 | - | - "
-                                  "| - | 2.50 | 0.70 | 5.00 | 5.00 |")
+                                  "| - | 2.50 | - | 0.70 | 5.00 | 5.00 |")
   lines = serving_cost_summary.stage_lines(records)
   assert "score_candidates by stage" in lines[1] and lines[-1].split()[2] == "din_long"
 
