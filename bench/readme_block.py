@@ -39,8 +39,8 @@ def stage_block(records, models=("eta", "din_long", "sim_hard")) -> str:
   before, after = run["load_before"][0], run["load_after"][0]
   return (f"`{run['command']}` (`bench/results/serving_cost_breakdown.json`, "
           f"{run['date']}), {run['machine']['summary']}; load average (1 min) "
-          f"{before:.2f} before, {after:.2f} after: a loaded, shared machine, so single "
-          "stages carry the neighbours' noise. Median ms of each stage of "
+          f"{before:.2f} before, {after:.2f} after (a shared machine: single "
+          "stages carry the neighbours' noise). Median ms of each stage of "
           "`score_candidates` (each a tf.function of its own, timed in the same "
           "interleaved rounds as the model's own session call; '-': the model has no "
           "such stage), their sum, and the model's latency through the session loader:\n\n"
