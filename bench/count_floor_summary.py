@@ -214,7 +214,9 @@ MODEL_LEGEND = "Model names are presets (eta_tf/presets.py):\n\n" + presets.lege
     ETA_VARIANTS + ("din_long", "sim_hard")) + """
 
 Rows of results files written before presets existed are read with their names then:
-""" + ", ".join(f"`{old}` as `{new}`" for old, new in LEGACY_ROW_NAMES.items()) + """.
+""" + ", ".join(f"`{old}` as `{new}`" for old, new in LEGACY_ROW_NAMES.items()) + """;
+the commands name today's presets (rows whose preset was renamed since are listed under
+the preset their config is now).
 Diagnostics of the retrieved k: overlap with the exact inner-product top-k, attention
 recall (share of the model's full attention mass on the k), share at distance 0, share
 of the candidate's category.

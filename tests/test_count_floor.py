@@ -143,3 +143,20 @@ def test_extending_an_output_needs_its_weight_average():
   with pytest.raises(SystemExit, match=r"--weight_average=0.99: out.json holds rows "
                                        r"trained with weight_average=\[0.0\]"):
     count_floor.check_same_protocol(old, 0.99, "out.json")
+
+
+def test_committed_commands_name_existing_presets():
+  """Every command a results file lists must run today: its --models are presets."""
+  import glob
+  import json
+  import re
+
+  from eta_tf import presets
+  for path in glob.glob(os.path.join(ROOT, "bench", "results", "count_floor_*.json")):
+    with open(path) as f:
+      results = json.load(f)
+    commands = results.get("commands") or [results.get("command") or ""]
+    for command in commands:
+      for models in re.findall(r"--models=([\w,]+)", command):
+        unknown = [m for m in models.split(",") if m not in presets.PRESETS]
+        assert not unknown, (os.path.basename(path), unknown)
