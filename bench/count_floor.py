@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+import uuid
 
 from eta_tf import baselines  # (eta_tf first: sets tf-keras before TF)
 from eta_tf import config as config_lib
@@ -49,22 +50,24 @@ FIT, VAL = "fit", "val"
 
 def split_train_users(data_dir: str, out_dir: str, val_every: int) -> str:
   """Writes train records of users with user_id % val_every == 0 to <out>/val, the rest
-  to <out>/fit; returns a make_dataset pattern with "{split}"."""
+  to <out>/fit; returns a make_dataset pattern with "{split}". Each writer has its own
+  partial file (a random name), so runs started side by side on the same setting
+  each write a whole split and the last rename wins with identical bytes."""
   pattern = os.path.join(out_dir, "{split}", "part-0.tfrecord.gz")
   if all(os.path.exists(pattern.format(split=s)) for s in (FIT, VAL)):
     return pattern
   options = tf.io.TFRecordOptions(compression_type="GZIP")
-  writers = {}
+  writers, partial = {}, f".partial-{uuid.uuid4().hex}"
   for s in (FIT, VAL):
     os.makedirs(os.path.join(out_dir, s), exist_ok=True)
-    writers[s] = tf.io.TFRecordWriter(pattern.format(split=s) + ".partial", options)
+    writers[s] = tf.io.TFRecordWriter(pattern.format(split=s) + partial, options)
   files = data.record_files(data_dir, F.TRAIN_SPLIT)
   for serialized in tf.data.TFRecordDataset(files, compression_type="GZIP"):
     user = int(data.parse_record(serialized)[F.USER_ID].numpy().reshape(-1)[0])
     writers[VAL if user % val_every == 0 else FIT].write(serialized.numpy())
   for s, writer in writers.items():
     writer.close()
-    os.replace(pattern.format(split=s) + ".partial", pattern.format(split=s))
+    os.replace(pattern.format(split=s) + partial, pattern.format(split=s))
   return pattern
 
 

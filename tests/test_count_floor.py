@@ -160,3 +160,40 @@ def test_committed_commands_name_existing_presets():
       for models in re.findall(r"--models=([\w,]+)", command):
         unknown = [m for m in models.split(",") if m not in presets.PRESETS]
         assert not unknown, (os.path.basename(path), unknown)
+
+
+def test_validation_split_side_by_side_runs(count_floor, small_data_dir, tmp_path):
+  """Two runs splitting the same setting at once: each writes its own partial file, the
+  split holds every train record once (val users are user_id % val_every == 0), and no
+  partial file is left."""
+  import threading
+
+  import tensorflow as tf
+
+  from eta_tf import data
+  from eta_tf import features as F
+
+  out_dir = str(tmp_path / "split")
+  errors = []
+
+  def split():
+    try:
+      count_floor.split_train_users(small_data_dir, out_dir, 3)
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+  threads = [threading.Thread(target=split) for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert not errors
+
+  def users(files):
+    return [int(data.parse_record(r)[F.USER_ID].numpy().reshape(-1)[0])
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+  train = users(data.record_files(small_data_dir, F.TRAIN_SPLIT))
+  fit = users([os.path.join(out_dir, "fit", "part-0.tfrecord.gz")])
+  val = users([os.path.join(out_dir, "val", "part-0.tfrecord.gz")])
+  assert sorted(fit + val) == sorted(train)
+  assert val and all(u % 3 == 0 for u in val) and all(u % 3 for u in fit)
+  assert sorted(os.listdir(os.path.join(out_dir, "fit"))) == ["part-0.tfrecord.gz"]
