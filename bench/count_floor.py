@@ -97,11 +97,15 @@ def merge(output: str, inputs) -> dict:
 
 
 def train_early_stopped(config, data_dir, split_pattern, seed, args, train_counts):
-  """One model: fit epoch by epoch, keep the best validation AUC, evaluate on eval."""
+  """One model: fit epoch by epoch, keep the best validation AUC, evaluate on eval.
+
+  The seed fixes two things: the initial weights (--init_seed) and the order of the
+  training samples (--data_seed); either flag pins its part for every seed of the run."""
   tf.keras.backend.clear_session()
-  tf.keras.utils.set_random_seed(seed)
+  tf.keras.utils.set_random_seed(seed if args.init_seed is None else args.init_seed)
+  data_seed = seed if args.data_seed is None else args.data_seed
   fit_ds = data.make_dataset(split_pattern, FIT, config.max_len, args.batch_size,
-                             shuffle=True, seed=seed, repeat=True, include_user_id=False,
+                             shuffle=True, seed=data_seed, repeat=True, include_user_id=False,
                              drop_remainder=True)
   val_ds = data.make_dataset(split_pattern, VAL, config.max_len, args.batch_size,
                              shuffle=False)
@@ -192,6 +196,12 @@ def main(argv=None):
                            "weights, as rows without a weight_average key were trained)")
   parser.add_argument("--eval_history", type=int, default=0,
                       help="1: also record the eval AUC after every epoch")
+  parser.add_argument("--init_seed", type=int, default=None,
+                      help="initial weights of every run from this seed (default: the "
+                           "run's seed); with --seeds varying, only the data order varies")
+  parser.add_argument("--data_seed", type=int, default=None,
+                      help="training sample order of every run from this seed (default: "
+                           "the run's seed); with --seeds varying, only the init varies")
   args = parser.parse_args(argv)
 
   split_dir = os.path.join(args.work_dir, "val_split_" + args.setting.replace(" ", "_"))
@@ -216,6 +226,8 @@ def main(argv=None):
       result = train_early_stopped(config, args.data_dir, pattern, seed, args, train_counts)
       row = {"model": name, "preset": name, "config": config.to_dict(), "seed": seed,
              "weight_average": args.weight_average, **result}
+      row.update({key: getattr(args, key) for key in ("init_seed", "data_seed")
+                  if getattr(args, key) is not None})
       print(json.dumps({k: v for k, v in row.items() if k not in ("heuristics", "config")}),
             flush=True)
       rows.append(row)
