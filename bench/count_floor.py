@@ -7,9 +7,9 @@ r"""Do the long-history models beat what a count knows?
   python -m bench.count_floor --render A.json     # A's tables on stdout
 
 For one pipeline output (pipelines.build_dataset), per model seed and model: trains with
-early stopping on a validation slice of the train split (the train records of 1 in
---val_every users, held out from fitting; never the eval split), restores the epoch with
-the best validation AUC, then evaluates on the eval split: AUC, GAUC, logloss, the
+early stopping on a validation split of train (the train records of 1 in --val_every
+users, held out from fitting; never the eval split; all of it by default, up to 10
+epochs, patience 2), restores the epoch with the best validation AUC, then evaluates on the eval split: AUC, GAUC, logloss, the
 training-free baselines of eta_tf.baselines on the same eval samples, and for eta the
 retrieval diagnostics. Model names are presets (eta_tf/presets.py: eta, eta_paper,
 din_long, sim_hard, ... and the experimental eta_oracle, eta_random, ...): each row
@@ -82,6 +82,9 @@ def merge(output: str, inputs) -> dict:
   settings = {r["setting"] for r in results}
   if len(settings) != 1:
     raise SystemExit(f"--merge: inputs hold different settings {sorted(settings)}")
+  for path, r in zip(inputs[1:], results[1:]):
+    check_same_flags(results[0].get("args"), r.get("args") or results[0].get("args") or {},
+                     path)
   rows, seen, commands = [], set(), []
   for r in results:
     commands += [c for c in r.get("commands") or [r["command"]] if c not in commands]
@@ -91,6 +94,8 @@ def merge(output: str, inputs) -> dict:
         rows.append(row)
   merged = {"setting": results[0]["setting"], "data_dir": results[0]["data_dir"],
             "commands": commands, "summary": summarize(rows), "rows": rows}
+  if results[0].get("args"):
+    merged["args"] = results[0]["args"]
   with open(output, "w") as f:
     json.dump(merged, f, indent=2)
   return merged
@@ -124,7 +129,7 @@ def train_early_stopped(config, data_dir, split_pattern, seed, args, train_count
     model.fit(fit_ds, epochs=1, steps_per_epoch=args.steps, verbose=0,
               callbacks=[average] if average else [])
     with average.swapped() if average else contextlib.nullcontext():
-      val = training.evaluate(model, val_ds, args.val_steps)["auc"]
+      val = training.evaluate(model, val_ds, args.val_steps or None)["auc"]
       history.append(val)
       if args.eval_history:
         eval_history.append(training.evaluate(model, eval_ds, args.eval_steps)["auc"])
@@ -156,6 +161,25 @@ def check_same_protocol(rows, weight_average: float, output: str):
                      "write another --output")
 
 
+# The flags that make two runs' rows comparable (paired by seed): extending an output or
+# merging side runs needs the same values.
+PROTOCOL_FLAGS = ("max_len", "short_len", "top_k", "batch_size", "steps", "max_epochs",
+                  "patience", "val_steps", "val_every", "learning_rate",
+                  "embedding_learning_rate", "target_stats", "init_seed", "data_seed")
+
+
+def check_same_flags(previous_args, args: dict, output: str):
+  """SystemExit naming each flag whose value differs from the one `output` was written
+  with (files without recorded args are not checked)."""
+  if not previous_args:
+    return
+  differ = [f"--{k}={args.get(k)} (the file's: {previous_args.get(k)})"
+            for k in PROTOCOL_FLAGS if k in previous_args and previous_args.get(k) != args.get(k)]
+  if differ:
+    raise SystemExit(f"{output} was trained with other flags: {'; '.join(differ)}; pass the "
+                     "file's values to extend it, or write another --output")
+
+
 def main(argv=None):
   if (argv if argv is not None else sys.argv[1:])[:1] == ["--render"]:
     paths = (argv if argv is not None else sys.argv[1:])[1:]
@@ -183,9 +207,12 @@ def main(argv=None):
   parser.add_argument("--top_k", type=int, default=48)
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--steps", type=int, default=150, help="steps per epoch")
-  parser.add_argument("--max_epochs", type=int, default=4)
-  parser.add_argument("--patience", type=int, default=1)
-  parser.add_argument("--val_steps", type=int, default=20)
+  parser.add_argument("--max_epochs", type=int, default=10)
+  parser.add_argument("--patience", type=int, default=2,
+                      help="epochs without a better validation AUC before stopping")
+  parser.add_argument("--val_steps", type=int, default=0,
+                      help="validation batches per epoch (0: the whole validation split; "
+                           "a slice lets noise pick the epoch kept)")
   parser.add_argument("--eval_steps", type=int, default=None)
   parser.add_argument("--learning_rate", type=float, default=2e-3)
   parser.add_argument("--embedding_learning_rate", type=float, default=0.5)
@@ -213,6 +240,7 @@ def main(argv=None):
     rows = previous["rows"]
     commands = previous.get("commands") or [previous["command"]]
     check_same_protocol(rows, args.weight_average, args.output)
+    check_same_flags(previous.get("args"), vars(args), args.output)
   command = "python -m bench.count_floor " + " ".join(sys.argv[1:] if argv is None else argv)
   commands += [] if command in commands else [command]
   done = {(r["model"], r["seed"]) for r in rows}

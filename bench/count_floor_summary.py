@@ -203,6 +203,7 @@ RESULTS = os.path.join(HERE, "results")
 # The settings of COUNT_FLOOR.md, in order (files under bench/results/).
 RENDERED = ("count_floor_movielens_user_last.json",
             "count_floor_synthetic_default_weight_average.json",
+            "count_floor_synthetic_default_converged.json",
             "count_floor_synthetic_harder_weight_average.json",
             "count_floor_taobao_calibrated_weight_average.json",
             "count_floor_movielens_weight_average.json",
@@ -229,8 +230,9 @@ standard deviation over seeds, training with early stopping on a validation slic
 train split; heuristic rows are training-free scores on the same eval samples. Rows
 record their `weight_average`: the harness default (0.99, as the trainer's) validates and
 keeps the moving average of the weights (eta_tf/models/weight_average.py); rows without
-the key kept the last step's weights. The first five sections (movielens_user_last and
-the *_weight_average ones) are the current protocol and data; the sections after them
+the key kept the last step's weights. The first six sections (movielens_user_last, the
+*_weight_average ones, and synthetic_default_converged: the same protocol with up to 10
+epochs and patience 2) are the current protocol and data; the sections after them
 were measured earlier (last-step weights; the matched-negative logs on an earlier
 sampler) and are kept for the comparisons they hold.
 """ + MODEL_LEGEND + """

@@ -145,6 +145,27 @@ def test_extending_an_output_needs_its_weight_average():
     count_floor.check_same_protocol(old, 0.99, "out.json")
 
 
+def test_extending_or_merging_needs_the_same_training_flags(count_floor, tmp_path):
+  """Rows are paired by seed: an output written at --patience=1 --val_steps=20 is not
+  extended, nor merged with, runs at other values; the message names each flag."""
+  import json  # pylint: disable=g-import-not-at-top
+  written = {"patience": 1, "val_steps": 20, "max_epochs": 4, "steps": 150}
+  count_floor.check_same_flags(None, {"patience": 2}, "out.json")  # no recorded args
+  count_floor.check_same_flags(written, dict(written, models="sim_hard"), "out.json")
+  with pytest.raises(SystemExit, match=r"--patience=2 \(the file's: 1\); --val_steps=0 "
+                                       r"\(the file's: 20\)"):
+    count_floor.check_same_flags(written, dict(written, patience=2, val_steps=0), "out.json")
+
+  def write(name, args):
+    path = tmp_path / name
+    path.write_text(json.dumps({"setting": "s", "data_dir": "d", "commands": [name],
+                                "args": args, "rows": []}))
+    return str(path)
+  with pytest.raises(SystemExit, match="--max_epochs=10"):
+    count_floor.merge(str(tmp_path / "out.json"), [write("a", written),
+                                                   write("b", dict(written, max_epochs=10))])
+
+
 def test_committed_commands_name_existing_presets():
   """Every command a results file lists must run today: its --models are presets."""
   import glob
