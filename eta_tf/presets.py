@@ -49,6 +49,9 @@ _PRESETS = [
     Preset("avg", "Mean pooling of the long history.", dict(model="avg")),
     Preset("sdim", "SDIM: hash-bucket sampling of behaviors, no attention.",
            dict(model="sdim")),
+    Preset("eta_mean_summary", "Experiment: eta with the masked mean of the behaviors as "
+           "its per-user summary (no learned-query attention).",
+           {**_DEFAULT, "history_summary": "mean"}, True),
     Preset("eta_fields", "eta's item ‖ category signatures, distances added (rejected "
            "ranking).", {**_CATEGORY_FIRST, "signature_distance": "sum"}, True),
     Preset("eta_random", "Control: exact-item matches, then a fixed pseudo-random k (the "
