@@ -36,8 +36,8 @@ def converged_summary(paths) -> list:
   if not paths:
     return []
   return ["Converged comparison (`python -m bench.count_floor`: early stopping on a "
-          "validation slice of train; paired AUC gaps, mean ± standard error over seeds) "
-          "of today's default eta; \"met\" = the gap clears its target (" + TARGETS + "):",
+          "validation split of train (held-out users); paired AUC gaps, mean ± standard "
+          "error over seeds) of today's default eta; \"met\" = the gap clears its target (" + TARGETS + "):",
           "", count_floor.default_table(paths), ""]
 
 
