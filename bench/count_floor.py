@@ -107,8 +107,9 @@ def train_early_stopped(config, data_dir, split_pattern, seed, args, train_count
   The seed fixes two things: the initial weights (--init_seed) and the order of the
   training samples (--data_seed); either flag pins its part for every seed of the run."""
   tf.keras.backend.clear_session()
-  tf.keras.utils.set_random_seed(seed if args.init_seed is None else args.init_seed)
-  data_seed = seed if args.data_seed is None else args.data_seed
+  init_seed, data_seed = (getattr(args, key, None) for key in ("init_seed", "data_seed"))
+  tf.keras.utils.set_random_seed(seed if init_seed is None else init_seed)
+  data_seed = seed if data_seed is None else data_seed
   fit_ds = data.make_dataset(split_pattern, FIT, config.max_len, args.batch_size,
                              shuffle=True, seed=data_seed, repeat=True, include_user_id=False,
                              drop_remainder=True)
