@@ -9,13 +9,13 @@ r"""Do the long-history models beat what a count knows?
 For one pipeline output (pipelines.build_dataset), per model seed and model: trains with
 early stopping on a validation split of train (the train records of 1 in --val_every
 users, held out from fitting; never the eval split; all of it by default, up to 10
-epochs, patience 2), restores the epoch with the best validation AUC, then evaluates on the eval split: AUC, GAUC, logloss, the
-training-free baselines of eta_tf.baselines on the same eval samples, and for eta the
-retrieval diagnostics. Model names are presets (eta_tf/presets.py: eta, eta_paper,
-din_long, sim_hard, ... and the experimental eta_oracle, eta_random, ...): each row
-records its preset and full config. Writes every row and the paired differences (mean ±
-standard error over seeds) of eta against each other model and against the best
-heuristic (bench/count_floor_summary.py).
+epochs, patience 2), restores the epoch with the best validation AUC, then evaluates on
+the eval split: AUC, GAUC, logloss, the training-free baselines of eta_tf.baselines on
+the same eval samples, and for eta the retrieval diagnostics. Model names are presets
+(eta_tf/presets.py: eta, eta_paper, din_long, sim_hard, ... and the experimental
+eta_oracle, eta_random, ...): each row records its preset and full config. Writes every
+row and the paired differences (mean ± standard error over seeds) of eta against each
+other model and against the best heuristic (bench/count_floor_summary.py).
 """
 import argparse
 import contextlib
@@ -83,8 +83,8 @@ def merge(output: str, inputs) -> dict:
   if len(settings) != 1:
     raise SystemExit(f"--merge: inputs hold different settings {sorted(settings)}")
   for path, r in zip(inputs[1:], results[1:]):
-    check_same_flags(results[0].get("args"), r.get("args") or results[0].get("args") or {},
-                     path)
+    if r.get("args"):  # side runs that recorded their flags: the same as the first's
+      check_same_flags(results[0].get("args"), r["args"], path)
   rows, seen, commands = [], set(), []
   for r in results:
     commands += [c for c in r.get("commands") or [r["command"]] if c not in commands]
@@ -174,8 +174,8 @@ def check_same_flags(previous_args, args: dict, output: str):
   with (files without recorded args are not checked)."""
   if not previous_args:
     return
-  differ = [f"--{k}={args.get(k)} (the file's: {previous_args.get(k)})"
-            for k in PROTOCOL_FLAGS if k in previous_args and previous_args.get(k) != args.get(k)]
+  differ = [f"--{k}={args.get(k)} (the file's: {previous_args[k]})" for k in PROTOCOL_FLAGS
+            if k in previous_args and previous_args[k] != args.get(k)]
   if differ:
     raise SystemExit(f"{output} was trained with other flags: {'; '.join(differ)}; pass the "
                      "file's values to extend it, or write another --output")

@@ -37,7 +37,8 @@ def converged_summary(paths) -> list:
     return []
   return ["Converged comparison (`python -m bench.count_floor`: early stopping on a "
           "validation split of train (held-out users); paired AUC gaps, mean ± standard "
-          "error over seeds) of today's default eta; \"met\" = the gap clears its target (" + TARGETS + "):",
+          "error over seeds) of today's default eta; \"met\" = the gap clears its target ("
+          + TARGETS + "):",
           "", count_floor.default_table(paths), ""]
 
 
