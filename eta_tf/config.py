@@ -133,7 +133,7 @@ class ModelConfig(_Config):
   # `experiment` in from_dict.
   FIELDS_ADDED_LATER = {"target_stats": False, "signature_fields": "item",
                         "signature_distance": "category_first", "experiment": "",
-                        "history_summary": "none"}
+                        "history_summary": "none", "summary_dropout": 0.0}
 
   model: str = option("eta", "Which model to train; only the long-history block differs.",
                       choices=MODEL_NAMES)
@@ -193,6 +193,11 @@ class ModelConfig(_Config):
                                 "attending over all L), mean (the masked mean only) or none. "
                                 "Other models have none.",
                                 choices=HISTORY_SUMMARIES)
+  summary_dropout: float = option(0.5, "eta: the share of training samples whose per-user "
+                                  "summary is zeros (what a user without history gets), so "
+                                  "that the tower keeps scoring from the retrieved "
+                                  "behaviors and does not lean on the summary alone; "
+                                  "never at serving. Not read with history_summary=none.")
 
   def __post_init__(self):
     self.mlp_units = tuple(int(u) for u in self.mlp_units)
@@ -200,6 +205,9 @@ class ModelConfig(_Config):
     self.target_stats = bool(self.target_stats)
     if self.model != "eta":  # the summary is eta's: a saved config says what was built
       self.history_summary = "none"
+    if self.history_summary == "none":  # nothing to drop: a saved config says so
+      self.summary_dropout = 0.0
+    self.summary_dropout = float(self.summary_dropout)
     self.validate()
 
   @property
@@ -226,6 +234,8 @@ class ModelConfig(_Config):
       fail("signature_fields", f"choose one of {', '.join(SIGNATURE_FIELDS)}")
     if self.history_summary not in HISTORY_SUMMARIES:
       fail("history_summary", f"choose one of {', '.join(HISTORY_SUMMARIES)}")
+    if not 0.0 <= self.summary_dropout < 1.0:
+      fail("summary_dropout", "must be in [0, 1)")
     if self.signature_distance not in SIGNATURE_DISTANCES:
       fail("signature_distance", f"choose one of {', '.join(SIGNATURE_DISTANCES)}")
     if self.hash_bits not in SUPPORTED_HASH_BITS:

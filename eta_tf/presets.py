@@ -27,14 +27,14 @@ _ITEM = dict(model="eta", signature_fields="item", signature_distance="sum", exp
 _CATEGORY_FIRST = dict(model="eta", signature_fields="item_category",
                        signature_distance="category_first", experiment="",
                        history_summary="none")
-_DEFAULT = {**_CATEGORY_FIRST, "history_summary": "attention"}
+_DEFAULT = {**_CATEGORY_FIRST, "history_summary": "attention", "summary_dropout": 0.5}
 
 _PRESETS = [
     Preset("eta", "ETA, the default: SimHash(item) ‖ SimHash(category) signatures, "
            "Hamming top-k ranked category distance first, then attention over the k; and a "
            "per-user summary of the whole long history for the tower (masked mean and "
            "learned-query attention over all L), computed once per request, not per "
-           "candidate.", _DEFAULT),
+           "candidate, and zeroed for half of the training samples.", _DEFAULT),
     Preset("eta_no_summary", "eta without the per-user summary: the per-candidate "
            "retrieval and attention alone.", _CATEGORY_FIRST),
     Preset("eta_paper", "ETA as in the paper: SimHash of the item embedding alone, no "
@@ -50,8 +50,10 @@ _PRESETS = [
     Preset("sdim", "SDIM: hash-bucket sampling of behaviors, no attention.",
            dict(model="sdim")),
     Preset("eta_mean_summary", "Experiment: eta with the masked mean of the behaviors as "
-           "its per-user summary (no learned-query attention).",
-           {**_DEFAULT, "history_summary": "mean"}, True),
+           "its per-user summary (no learned-query attention; no summary dropout).",
+           {**_DEFAULT, "history_summary": "mean", "summary_dropout": 0.0}, True),
+    Preset("eta_summary_always", "Experiment: eta with the summary in every training "
+           "sample (no summary dropout).", {**_DEFAULT, "summary_dropout": 0.0}, True),
     Preset("eta_fields", "eta's item ‖ category signatures, distances added (rejected "
            "ranking).", {**_CATEGORY_FIRST, "signature_distance": "sum"}, True),
     Preset("eta_random", "Control: exact-item matches, then a fixed pseudo-random k (the "

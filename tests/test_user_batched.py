@@ -62,11 +62,11 @@ def _keyed(rows):
   return np.array([r[:5] for r in rows]), np.array([r[5] for r in rows])
 
 
-def per_sample_logits(model, data_dir, max_len):
+def per_sample_logits(model, data_dir, max_len, training=False):
   ds = data.make_dataset(data_dir, "train", max_len, batch_size=16, shuffle=False)
   rows = []
   for features, labels in ds:
-    logits = model(features).numpy()
+    logits = model(features, training=training).numpy()
     for i, logit in enumerate(logits):
       rows.append((int(features[F.USER_ID][i]), int(features[F.TARGET_TIMESTAMP][i]),
                    int(features[F.TARGET_ITEM_ID][i]), int(features[F.TARGET_CATEGORY_ID][i]),
@@ -74,12 +74,13 @@ def per_sample_logits(model, data_dir, max_len):
   return _keyed(rows)
 
 
-def user_batched_logits(model, data_dir, max_len, targets_per_chunk=7, batch_size=21):
+def user_batched_logits(model, data_dir, max_len, targets_per_chunk=7, batch_size=21,
+                        training=False):
   ds = data.make_user_dataset(data_dir, "train", max_len, batch_size=batch_size,
                               shuffle=False, targets_per_chunk=targets_per_chunk)
   rows = []
   for features, labels in ds:
-    logits = model(features).numpy()
+    logits = model(features, training=training).numpy()
     assert logits.shape == labels.shape
     for g, c in zip(*np.nonzero(features[F.TARGET_WEIGHT].numpy())):
       rows.append((int(features[F.USER_ID][g]), int(features[F.TARGET_TIMESTAMP][g, c]),

@@ -10,6 +10,7 @@ from eta_tf.config import ModelConfig
 from eta_tf.models.embedding import FeatureEmbedding
 from eta_tf.models.embedding import fit_history
 from eta_tf.models.history_summary import HistorySummary
+from eta_tf.models.history_summary import drop_summaries
 from eta_tf.models.blocks import block_class as long_block_class
 from eta_tf.models.long_history import make_attention
 from eta_tf.models import target_stats as target_stats_lib
@@ -112,7 +113,8 @@ class CtrModel(tfrs.Model):
     parts.append(context["query"])
     if self.history_summary is not None:  # once per user, broadcast to the N candidates
       summary = self.history_summary(context["behavior"], context["valid"])  # [B, D]
-      parts.append(summary[:, None, :] + tf.zeros_like(context["query"][..., :1]))
+      summary = summary[:, None, :] + tf.zeros_like(context["query"][..., :1])
+      parts.append(drop_summaries(summary, self.config.summary_dropout, training))
     if "target_stats" in context:
       parts.append(context["target_stats"])
     return self._tower(parts, training)
@@ -133,7 +135,7 @@ class CtrModel(tfrs.Model):
 
   def call(self, features, training=False):
     if F.TARGET_HISTORY_END in features:  # a user-batched batch: logits [G, C]
-      return self._tower(user_batched.tower_inputs(self, features), training)
+      return self._tower(user_batched.tower_inputs(self, features, training), training)
     history = self._history(features)
     context = self._context(
         history,

@@ -16,6 +16,13 @@ call(behavior, valid):
   returns   float [B, output_dim]; a user without history gets exactly zeros.
 
 `history_summary_reference` is the numpy definition the tests check the graph against.
+
+Summary dropout (ModelConfig.summary_dropout, training only): `drop_summaries` zeros the
+whole summary of a random share of the training samples, as if their user had no history.
+A summary is one vector that describes the user for every candidate; a tower that can
+always read it learns to score from it and leans less on the retrieved behaviors, which
+carry what is specific to the candidate. Trained with and without it, the tower keeps both.
+Serving never drops: the summary is always there.
 """
 import numpy as np
 import tensorflow as tf
@@ -82,6 +89,16 @@ class HistorySummary(tf.keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), "behavior_dim": self.behavior_dim, "mode": self.mode,
             "num_queries": self.num_queries, "head_dim": self.head_dim}
+
+
+def drop_summaries(summary, rate: float, training: bool):
+  """`summary` [..., D] with the whole D-vector of each sample zeroed with probability
+  `rate` when `training` (not rescaled: a dropped summary is exactly a history-less
+  user's); `summary` itself otherwise."""
+  if not training or rate <= 0.0:
+    return summary
+  keep = tf.random.uniform(tf.shape(summary)[:-1])[..., None] >= rate
+  return summary * tf.cast(keep, summary.dtype)
 
 
 def history_summary_reference(behavior, valid, mode, queries=None, key_kernel=None,

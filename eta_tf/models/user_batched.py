@@ -21,6 +21,7 @@ import tensorflow as tf
 from eta_tf import features as F
 from eta_tf.layers import attention as attention_lib
 from eta_tf.models import long_history
+from eta_tf.models.history_summary import drop_summaries
 from eta_tf.models.embedding import time_gap_bucket
 from eta_tf.models import target_stats as target_stats_lib
 from eta_tf.ops import hamming as hamming_ops
@@ -244,9 +245,10 @@ _LONG = {"eta": _eta, "din_long": _din_long, "sim_hard": _sim_hard, "avg": _avg,
          "sdim": _sdim}
 
 
-def tower_inputs(model, features):
+def tower_inputs(model, features, training=False):
   """The tower's input parts, each [G, C, ...], for a user-batched batch (the per-sample
-  path's CtrModel._logits parts, in the same order)."""
+  path's CtrModel._logits parts, in the same order; `training` drops summaries as it
+  does)."""
   reason = unsupported_reason(model.config)
   if reason:
     raise ValueError(f"model={model.config.model!r} with {reason} has no user-batched "
@@ -259,7 +261,8 @@ def tower_inputs(model, features):
   parts.append(attend_gathered(model.short_attention, rows, indices, mask))
   parts.append(rows.query)
   if model.history_summary is not None:
-    parts.append(history_summary(model.history_summary, rows))
+    parts.append(drop_summaries(history_summary(model.history_summary, rows),
+                                model.config.summary_dropout, training))
   if model.uses_target_stats:
     h = rows.history
     parts.append(target_stats_lib.target_stats(
