@@ -168,6 +168,7 @@ def _gap_cell(gap, least=None) -> str:
 # The oracle's gaps say whether a target is within reach of any k-behavior retrieval.
 DEFAULT_TABLE_EXTRA = (("− eta_paper (item-only)", PRODUCT_VARIANT, "eta_paper"),
                        ("− eta_no_summary", PRODUCT_VARIANT, "eta_no_summary"),
+                       ("− eta_summary_always", PRODUCT_VARIANT, "eta_summary_always"),
                        ("mean summary − default", "eta_mean_summary", PRODUCT_VARIANT),
                        ("oracle − default", "eta_oracle", PRODUCT_VARIANT),
                        ("oracle − din_long", "eta_oracle", "din_long"),
