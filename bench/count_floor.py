@@ -77,7 +77,13 @@ def model_config(name: str, **shapes) -> config_lib.ModelConfig:
 
 
 def merge(output: str, inputs) -> dict:
-  """Rows of several runs on the same setting (e.g. run in parallel) in one output."""
+  """Rows of several runs on the same setting (e.g. run in parallel) in one output. An
+  existing output must be one of the inputs: its rows are not dropped by a merge."""
+  if os.path.exists(output) and not any(os.path.abspath(output) == os.path.abspath(path)
+                                        for path in inputs):
+    raise SystemExit(f"--merge: {output} exists and is not among the inputs; its rows "
+                     f"would be lost: list it first to fold the others into it "
+                     f"(--merge {output} {output} {' '.join(inputs)})")
   results = [load(path) for path in inputs]
   settings = {r["setting"] for r in results}
   if len(settings) != 1:

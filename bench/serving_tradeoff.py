@@ -5,9 +5,9 @@
                                               # the capacity block of docs/serving.md
 
 Reads, never re-trains or re-times:
-* AUC (--auc_file): by default count_floor_movielens_user_last.json (`python -m
-  bench.count_floor` on the real MovieLens log, README's split: mean ± std over its
-  seeds, converged budget); report.json (`python -m bench.report`, its "synthetic
+* AUC (--auc_file): by default count_floor_movielens_user_last_val_all.json (`python -m
+  bench.count_floor` on the real MovieLens log, README's split, validated on the whole
+  validation split with patience 2: mean ± std over its seeds); report.json (`python -m bench.report`, its "synthetic
   default" setting) also reads. eta_xla is eta's model with another distance kernel, so
   it has eta's AUC.
 * latency (--latency_file): by default serving_cost_breakdown.json (`python -m
@@ -64,8 +64,10 @@ def auc_by_model(results: dict, setting: str = SETTING) -> dict:
       raise TradeoffError(f"report.json: no setting {setting!r} (has "
                           f"{sorted(results['settings'])})")
     all_rows = results["settings"][setting]["rows"]
-  elif "rows" in results:  # a count_floor output
-    all_rows = [dict(r, max_len=r.get("config", {}).get("max_len")) for r in results["rows"]]
+  elif "rows" in results:  # a count_floor output: rows under today's preset names
+    from bench.count_floor_summary import migrate_rows  # pylint: disable=g-import-not-at-top
+    all_rows = [dict(r, max_len=r.get("config", {}).get("max_len"))
+                for r in migrate_rows(results["rows"])]
   else:
     raise TradeoffError("AUC file: neither report.json's 'settings' nor count_floor's 'rows'")
   groups = {}
@@ -287,7 +289,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(
       prog="python -m bench.serving_tradeoff", description=__doc__.split("\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-  parser.add_argument("--auc_file", default="count_floor_movielens_user_last.json",
+  parser.add_argument("--auc_file", default="count_floor_movielens_user_last_val_all.json",
                       help="AUCs: a count_floor output or report.json, in --results_dir")
   parser.add_argument("--latency_file", default="serving_cost_breakdown.json",
                       help="latencies: a bench.serving_cost output, in --results_dir")

@@ -68,6 +68,14 @@ def test_merge_keeps_each_model_seed_once(count_floor, tmp_path):
   assert merged["commands"] == ["a", "b"]
   assert merged["summary"]["paired_auc_gaps"]["eta - sim_hard"]["mean"] == \
       pytest.approx(0.05)
+  # An existing output not listed among the inputs would lose its rows: refused, unchanged.
+  before = (tmp_path / "out.json").read_text()
+  with pytest.raises(SystemExit, match="out.json exists and is not among the inputs"):
+    count_floor.merge(str(tmp_path / "out.json"), [write("c", [("din", 0.6)])])
+  assert (tmp_path / "out.json").read_text() == before
+  folded = count_floor.merge(str(tmp_path / "out.json"), [str(tmp_path / "out.json"),
+                                                         str(tmp_path / "c")])
+  assert [r["model"] for r in folded["rows"]] == ["eta", "din_long", "sim_hard", "din"]
 
 
 def test_paired_gaps_and_best_heuristic(count_floor):
