@@ -65,6 +65,7 @@ def auc_by_model(results: dict, setting: str = SETTING) -> dict:
                           f"{sorted(results['settings'])})")
     all_rows = results["settings"][setting]["rows"]
   elif "rows" in results:  # a count_floor output: rows under today's preset names
+    # lazy: the presets (and the package's TF set-up) only when a count_floor file is read
     from bench.count_floor_summary import migrate_rows  # pylint: disable=g-import-not-at-top
     all_rows = [dict(r, max_len=r.get("config", {}).get("max_len"))
                 for r in migrate_rows(results["rows"])]
