@@ -210,6 +210,7 @@ RENDERED = ("count_floor_movielens_user_last.json",
             "count_floor_synthetic_harder_weight_average.json",
             "count_floor_taobao_calibrated_weight_average.json",
             "count_floor_movielens_weight_average.json",
+            "count_floor_movielens_val_all.json",
             "count_floor_synthetic_default.json", "count_floor_synthetic_harder.json",
             "count_floor_taobao_calibrated.json", "count_floor_movielens.json",
             "count_floor_taobao_calibrated_uniform.json",
@@ -233,11 +234,11 @@ standard deviation over seeds, training with early stopping on a validation spli
 training data (held-out users); heuristic rows are training-free scores on the same eval
 samples. Rows record their `weight_average`: the harness default (0.99, as the trainer's)
 validates and keeps the moving average of the weights (eta_tf/models/weight_average.py);
-rows without the key kept the last step's weights. The first seven sections are the
+rows without the key kept the last step's weights. The first eight sections are the
 current protocol and data (movielens_user_last and the *_weight_average ones: up to 4
-epochs, patience 1, 20 validation batches; movielens_user_last_val_all and
-synthetic_default_converged: the whole validation split or up to 10 epochs, patience 2,
-as each section's commands say); the sections after them
+epochs, patience 1, 20 validation batches; movielens_user_last_val_all,
+movielens_val_all and synthetic_default_converged: the whole validation split or up to
+10 epochs, patience 2, as each section's commands say); the sections after them
 were measured earlier (last-step weights; the matched-negative logs on an earlier
 sampler) and are kept for the comparisons they hold.
 """ + MODEL_LEGEND + """

@@ -122,7 +122,7 @@ def test_target_lines_and_rendered_file(count_floor, tmp_path):
   # The default eta's row: targets with verdicts, then the comparisons without; a pair
   # that has no rows is '-', fewer than 5 seeds is named.
   row = ("| x (0.8320, sd 0.0016, 5) | +0.0100 ± 0.0000 met | +0.0050 ± 0.0000 met | "
-         "+0.1320 ± 0.0007 met | +0.0300 ± 0.0000 | - | - | - | - | - | - |")
+         "+0.1320 ± 0.0007 met | +0.0300 ± 0.0000 | - | - | - | - | - | - | - |")
   assert row in cfs.default_table([str(path)]).splitlines() and row in text
   assert cfs._gap_cell({"mean": 0.01, "se": 0.002, "seeds": 3}, 0.0) == \
       "+0.0100 ± 0.0020 (3 seeds)"
