@@ -7,8 +7,9 @@
 Reads, never re-trains or re-times:
 * AUC (--auc_file): by default count_floor_movielens_user_last_val_all.json (`python -m
   bench.count_floor` on the real MovieLens log, README's split, validated on the whole
-  validation split with patience 2: mean ± std over its seeds); report.json (`python -m bench.report`, its "synthetic
-  default" setting) also reads. eta_xla is eta's model with another distance kernel, so
+  validation split with patience 2: mean ± std over its seeds, rows under today's
+  preset names); report.json (`python -m bench.report`, its "synthetic default"
+  setting) also reads. eta_xla is eta's model with another distance kernel, so
   it has eta's AUC.
 * latency (--latency_file): by default serving_cost_breakdown.json (`python -m
   bench.serving_cost --quick --output_name=serving_cost_breakdown`; serving_cost.json,
