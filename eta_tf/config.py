@@ -7,6 +7,7 @@ and compared on restart (`config_differences`).
 """
 import dataclasses
 import json
+import numbers
 import os
 from typing import Optional, Tuple
 
@@ -207,8 +208,8 @@ class ModelConfig(_Config):
       self.history_summary = "none"
     if self.history_summary == "none":  # nothing to drop: a saved config says so
       self.summary_dropout = 0.0
-    self.summary_dropout = float(self.summary_dropout)
     self.validate()
+    self.summary_dropout = float(self.summary_dropout)
 
   @property
   def behavior_dim(self) -> int:
@@ -234,8 +235,6 @@ class ModelConfig(_Config):
       fail("signature_fields", f"choose one of {', '.join(SIGNATURE_FIELDS)}")
     if self.history_summary not in HISTORY_SUMMARIES:
       fail("history_summary", f"choose one of {', '.join(HISTORY_SUMMARIES)}")
-    if not 0.0 <= self.summary_dropout < 1.0:
-      fail("summary_dropout", "must be in [0, 1)")
     if self.signature_distance not in SIGNATURE_DISTANCES:
       fail("signature_distance", f"choose one of {', '.join(SIGNATURE_DISTANCES)}")
     if self.hash_bits not in SUPPORTED_HASH_BITS:
@@ -256,8 +255,11 @@ class ModelConfig(_Config):
       fail("cross_layers", "must be >= 0")
     if any(u < 1 for u in self.mlp_units):
       fail("mlp_units", "every layer needs >= 1 unit")
-    if not 0.0 <= self.dropout < 1.0:
-      fail("dropout", "must be in [0, 1)")
+    for field in ("dropout", "summary_dropout"):  # rates: a number in [0, 1)
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+          0.0 <= value < 1.0):
+        fail(field, "must be a number in [0, 1)")
     if self.sdim_tau < 1 or self.hash_bits % self.sdim_tau:
       fail("sdim_tau", f"must divide hash_bits ({self.hash_bits})")
     if self.sdim_tau > 16:

@@ -60,6 +60,9 @@ def test_training_logits_are_with_or_without_the_summary(data_dir, monkeypatch, 
 def test_summary_dropout_config():
   with pytest.raises(ConfigError, match="summary_dropout=1.0"):
     ModelConfig(summary_dropout=1.0)
+  for field in ("summary_dropout", "dropout"):  # not a number: named, not a TypeError
+    with pytest.raises(ConfigError, match=f"^{field}='half': must be a number"):
+      ModelConfig(**{field: "half"})
   assert ModelConfig(history_summary="none", summary_dropout=0.5).summary_dropout == 0.0
   assert presets.model_config("eta").summary_dropout == 0.5
   # A config saved before the field existed trained with the summary in every sample.
