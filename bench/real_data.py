@@ -1,5 +1,6 @@
-r"""The report's real-data section: MovieLens through the converter, the pipeline and all
-six models (run by `python -m bench.report`; rendered into REPORT.md from movielens.json).
+r"""The report's real-data section: MovieLens through the converter, the pipeline, all six
+models and the oracle retrieval control (run by `python -m bench.report`; rendered into
+REPORT.md from movielens.json).
 
   python -m bench.report --movielens_only            # this section alone, REPORT.md and
                                                      # README re-rendered around it
@@ -10,10 +11,10 @@ Steps, all existing machinery:
    (rating >= 4 positive);
 2. pipelines.build_dataset.run with the impressions as targets and --split=user_last
    --eval_targets_per_user=10 by default (each user's last 10 rated movies are eval);
-3. per seed and model: bench/count_floor.py's loop (fit epoch by epoch, early stopping on
-   a validation slice of the train split -- the train records of 1 in --val_every users,
-   held out from fitting, never eval -- then eval AUC, GAUC, logloss and the training-free
-   heuristics of eta_tf.baselines on the same eval samples);
+3. per seed and model (a preset of eta_tf/presets.py): bench/count_floor.py's loop (fit
+   epoch by epoch, early stopping on the validation split of train -- the train records of
+   1 in --val_every users, held out from fitting, never eval -- then eval AUC, GAUC,
+   logloss and the training-free heuristics of eta_tf.baselines on the same eval samples);
 4. movielens.json: the machine, command, date, the split as stats.json records it (method,
    per split targets, target share, user share, positive rate), every row, and
    count_floor's summary (per-model means, best heuristic, eta's paired gaps).
@@ -39,13 +40,22 @@ DEFAULT_DIR = os.path.join(ROOT, "datasets", "ml-latest-small")
 DOWNLOAD_URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 RESULT_FILE = "movielens.json"
 DEFAULT_PIPELINE_ARGS = ("--split=user_last", "--eval_targets_per_user=10")
-# Per report budget: steps per epoch, epoch cap, patience, validation batches, seeds.
-# "full" is sized for ~30 min on 2 shared cores at L=256 (6 models x 3 seeds).
+# Per report budget: steps per epoch, epoch cap, patience, validation batches (0: the whole
+# validation split), seeds, weight average. "full" is count_floor's converged protocol
+# (the one the README's MovieLens figures use): whole-split validation, patience 2, the
+# moving average the trainer keeps by default; ~70 min on 2 shared cores at L=256
+# (7 models x 3 seeds).
 BUDGETS = {
-    "full": dict(steps=100, max_epochs=3, patience=1, val_steps=16, seeds=3),
-    "small": dict(steps=60, max_epochs=3, patience=1, val_steps=10, seeds=3),
-    "smoke": dict(steps=2, max_epochs=1, patience=1, val_steps=2, seeds=1),
+    "full": dict(steps=150, max_epochs=6, patience=2, val_steps=0, seeds=3,
+                 weight_average=0.99),
+    "small": dict(steps=60, max_epochs=3, patience=1, val_steps=10, seeds=3,
+                  weight_average=0.99),
+    "smoke": dict(steps=2, max_epochs=1, patience=1, val_steps=2, seeds=1,
+                  weight_average=0.0),
 }
+# The section's models: the product's six and the retrieval control at the default (the
+# top-k by the model's own full attention: what a perfect retrieval of k would give).
+MODELS = config_lib.MODEL_NAMES + ("eta_oracle_default",)
 
 
 def missing_reason(movielens_dir: str) -> Optional[str]:
@@ -98,13 +108,13 @@ def _loop_args(budget: dict, batch_size: int, val_every: int, eval_steps):
       batch_size=batch_size, steps=budget["steps"], max_epochs=budget["max_epochs"],
       patience=budget["patience"], val_steps=budget["val_steps"], eval_steps=eval_steps,
       learning_rate=2e-3, embedding_learning_rate=0.5, val_every=val_every,
-      # The last step's weights, as movielens.json's rows were trained (no average), and
-      # no per-epoch eval AUC history.
-      weight_average=0.0, eval_history=False)
+      # A budget written before the key kept the last step's weights; no per-epoch eval
+      # AUC history.
+      weight_average=budget.get("weight_average", 0.0), eval_history=False)
 
 
 def run(movielens_dir: str, work_dir: str, budget: dict, command: str,
-        models: Sequence[str] = config_lib.MODEL_NAMES, seeds: Optional[Sequence[int]] = None,
+        models: Sequence[str] = MODELS, seeds: Optional[Sequence[int]] = None,
         pipeline_args: Sequence[str] = DEFAULT_PIPELINE_ARGS, max_len: int = 256,
         short_len: int = 16, batch_size: int = 256, val_every: int = 10,
         eval_steps=None) -> dict:
@@ -120,11 +130,7 @@ def run(movielens_dir: str, work_dir: str, budget: dict, command: str,
   rows: List[dict] = []
   for seed in seeds:
     for model in models:
-      # The product's models as ModelConfig defaults them (count_floor pins "eta" to
-      # item signatures for its own rows); other names are count_floor's variants.
-      config = (config_lib.ModelConfig(model=model, max_len=max_len, short_len=short_len)
-                if model in config_lib.MODEL_NAMES else
-                count_floor.model_config(model, max_len=max_len, short_len=short_len))
+      config = count_floor.model_config(model, max_len=max_len, short_len=short_len)
       result = count_floor.train_early_stopped(config, dirs["data"], pattern, seed, loop,
                                                train_counts)
       fitted = len(result["val_auc_history"]) * loop.steps * batch_size

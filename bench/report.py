@@ -14,8 +14,10 @@ Runs, from a fresh checkout:
 4. collects serving cost from bench/serving_cost.py (--quick unless --full_serving);
 5. the real-data section (bench/real_data.py) when MovieLens is in --movielens_dir (default
    datasets/ml-latest-small, where the README says to unzip it; skipped with the reason
-   printed when absent): converter, pipeline (--split=user_last), all six models with
-   early stopping on a validation slice of train, >= 3 seeds, heuristics; ~30 min;
+   printed when absent): converter, pipeline (--split=user_last), all six models and the
+   oracle retrieval control at the default eta, count_floor's converged protocol (early
+   stopping on the whole validation split of train, patience 2), 3 seeds, heuristics;
+   ~70 min;
 6. writes bench/results/REPORT.md (tables; the command, machine and date) and PNG plots
    (AUC per model, latency vs L, AUC vs m, AUC vs k), and regenerates the Results block
    of README.md from it (not with --data unless --readme is given).
@@ -87,8 +89,9 @@ def main(argv=None):
                       "real-data section (exit 2 if --movielens_dir holds no MovieLens), "
                       "then re-render REPORT.md and the README from --output_dir's "
                       "report.json as its last run left it")
-  parser.add_argument("--movielens_models", default=",".join(config_lib.MODEL_NAMES),
-                      help="models of the real-data section (default: all six)")
+  parser.add_argument("--movielens_models", default=",".join(real_data.MODELS),
+                      help="models (presets) of the real-data section (default: the six "
+                      "and the oracle retrieval control at the default eta)")
   parser.add_argument("--movielens_pipeline_args",
                       default=" ".join(real_data.DEFAULT_PIPELINE_ARGS),
                       help="pipelines.build_dataset flags of the real-data section, space "

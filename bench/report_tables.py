@@ -210,6 +210,17 @@ def _split_flags(split: dict) -> str:
   return f"--split={split['method']} --eval_fraction={split['eval_fraction']}"
 
 
+def _validation_words(budget: dict) -> str:
+  steps = budget["val_steps"]
+  return "the whole validation split" if not steps else f"{steps} validation batches"
+
+
+def _kept_weights_words(budget: dict) -> str:
+  decay = budget.get("weight_average", 0.0)
+  return (f"the best epoch's moving average of the weights (decay {decay})" if decay
+          else "the best epoch's weights")
+
+
 def real_data_lines(skipped, section) -> list:
   """REPORT.md's real-data section: why it was skipped, or the run in movielens.json."""
   title = "## Accuracy: real data (MovieLens)"
@@ -241,10 +252,12 @@ def real_data_lines(skipped, section) -> list:
       split_table(split), "",
       f"Budget per model and seed: up to {budget['max_epochs']} epoch(s) x "
       f"{budget['steps']} steps x batch {budget['batch_size']}, early stopping (patience "
-      f"{budget['patience']}) on the AUC of a validation slice of train (the train records "
-      f"of 1 in {budget['val_every']} users, held out from fitting; never eval), the best "
-      f"epoch's weights evaluated on the whole eval split; L={budget['max_len']}, "
-      f"S={budget['short_len']}, default ModelConfig otherwise. Examples/s include the "
+      f"{budget['patience']}) on the AUC of {_validation_words(budget)} of train (the "
+      f"train records of 1 in {budget['val_every']} users, held out from fitting; never "
+      f"eval), {_kept_weights_words(budget)} evaluated on the whole eval split; "
+      f"L={budget['max_len']}, S={budget['short_len']}; models are presets "
+      "(eta_tf/presets.py; eta_oracle_default is the default eta with the top-k chosen by "
+      "its own full attention: the ceiling of its retrieval). Examples/s include the "
       "validation passes. Heuristics are training-free scores on the same eval samples"
       + (f" ({', '.join(reversed_names)} read reversed: higher AUC that way)"
          if reversed_names else "") + ".", "",

@@ -62,6 +62,10 @@ _PRESETS = [
     Preset("eta_oracle", "Control: the top-k by the block's own full attention (the "
            "ceiling of a k-behavior retrieval); item signatures.",
            {**_ITEM, "experiment": "eta_oracle"}, True),
+    Preset("eta_oracle_default", "Control: the default eta (summary, summary dropout) "
+           "with its Hamming top-k replaced by the top-k of the block's own full attention "
+           "(the ceiling of the default's retrieval).",
+           {**_DEFAULT, "experiment": "eta_oracle"}, True),
     Preset("eta_attention_hash", "Experiment: Hamming top-k on SimHash of the attention's "
            "projected query and keys.", {**_ITEM, "experiment": "eta_attention_hash"}, True),
     Preset("eta_category_only", "Control: eta keeping only the retrieved of the "

@@ -38,10 +38,11 @@ def test_random_control_takes_exact_matches_first_and_is_fixed():
     assert (matches <= chosen) if len(matches) <= k else (chosen <= matches)
 
 
-def test_oracle_control_takes_top_k_of_full_attention():
+@pytest.mark.parametrize("preset", ["eta_oracle", "eta_oracle_default"])
+def test_oracle_control_takes_top_k_of_full_attention(preset):
   tf.keras.utils.set_random_seed(3)
   feats = _samples(seed=3)
-  model = build_model(presets.model_config("eta_oracle", **SMALL))
+  model = build_model(presets.model_config(preset, **SMALL))
   context = _context(model, feats)
   scores = model.long_block.full_attention_scores(context).numpy()[:, 0]
   indices, _, mask = (t.numpy() for t in model.long_block.retrieve(context))
