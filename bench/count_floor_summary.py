@@ -158,7 +158,7 @@ def _gap_cell(gap, least=None) -> str:
     return "-"
   cell = f"{gap['mean']:+.4f}" + (f" ± {gap['se']:.4f}" if gap.get("se") is not None else "")
   if gap["seeds"] < MIN_TARGET_SEEDS:
-    return cell + f" ({gap['seeds']} seeds)"
+    return cell + f" ({gap['seeds']} seed{'' if gap['seeds'] == 1 else 's'})"
   if least is None:
     return cell
   return cell + (" met" if gap["mean"] >= least else " not met")

@@ -45,11 +45,12 @@ DEFAULT_PIPELINE_ARGS = ("--split=user_last", "--eval_targets_per_user=10")
 # (the one the README's MovieLens figures use): whole-split validation, patience 2, the
 # moving average the trainer keeps by default; ~70 min on 2 shared cores at L=256
 # (7 models x 3 seeds).
+_TRAINER_AVERAGE = config_lib.TrainConfig().weight_average
 BUDGETS = {
     "full": dict(steps=150, max_epochs=6, patience=2, val_steps=0, seeds=3,
-                 weight_average=0.99),
+                 weight_average=_TRAINER_AVERAGE),
     "small": dict(steps=60, max_epochs=3, patience=1, val_steps=10, seeds=3,
-                  weight_average=0.99),
+                  weight_average=_TRAINER_AVERAGE),
     "smoke": dict(steps=2, max_epochs=1, patience=1, val_steps=2, seeds=1,
                   weight_average=0.0),
 }

@@ -52,6 +52,15 @@ def eta_signature() -> str:
           f"signature_distance={config.signature_distance}")
 
 
+def summary_words() -> str:
+  """The default eta's per-user summary, as ModelConfig builds it today."""
+  config = ModelConfig()
+  if config.history_summary == "none":
+    return "no per-user summary"
+  return (f"history_summary={config.history_summary}, "
+          f"summary_dropout={config.summary_dropout}")
+
+
 def converged_lines() -> list:
   """The converged comparison of the default eta (bench/count_floor.py's committed
   results), first in the report: the numbers the targets are judged on."""
@@ -59,11 +68,12 @@ def converged_lines() -> list:
   if not paths:
     return []
   return ["## Converged comparison: the default eta, the count floor and the controls", "",
-          f"The default eta ({eta_signature()}) trained to convergence (early stopping on "
-          "a validation slice of train, never on eval) on every data set, paired AUC gaps "
-          "(mean ± standard error over seeds) against the targets ("
-          + report_summary.TARGETS + "), the item-only signature, the oracle top-k (the "
-          "block's own full attention: the ceiling of a k-behavior retrieval) and the attention_hash "
+          f"The default eta ({eta_signature()}; {summary_words()}) trained with early "
+          "stopping on a validation split of train (never on eval) on every data set, paired "
+          "AUC gaps (mean ± standard error over seeds) against the targets ("
+          + report_summary.TARGETS + "), the item-only signature, the summary ablations, "
+          "the oracle at the default (eta_oracle_default: its top-k chosen by its own full "
+          "attention, the ceiling of a k-behavior retrieval) and the attention_hash "
           "experiment. Measured by `python -m bench.count_floor` (each command is in "
           "bench/results/count_floor_*.json), re-rendered here; every model, heuristic "
           "row and diagnostic per data set below, also in [COUNT_FLOOR.md](COUNT_FLOOR.md) "
