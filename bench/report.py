@@ -17,7 +17,7 @@ Runs, from a fresh checkout:
    printed when absent): converter, pipeline (--split=user_last), all six models and the
    oracle retrieval control at the default eta, count_floor's converged protocol (early
    stopping on the whole validation split of train, patience 2), 3 seeds, heuristics;
-   ~70 min;
+   ~55 min;
 6. writes bench/results/REPORT.md (tables; the command, machine and date) and PNG plots
    (AUC per model, latency vs L, AUC vs m, AUC vs k), and regenerates the Results block
    of README.md from it (not with --data unless --readme is given).

@@ -73,7 +73,7 @@ def converged_lines() -> list:
           "AUC gaps (mean ± standard error over seeds) against the targets ("
           + report_summary.TARGETS + "), the item-only signature, the summary ablations, "
           "the oracle at the default (eta_oracle_default: its top-k chosen by its own full "
-          "attention, the ceiling of a k-behavior retrieval) and the attention_hash "
+          "attention, the selection the Hamming top-k stands in for) and the attention_hash "
           "experiment. Measured by `python -m bench.count_floor` (each command is in "
           "bench/results/count_floor_*.json), re-rendered here; every model, heuristic "
           "row and diagnostic per data set below, also in [COUNT_FLOOR.md](COUNT_FLOOR.md) "

@@ -257,8 +257,8 @@ def real_data_lines(skipped, section) -> list:
       f"eval), {_kept_weights_words(budget)} evaluated on the whole eval split; "
       f"L={budget['max_len']}, S={budget['short_len']}; models are presets "
       "(eta_tf/presets.py; eta_oracle_default is the default eta with the top-k chosen by "
-      "its own full attention: the ceiling of its retrieval). Examples/s include the "
-      "validation passes. Heuristics are training-free scores on the same eval samples"
+      "its own full attention, the selection the Hamming top-k stands in for). Examples/s "
+      "include the validation passes. Heuristics are training-free scores on the same eval samples"
       + (f" ({', '.join(reversed_names)} read reversed: higher AUC that way)"
          if reversed_names else "") + ".", "",
       accuracy_table(agg, heuristic_rows(section["rows"])), "",

@@ -64,7 +64,7 @@ _PRESETS = [
            {**_ITEM, "experiment": "eta_oracle"}, True),
     Preset("eta_oracle_default", "Control: the default eta (summary, summary dropout) "
            "with its Hamming top-k replaced by the top-k of the block's own full attention "
-           "(the ceiling of the default's retrieval).",
+           "(the selection the Hamming top-k stands in for).",
            {**_DEFAULT, "experiment": "eta_oracle"}, True),
     Preset("eta_attention_hash", "Experiment: Hamming top-k on SimHash of the attention's "
            "projected query and keys.", {**_ITEM, "experiment": "eta_attention_hash"}, True),
