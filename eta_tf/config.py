@@ -65,7 +65,7 @@ def _moved_options_to_experiment(d: dict, item_only: bool) -> dict:
   return d
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # eta's per-user summary of the whole history (eta_tf/models/history_summary.py).
-HISTORY_SUMMARIES = ("none", "mean", "attention")
+HISTORY_SUMMARIES = ("none", "mean", "attention", "interests")
 BATCHINGS = ("user", "sample")  # how training batches are formed (eta_tf.data)
 CONFIG_FILE = "model_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -191,8 +191,10 @@ class ModelConfig(_Config):
                                 "history for the tower, computed once per request (not per "
                                 "candidate; eta_tf/models/history_summary.py): attention "
                                 "(masked mean of the behaviors and num_heads learned queries "
-                                "attending over all L), mean (the masked mean only) or none. "
-                                "Other models have none.",
+                                "attending over all L), interests (attention, and per "
+                                "candidate a softmax readout of the learned queries' pooled "
+                                "vectors by the candidate), mean (the masked mean only) or "
+                                "none. Other models have none.",
                                 choices=HISTORY_SUMMARIES)
   summary_dropout: float = option(0.5, "eta: the share of training samples whose per-user "
                                   "summary is zeros (what a user without history gets), so "

@@ -52,6 +52,9 @@ _PRESETS = [
     Preset("eta_mean_summary", "Experiment: eta with the masked mean of the behaviors as "
            "its per-user summary (no learned-query attention; no summary dropout).",
            {**_DEFAULT, "history_summary": "mean", "summary_dropout": 0.0}, True),
+    Preset("eta_interests", "Experiment: eta whose summary also reads its learned "
+           "queries' pooled vectors out per candidate (history_summary=interests).",
+           {**_DEFAULT, "history_summary": "interests"}, True),
     Preset("eta_summary_always", "Experiment: eta with the summary in every training "
            "sample (no summary dropout).", {**_DEFAULT, "summary_dropout": 0.0}, True),
     Preset("eta_fields", "eta's item ‖ category signatures, distances added (rejected "

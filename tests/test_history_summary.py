@@ -31,14 +31,44 @@ def test_summary_matches_numpy_reference(mode):
   assert HistorySummary.from_config(layer.get_config()).output_dim == layer.output_dim
 
 
+def test_interest_readout_matches_numpy_reference():
+  rng = np.random.default_rng(4)
+  behavior = rng.normal(size=(3, 7, 5)).astype(np.float32)
+  query = rng.normal(size=(3, 6)).astype(np.float32)
+  valid = rng.random((3, 7)) < 0.6
+  valid[1] = False  # a user without history -> zeros, readout included
+  layer = HistorySummary(5, "interests", num_queries=3, head_dim=4, query_dim=6)
+  layer.readout_kernel.assign(rng.normal(size=(6, 4)).astype(np.float32))
+  summary = layer(tf.constant(behavior), tf.constant(valid))
+  got = layer.with_readout(summary, tf.constant(query)).numpy()
+  want = history_summary_reference(
+      behavior, valid, "interests", queries=layer.queries.numpy(),
+      key_kernel=layer.key_kernel.numpy(), value_kernel=layer.value_kernel.numpy(),
+      query=query, readout_kernel=layer.readout_kernel.numpy())
+  assert got.shape == (3, layer.output_dim) == want.shape == (3, 5 + 3 * 4 + 4)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(got[1], 0.0)
+  # The readout depends on the candidate: another query, another readout.
+  other = layer.with_readout(summary, tf.constant(query[::-1].copy())).numpy()
+  assert np.abs(other[0, -4:] - got[0, -4:]).max() > 1e-4
+  np.testing.assert_array_equal(other[:, :-4], got[:, :-4])
+  assert HistorySummary.from_config(layer.get_config()).output_dim == layer.output_dim
+
+
+def test_interest_readout_needs_the_candidate_width():
+  with pytest.raises(ValueError, match="query_dim=0"):
+    HistorySummary(5, "interests")
+
+
 def test_unknown_mode_names_the_value():
   with pytest.raises(ValueError, match="mode='max'"):
     HistorySummary(5, "max")
 
 
-def test_eta_with_summary_scores_requests_as_samples():
+@pytest.mark.parametrize("mode", ["attention", "interests"])
+def test_eta_with_summary_scores_requests_as_samples(mode):
   config = ModelConfig(model="eta", max_len=12, short_len=4, top_k=4, item_buckets=64,
-                       category_buckets=16, history_summary="attention")
+                       category_buckets=16, history_summary=mode)
   model = build_model(config)
   rng = np.random.default_rng(1)
   history = {F.HIST_ITEM_ID: rng.integers(1, 30, size=9),
@@ -55,11 +85,12 @@ def test_eta_with_summary_scores_requests_as_samples():
   np.testing.assert_allclose(per_request, per_sample, rtol=1e-5, atol=1e-6)
 
 
-def test_export_with_summary_scores_as_trained(tmp_path):
+@pytest.mark.parametrize("mode", ["attention", "interests"])
+def test_export_with_summary_scores_as_trained(tmp_path, mode):
   """The exported graph (TF1 session loader, both signatures) scores as the in-process
   model to saved_model.SCORE_TOLERANCE; the summary's weights are in it."""
   config = ModelConfig(model="eta", max_len=16, short_len=4, top_k=4, item_buckets=256,
-                       category_buckets=32, history_summary="attention")
+                       category_buckets=32, history_summary=mode)
   model = build_model(config)
   features, labels = random_samples(64, config.max_len, seed=2, min_history=1)
   labels[:2] = [0.0, 1.0]
@@ -68,5 +99,5 @@ def test_export_with_summary_scores_as_trained(tmp_path):
                                      features, labels)
   assert facts["max_abs_score_diff"] <= saved_model.SCORE_TOLERANCE
   summary_weights = {id(v) for v in model.history_summary.trainable_weights}
-  assert len(summary_weights) == 3
+  assert len(summary_weights) == (4 if mode == "interests" else 3)
   assert summary_weights <= {id(v) for v in model.trainable_variables}

@@ -107,6 +107,7 @@ MODEL_CONFIGS = [(name, {}) for name in MODEL_NAMES] + [
     ("din_long", {"target_stats": False}),
     ("eta", {"history_summary": "none"}),
     ("eta", {"history_summary": "mean"}),
+    ("eta", {"history_summary": "interests"}),
 ]
 
 

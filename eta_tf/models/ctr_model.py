@@ -42,6 +42,7 @@ class CtrModel(tfrs.Model):
     self.short_attention = make_attention(config, "short_attention")
     self.history_summary = HistorySummary(
         config.behavior_dim, config.history_summary, config.num_heads, config.head_dim,
+        query_dim=config.item_dim + config.category_dim,
         name="history_summary") if (config.model == "eta" and
                                     config.history_summary != "none") else None
     self.cross_layers = [tfrs.layers.dcn.Cross(name=f"cross_{i}")
@@ -114,6 +115,7 @@ class CtrModel(tfrs.Model):
     if self.history_summary is not None:  # once per user, broadcast to the N candidates
       summary = self.history_summary(context["behavior"], context["valid"])  # [B, D]
       summary = summary[:, None, :] + tf.zeros_like(context["query"][..., :1])
+      summary = self.history_summary.with_readout(summary, context["query"])
       parts.append(drop_summaries(summary, self.config.summary_dropout, training))
     if "target_stats" in context:
       parts.append(context["target_stats"])

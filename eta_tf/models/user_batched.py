@@ -261,8 +261,9 @@ def tower_inputs(model, features, training=False):
   parts.append(attend_gathered(model.short_attention, rows, indices, mask))
   parts.append(rows.query)
   if model.history_summary is not None:
-    parts.append(drop_summaries(history_summary(model.history_summary, rows),
-                                model.config.summary_dropout, training))
+    summary = model.history_summary.with_readout(
+        history_summary(model.history_summary, rows), rows.query)
+    parts.append(drop_summaries(summary, model.config.summary_dropout, training))
   if model.uses_target_stats:
     h = rows.history
     parts.append(target_stats_lib.target_stats(
