@@ -25,9 +25,10 @@ from eta_tf.testing import random_samples
 
 # Preset names (eta_tf/presets.py): the product's models, then the ETA variants timed
 # beside the default eta (eta_xla its distance pass under XLA, eta_paper the item-only
-# signature, eta_attention_hash the experiment hashing the attention's projections).
+# signature, eta_attention_hash the experiment hashing the attention's projections,
+# eta_interests the summary read out per candidate).
 MODELS = ("eta", "eta_xla", "din_long", "din", "sim_hard", "avg", "sdim", "eta_paper",
-          "eta_attention_hash", "eta_no_summary")
+          "eta_attention_hash", "eta_no_summary", "eta_interests")
 
 
 def model_config(name: str, length: int) -> ModelConfig:

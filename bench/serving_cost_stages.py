@@ -99,7 +99,7 @@ def stage_fns(name: str, length: int, n: int, request: dict) -> dict:
                                        context["valid"][:, -s:]))
     parts.append(context["query"])
     if summary is not None:
-      parts.append(summary[:, None, :] + tf.zeros_like(context["query"][..., :1]))
+      parts.append(model.candidate_summary(summary, context["query"]))
     if "target_stats" in context:
       parts.append(context["target_stats"])
     x = x0 = tf.concat(parts, axis=-1)

@@ -114,12 +114,18 @@ class CtrModel(tfrs.Model):
     parts.append(context["query"])
     if self.history_summary is not None:  # once per user, broadcast to the N candidates
       summary = self.history_summary(context["behavior"], context["valid"])  # [B, D]
-      summary = summary[:, None, :] + tf.zeros_like(context["query"][..., :1])
-      summary = self.history_summary.with_readout(summary, context["query"])
-      parts.append(drop_summaries(summary, self.config.summary_dropout, training))
+      parts.append(self.candidate_summary(summary, context["query"], training))
     if "target_stats" in context:
       parts.append(context["target_stats"])
     return self._tower(parts, training)
+
+  def candidate_summary(self, summary, query, training=False):
+    """The tower's summary part [B, N, output_dim] from the per-user summary [B, user_dim]
+    and the candidates' embeddings [B, N, Dq]: broadcast to the N candidates, read out per
+    candidate (history_summary=interests), dropped in training (summary_dropout)."""
+    summary = summary[:, None, :] + tf.zeros_like(query[..., :1])
+    summary = self.history_summary.with_readout(summary, query)
+    return drop_summaries(summary, self.config.summary_dropout, training)
 
   def _tower(self, parts, training=False):
     """Logits [B, N] from the tower's input parts, each [B, N, ...]."""
