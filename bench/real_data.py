@@ -55,7 +55,7 @@ BUDGETS = {
                   weight_average=0.0),
 }
 # The section's models: the product's six and the retrieval control at the default (the
-# top-k by the model's own full attention: what a perfect retrieval of k would give).
+# top-k by the model's own full attention: the selection the Hamming top-k stands in for).
 MODELS = config_lib.MODEL_NAMES + ("eta_oracle_default",)
 
 
