@@ -71,6 +71,9 @@ _PRESETS = [
            {**_DEFAULT, "experiment": "eta_oracle"}, True),
     Preset("eta_attention_hash", "Experiment: Hamming top-k on SimHash of the attention's "
            "projected query and keys.", {**_ITEM, "experiment": "eta_attention_hash"}, True),
+    Preset("eta_attention_hash_default", "Experiment: the default eta (summary, summary "
+           "dropout) with eta_attention_hash's retrieval.",
+           {**_DEFAULT, "experiment": "eta_attention_hash"}, True),
     Preset("eta_category_only", "Control: eta keeping only the retrieved of the "
            "candidate's category signature (SIM(hard)'s mask, ETA's order inside).",
            {**_CATEGORY_FIRST, "experiment": "eta_category_only"}, True),
