@@ -43,8 +43,8 @@ DEFAULT_PIPELINE_ARGS = ("--split=user_last", "--eval_targets_per_user=10")
 # Per report budget: steps per epoch, epoch cap, patience, validation batches (0: the whole
 # validation split), seeds, weight average. "full" is count_floor's converged protocol
 # (the one the README's MovieLens figures use): whole-split validation, patience 2, the
-# moving average the trainer keeps by default; ~55 min on 2 shared cores at L=256
-# (7 models x 3 seeds).
+# moving average the trainer keeps by default (movielens.json records how long a run
+# took).
 _TRAINER_AVERAGE = config_lib.TrainConfig().weight_average
 BUDGETS = {
     "full": dict(steps=150, max_epochs=6, patience=2, val_steps=0, seeds=3,
