@@ -212,6 +212,8 @@ RENDERED = ("count_floor_movielens_user_last.json",
             "count_floor_synthetic_default_converged.json",
             "count_floor_synthetic_harder_weight_average.json",
             "count_floor_taobao_calibrated_weight_average.json",
+            "count_floor_synthetic_harder_action_revisits.json",
+            "count_floor_taobao_action_revisits.json",
             "count_floor_movielens_weight_average.json",
             "count_floor_movielens_val_all.json",
             "count_floor_synthetic_default.json", "count_floor_synthetic_harder.json",
@@ -237,9 +239,9 @@ standard deviation over seeds, training with early stopping on a validation spli
 training data (held-out users); heuristic rows are training-free scores on the same eval
 samples. Rows record their `weight_average`: the harness default (0.99, as the trainer's)
 validates and keeps the moving average of the weights (eta_tf/models/weight_average.py);
-rows without the key kept the last step's weights. The first eight sections are the
-current protocol and data (movielens_user_last and the *_weight_average ones: up to 4
-epochs, patience 1, 20 validation batches; movielens_user_last_val_all,
+rows without the key kept the last step's weights. The first ten sections are the
+current protocol and data (movielens_user_last, the *_weight_average and
+*_action_revisits ones: up to 4 epochs, patience 1, 20 validation batches; movielens_user_last_val_all,
 movielens_val_all and synthetic_default_converged: the whole validation split or up to
 10 epochs, patience 2, as each section's commands say); the sections after them
 were measured earlier (last-step weights; the matched-negative logs on an earlier
@@ -262,6 +264,16 @@ python -m pipelines.synthetic --preset=taobao --num_users=600 --seed=0 \\
     --output=bench/work/log_taobao_s0.csv.gz
 python -m pipelines.build_dataset --input=bench/work/log_taobao_s0.csv.gz \\
     --output_dir=bench/work/data_taobao_matched_s0 --seed=0
+# the same two matched logs where revisits favour carted / faved / bought items
+# (--revisit_behavior_weight=8: what a matched negative leaves to learn)
+python -m pipelines.synthetic --preset=taobao --num_users=600 --seed=0 \\
+    --revisit_behavior_weight=8 --output=bench/work/log_taobao_bw8_s0.csv.gz
+python -m pipelines.build_dataset --input=bench/work/log_taobao_bw8_s0.csv.gz \\
+    --output_dir=bench/work/data_taobao_bw8_s0 --seed=0
+python -m pipelines.synthetic --output=bench/work/log_synthetic_harder_bw8_s0.csv.gz \\
+    --seed=0 --late_long_term_rate=0.1 --recent_categories=5 --revisit_behavior_weight=8
+python -m pipelines.build_dataset --input=bench/work/log_synthetic_harder_bw8_s0.csv.gz \\
+    --output_dir=bench/work/data_synthetic_harder_bw8_s0 --seed=0
 # MovieLens latest-small: the README's split (each user's last 10 ratings are its eval
 # targets: 610 eval users) -> movielens_user_last; build_dataset's default time split
 # (74 eval users, one of them a quarter of the samples) -> movielens*

@@ -8,6 +8,9 @@ behaviors and the candidate), or from the train split:
   item_recency    how recently the candidate item occurred: -(seconds since its last
                   occurrence); samples without an occurrence rank below every sample with one
   item_popularity occurrences of the candidate item in the train split's behaviors
+  item_action_count occurrences of the candidate item in the sample's history as a cart,
+                  fav or buy (any behavior type but pv): on a log of views and purchases,
+                  "the user put it in the cart" is a count too
 
 A heuristic has no sign of its own (on some logs fresh items are the positives), so each is
 read in the direction with the higher AUC; the same direction is used for its GAUC, and
@@ -20,18 +23,20 @@ import numpy as np
 from eta_tf import features as F
 from eta_tf import metrics
 
-HEURISTICS = ("item_count", "category_count", "item_recency", "item_popularity")
+HEURISTICS = ("item_count", "category_count", "item_recency", "item_popularity",
+              "item_action_count")
 # item_recency of "never occurred": below any real -(gap in seconds). Finite, so that the
 # tie-aware AUC sees these samples as one tie (np.diff of two -inf is NaN, not 0).
 _NO_OCCURRENCE = -1e18
 
 
 def history_scores(batch: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  """item_count, category_count and item_recency of a batch of samples.
+  """item_count, category_count, item_recency and item_action_count of a batch of samples.
 
   Args:
-    batch: HIST_ITEM_ID / HIST_CATEGORY_ID / HIST_TIMESTAMP int64 [B, L] (0 = padding),
-      TARGET_ITEM_ID / TARGET_CATEGORY_ID / TARGET_TIMESTAMP int64 [B].
+    batch: HIST_ITEM_ID / HIST_CATEGORY_ID / HIST_BEHAVIOR_TYPE / HIST_TIMESTAMP int64
+      [B, L] (0 = padding), TARGET_ITEM_ID / TARGET_CATEGORY_ID / TARGET_TIMESTAMP int64
+      [B]. Without HIST_BEHAVIOR_TYPE, no item_action_count.
   Returns:
     {name: float64 [B]}.
   """
@@ -43,11 +48,15 @@ def history_scores(batch: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
   gaps = (np.asarray(batch[F.TARGET_TIMESTAMP])[:, None] -
           np.asarray(batch[F.HIST_TIMESTAMP])).astype(np.float64)
   smallest_gap = np.where(item_match, gaps, np.inf).min(axis=1)
-  return {
+  scores = {
       "item_count": item_match.sum(axis=1).astype(np.float64),
       "category_count": category_match.sum(axis=1).astype(np.float64),
       "item_recency": np.where(np.isfinite(smallest_gap), -smallest_gap, _NO_OCCURRENCE),
   }
+  if F.HIST_BEHAVIOR_TYPE in batch:
+    action = np.asarray(batch[F.HIST_BEHAVIOR_TYPE]) > F.BEHAVIOR_TYPES["pv"]
+    scores["item_action_count"] = (item_match & action).sum(axis=1).astype(np.float64)
+  return scores
 
 
 def item_counts(item_ids: np.ndarray) -> Dict[int, int]:

@@ -20,8 +20,9 @@ SIGNATURE_FIELDS = ("item", "item_category")  # what eta's SimHash signature cov
 SIGNATURE_DISTANCES = ("sum", "category_first")
 # Experimental eta blocks (controls and measured, rejected options): eta_tf/experimental
 # registers one EtaBlock subclass per name; they are not part of the product.
-EXPERIMENTS = ("eta_random", "eta_oracle", "eta_attention_hash", "eta_category_only",
-               "eta_category_bias", "eta_category_sink", "eta_category_split")
+EXPERIMENTS = ("eta_random", "eta_oracle", "eta_attention_hash",
+               "eta_attention_hash_category", "eta_category_only", "eta_category_bias",
+               "eta_category_sink", "eta_category_split")
 # Options that were ModelConfig fields and are experimental blocks now: a saved config
 # naming one loads as that block (field -> {value: experiment}); the product values
 # (None key) load as the product block.

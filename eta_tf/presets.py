@@ -74,6 +74,13 @@ _PRESETS = [
     Preset("eta_attention_hash_default", "Experiment: the default eta (summary, summary "
            "dropout) with eta_attention_hash's retrieval.",
            {**_DEFAULT, "experiment": "eta_attention_hash"}, True),
+    Preset("eta_attention_hash_always", "Experiment: eta_attention_hash_default with the "
+           "summary in every training sample (no summary dropout).",
+           {**_DEFAULT, "experiment": "eta_attention_hash", "summary_dropout": 0.0}, True),
+    Preset("eta_attention_hash_category", "Experiment: the default eta with its item "
+           "signature replaced by eta_attention_hash's (SimHash of the attention's "
+           "projected query and keys) ‖ the category signature, ranked category first.",
+           {**_DEFAULT, "experiment": "eta_attention_hash_category"}, True),
     Preset("eta_category_only", "Control: eta keeping only the retrieved of the "
            "candidate's category signature (SIM(hard)'s mask, ETA's order inside).",
            {**_CATEGORY_FIRST, "experiment": "eta_category_only"}, True),

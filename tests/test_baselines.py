@@ -15,6 +15,7 @@ def _batch():
   return {
       F.HIST_ITEM_ID: np.array([[0, 7, 5, 7], [3, 4, 4, 9]]),
       F.HIST_CATEGORY_ID: np.array([[0, 2, 2, 1], [1, 2, 2, 1]]),
+      F.HIST_BEHAVIOR_TYPE: np.array([[0, 1, 2, 4], [1, 3, 1, 1]]),
       F.HIST_TIMESTAMP: np.array([[0, 100, 200, 300], [10, 20, 30, 40]]),
       F.TARGET_ITEM_ID: np.array([7, 8]),
       F.TARGET_CATEGORY_ID: np.array([2, 1]),
@@ -28,6 +29,8 @@ def test_history_scores_hand_computed():
   np.testing.assert_array_equal(scores["category_count"], [2, 2])
   # Sample 0: the last 7 is at t=300, target at 1000 -> -700; sample 1: no 8 at all.
   np.testing.assert_array_equal(scores["item_recency"], [-700, -1e18])
+  # Sample 0: item 7 as a pv (1) and a buy (4) -> one action; sample 1: no 8.
+  np.testing.assert_array_equal(scores["item_action_count"], [1, 0])
 
 
 def test_padding_never_matches_id_zero():
@@ -64,6 +67,9 @@ def _loop_reference(samples, train_counts):
                                       if i > 0 and c == feats[F.TARGET_CATEGORY_ID]))
     rows["item_recency"].append(-(feats[F.TARGET_TIMESTAMP] - max(hits)) if hits else -1e18)
     rows["item_popularity"].append(train_counts[feats[F.TARGET_ITEM_ID]])
+    rows["item_action_count"].append(sum(
+        1 for i, b in zip(feats[F.HIST_ITEM_ID], feats[F.HIST_BEHAVIOR_TYPE])
+        if i > 0 and i == feats[F.TARGET_ITEM_ID] and b > F.BEHAVIOR_TYPES["pv"]))
   return rows
 
 

@@ -19,6 +19,16 @@ from test_target_stats import _popcount_distance
 from test_target_stats import _samples
 
 
+def _small_block(preset: str, seed: int):
+  """(config, model, long block, request context, samples) of preset at SMALL shapes,
+  random weights and the samples of `seed`."""
+  tf.keras.utils.set_random_seed(seed)
+  config = presets.model_config(preset, **SMALL)
+  model = build_model(config)
+  feats = _samples(seed=seed)
+  return config, model, model.long_block, _context(model, feats), feats
+
+
 def test_random_control_takes_exact_matches_first_and_is_fixed():
   tf.keras.utils.set_random_seed(2)
   feats = _samples(seed=2)
@@ -101,12 +111,7 @@ def test_category_split_attention_equals_numpy_reference():
   """eta_category_split: the same scores, one masked softmax over the retrieved at category
   distance 0 and one over the rest, each through the output projection, concatenated
   (numpy below); an empty part is the output bias. Export scores equal training's."""
-  tf.keras.utils.set_random_seed(13)
-  feats = _samples(seed=13)
-  config = presets.model_config("eta_category_split", **SMALL)
-  model = build_model(config)
-  block = model.long_block
-  context = _context(model, feats)
+  config, model, block, context, feats = _small_block("eta_category_split", seed=13)
   indices, _, mask, categories = (t.numpy() for t in block.retrieve_with_categories(context))
   same = mask & (categories == 0)
   other = mask & (categories > 0)
@@ -208,6 +213,42 @@ def test_attention_hash_retrieval_equals_numpy_reference():
   want = att.attend(att.project_query(context["query"]), keys, values, mask_t).numpy()
   got = block(context).numpy()
   np.testing.assert_allclose(got[..., :want.shape[-1]], want, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_hash_category_first_retrieval_equals_numpy_reference():
+  """eta_attention_hash_category: the k real behaviors with the smallest category
+  distance · (m + 1) + attention-signature distance, ties to the more recent (numpy
+  below, from the two signatures' bits); distances returned as their sum."""
+  from eta_tf.ops import bits as bits_ops  # pylint: disable=g-import-not-at-top
+  config, model, block, context, feats = _small_block("eta_attention_hash_category",
+                                                      seed=13)
+  m = config.hash_bits
+  assert block.distance_bits == 2 * m
+  query_signatures, key_signatures = block.attention_signatures(block.project_all(context))
+  history_category, candidate_category = block.category_signatures(context)
+  unpack = lambda x: bits_ops.unpack_bits(x, m).numpy()  # noqa: E731
+  attention = _popcount_distance(unpack(query_signatures), unpack(key_signatures))
+  category = _popcount_distance(unpack(candidate_category), unpack(history_category))
+  assert (category > 0).any() and (category == 0).any()  # both kinds in the fixture
+  indices, distances, mask = (t.numpy() for t in block.retrieve(context))
+  valid = context["valid"].numpy()
+  length = valid.shape[1]
+  for b in range(valid.shape[0]):
+    for n in range(indices.shape[1]):
+      real = np.flatnonzero(valid[b])
+      key = category[b, n, real] * (m + 1) + attention[b, n, real]
+      order = np.lexsort((-real, key))[:config.top_k]  # nearest, then the more recent
+      assert set(indices[b, n][mask[b, n]].tolist()) == set(real[order].tolist())
+      got = distances[b, n][mask[b, n]]
+      picked = indices[b, n][mask[b, n]]
+      np.testing.assert_array_equal(got, category[b, n, picked] + attention[b, n, picked])
+      assert mask[b, n].sum() == min(config.top_k, len(real)) and length >= len(real)
+  before = model.predict_ctr(feats).numpy()
+  model.freeze_signatures()  # export: the category table frozen, same scores
+  np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="signature_fields='item'"):
+    build_model(presets.model_config("eta_attention_hash_category", signature_fields="item",
+                                     **SMALL))
 
 
 def test_score_bias_and_sink_equal_numpy_reference():

@@ -95,3 +95,68 @@ def test_output_directory_is_created(tmp_path):
   path = synthetic.generate(5, seed=1, output=str(tmp_path / "new" / "dir" / "log.csv.gz"))
   with gzip.open(path, "rb") as f:
     assert len(f.read().splitlines()) > 5
+
+
+def _carted_revisit_share(events, skip_first=5):
+  """Of the events that revisit an item the user had before, the share whose item had
+  a non-pv (cart / fav / buy) event before."""
+  hits = total = 0
+  for user in np.unique(events.user_id):
+    rows = events.user_id == user
+    favoured, seen = set(), set()
+    for j, (item, kind) in enumerate(zip(events.item_id[rows].tolist(),
+                                         events.behavior_type[rows].tolist())):
+      if j >= skip_first and item in seen:
+        hits += item in favoured
+        total += 1
+      seen.add(item)
+      if kind > 1:
+        favoured.add(item)
+  return hits / total
+
+
+def _late_long_term_favoured_share(cfg):
+  """Of the late-phase long-term events, the share whose item had a non-pv early event."""
+  events = synthetic.generate_log(cfg).events
+  hits = total = 0
+  for user in np.unique(events.user_id):
+    rows = events.user_id == user
+    items, kinds, long_term = (events.item_id[rows], events.behavior_type[rows],
+                               events.is_long_term[rows])
+    n = len(items)
+    early = np.arange(n) < cfg.early_fraction * n
+    late = np.arange(n) >= (1 - cfg.late_fraction) * n
+    favoured = set(items[early & long_term & (kinds > 1)].tolist())
+    late_items = items[late & long_term].tolist()
+    hits += sum(item in favoured for item in late_items)
+    total += len(late_items)
+  return hits / total
+
+
+def test_revisit_behavior_weight_favours_carted_items():
+  """A weight w > 1 makes revisits come back to items with a cart / fav / buy event far
+  more often than uniform revisits do; the revisit share and the behavior mix stay."""
+  base = dict(num_users=300, seed=0, **synthetic.TAOBAO_PRESET)
+  uniform = synthetic.generate_log(synthetic.SyntheticConfig(**base)).events
+  weighted = synthetic.generate_log(synthetic.SyntheticConfig(
+      **base, revisit_behavior_weight=8.0)).events
+  assert _carted_revisit_share(weighted) > 2 * _carted_revisit_share(uniform)
+  assert abs(_revisit_share(weighted) - _revisit_share(uniform)) < 0.03
+  pv = features.BEHAVIOR_TYPES["pv"]
+  assert abs(np.mean(weighted.behavior_type == pv) - np.mean(uniform.behavior_type == pv)) \
+      < 0.01
+  # Late long-term revisits (no revisit_rate): long-term items with a non-pv early event
+  # come back more.
+  late_uniform = _late_long_term_favoured_share(synthetic.SyntheticConfig(
+      num_users=300, seed=0))
+  late_weighted = _late_long_term_favoured_share(synthetic.SyntheticConfig(
+      num_users=300, seed=0, revisit_behavior_weight=8.0))
+  assert late_weighted > 2 * late_uniform
+  # A weight of 1 is the uniform generator, byte for byte.
+  assert synthetic.generate(20, seed=4, revisit_behavior_weight=1.0) == \
+      synthetic.generate(20, seed=4)
+
+
+def test_revisit_behavior_weight_must_be_positive():
+  with np.testing.assert_raises_regex(ValueError, "revisit_behavior_weight must be > 0"):
+    synthetic.SyntheticConfig(revisit_behavior_weight=0.0).validate()

@@ -10,6 +10,7 @@ from eta_tf.experimental.category_attention import CategoryOnlyBlock
 from eta_tf.experimental.category_attention import CategorySinkBlock
 from eta_tf.experimental.category_attention import CategorySplitBlock
 from eta_tf.experimental.retrieval_controls import AttentionHashBlock
+from eta_tf.experimental.retrieval_controls import AttentionHashCategoryFirstBlock
 from eta_tf.experimental.retrieval_controls import OracleRetrievalBlock
 from eta_tf.experimental.retrieval_controls import RandomRetrievalBlock
 
@@ -17,6 +18,7 @@ EXPERIMENTAL_BLOCKS = {
     "eta_random": RandomRetrievalBlock,
     "eta_oracle": OracleRetrievalBlock,
     "eta_attention_hash": AttentionHashBlock,
+    "eta_attention_hash_category": AttentionHashCategoryFirstBlock,
     "eta_category_only": CategoryOnlyBlock,
     "eta_category_bias": CategoryBiasBlock,
     "eta_category_sink": CategorySinkBlock,

@@ -1,11 +1,13 @@
 """Retrieval controls of eta: the floor (random), the ceiling (oracle) and the
-attention_hash experiment between them. The attention over the k is ETA's."""
+attention_hash experiments between them. The attention over the k is ETA's."""
 import tensorflow as tf
 
 from eta_tf.layers import SimHash
 from eta_tf.models.long_history import EtaBlock
+from eta_tf.models.long_history import category_first_weights
 from eta_tf.models.long_history import gathered_distances
 from eta_tf.ops import hamming as hamming_ops
+from eta_tf.ops import hamming_matmul
 
 
 def mix_ids(history_ids, candidate_ids, num_values: int):
@@ -106,3 +108,34 @@ class AttentionHashBlock(EtaBlock):
     value_heads = tf.gather(all_values, indices, batch_dims=1)
     out = self.attention.attend(query_heads, key_heads, value_heads, mask)
     return self.with_stats(out, distances, mask)
+
+
+class AttentionHashCategoryFirstBlock(AttentionHashBlock):
+  """eta_attention_hash_category: attention_hash's signature ‖ the category signature,
+  ranked category first (as the default eta ranks item ‖ category): behaviors whose
+  category signature is nearest come first, by nearness of the attention's projections
+  among them. Needs signature_fields=item_category (the category SimHash); distances
+  count over 2m bits (category + attention), as the default's statistics do."""
+
+  def __init__(self, config, **kwargs):
+    super().__init__(config, **kwargs)
+    if self.category_simhash is None:
+      raise ValueError("eta_attention_hash_category needs signature_fields=item_category, "
+                       f"got signature_fields={config.signature_fields!r}")
+
+  @property
+  def distance_bits(self) -> int:
+    return 2 * self.config.hash_bits
+
+  def retrieve(self, context, projected=None):
+    query_signatures, key_signatures = self.attention_signatures(
+        projected if projected is not None else self.project_all(context))
+    history_category, candidate_category = self.category_signatures(context)
+    words = self.config.hash_words
+    indices, distances, mask = hamming_matmul.weighted_top_k(
+        tf.concat([query_signatures, candidate_category], axis=-1),
+        tf.concat([key_signatures, history_category], axis=-1), context["valid"],
+        self.config.top_k, use_xla=self.config.hamming_xla, sort=False,
+        word_weights=category_first_weights(words, self.config.hash_bits))
+    m1 = self.config.hash_bits + 1  # category · (m + 1) + attention -> their sum
+    return indices, tf.where(mask, distances // m1 + distances % m1, 0), mask

@@ -151,15 +151,23 @@ class EtaBlock(LongHistoryBlock):
     history, candidate = super()._signatures(context)
     if self.category_simhash is None:
       return history, candidate
-    d, dc = self.config.item_dim, self.config.category_dim
-    history_category = context.get("history_category_signatures")
-    if history_category is None:
-      history_category = self.category_simhash(context["behavior"][..., d:d + dc])
-    candidate_category = context.get("candidate_category_signatures")
-    if candidate_category is None:
-      candidate_category = self.category_simhash(context["query"][..., d:d + dc])
+    history_category, candidate_category = self.category_signatures(context)
     return (tf.concat([history, history_category], axis=-1),
             tf.concat([candidate, candidate_category], axis=-1))
+
+  def category_signatures(self, context):
+    """Category signatures of the behaviors int64 [B, L, W] and of the candidates [B, N,
+    W]: the frozen table's when given, else SimHash of the category embeddings (the
+    slice of the behavior / query embeddings after the item part). Needs
+    signature_fields=item_category."""
+    d, dc = self.config.item_dim, self.config.category_dim
+    history = context.get("history_category_signatures")
+    if history is None:
+      history = self.category_simhash(context["behavior"][..., d:d + dc])
+    candidate = context.get("candidate_category_signatures")
+    if candidate is None:
+      candidate = self.category_simhash(context["query"][..., d:d + dc])
+    return history, candidate
 
   def full_attention_scores(self, context):
     """Head-averaged attention logits of every candidate over all L, float [B, N, L]."""
