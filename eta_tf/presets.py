@@ -74,9 +74,6 @@ _PRESETS = [
     Preset("eta_attention_hash_default", "Experiment: the default eta (summary, summary "
            "dropout) with eta_attention_hash's retrieval.",
            {**_DEFAULT, "experiment": "eta_attention_hash"}, True),
-    Preset("eta_attention_hash_always", "Experiment: eta_attention_hash_default with the "
-           "summary in every training sample (no summary dropout).",
-           {**_DEFAULT, "experiment": "eta_attention_hash", "summary_dropout": 0.0}, True),
     Preset("eta_attention_hash_category", "Experiment: the default eta with its item "
            "signature replaced by eta_attention_hash's (SimHash of the attention's "
            "projected query and keys) ‖ the category signature, ranked category first.",
