@@ -213,6 +213,7 @@ RENDERED = ("count_floor_movielens_user_last.json",
             "count_floor_synthetic_harder_weight_average.json",
             "count_floor_taobao_calibrated_weight_average.json",
             "count_floor_taobao_calibrated_converged.json",
+            "count_floor_synthetic_harder_converged.json",
             "count_floor_synthetic_harder_action_revisits.json",
             "count_floor_taobao_action_revisits.json",
             "count_floor_movielens_weight_average.json",
@@ -240,12 +241,11 @@ standard deviation over seeds, training with early stopping on a validation spli
 training data (held-out users); heuristic rows are training-free scores on the same eval
 samples. Rows record their `weight_average`: the harness default (0.99, as the trainer's)
 validates and keeps the moving average of the weights (eta_tf/models/weight_average.py);
-rows without the key kept the last step's weights. The first eleven sections are the
+rows without the key kept the last step's weights. The first twelve sections are the
 current protocol and data (movielens_user_last, the *_weight_average and
 *_action_revisits ones: up to 4 epochs, patience 1, 20 validation batches;
-movielens_user_last_val_all, movielens_val_all, synthetic_default_converged and
-taobao_calibrated_converged: the whole validation split or up to 10 epochs, patience 2,
-as each section's commands say); the sections after them
+movielens_user_last_val_all, movielens_val_all and the *_converged ones: the whole
+validation split or up to 10 epochs, patience 2, as each section's commands say); the sections after them
 were measured earlier (last-step weights; the matched-negative logs on an earlier
 sampler) and are kept for the comparisons they hold.
 """ + MODEL_LEGEND + """
