@@ -245,9 +245,9 @@ rows without the key kept the last step's weights. The first twelve sections are
 current protocol and data (movielens_user_last, the *_weight_average and
 *_action_revisits ones: up to 4 epochs, patience 1, 20 validation batches;
 movielens_user_last_val_all, movielens_val_all and the *_converged ones: the whole
-validation split or up to 10 epochs, patience 2, as each section's commands say); the sections after them
-were measured earlier (last-step weights; the matched-negative logs on an earlier
-sampler) and are kept for the comparisons they hold.
+validation split or up to 10 epochs, patience 2, as each section's commands say); the
+sections after them were measured earlier (last-step weights; the matched-negative logs
+on an earlier sampler) and are kept for the comparisons they hold.
 """ + MODEL_LEGEND + """
 Data (bench/work/, not committed; MovieLens from ml-latest-small, see the README):
 

@@ -59,6 +59,7 @@ TAOBAO_START = 1511539200  # 2017-11-25 00:00 UTC+8, first day of UserBehavior.c
 BEHAVIOR_NAMES = tuple(sorted(features.BEHAVIOR_TYPES, key=features.BEHAVIOR_TYPES.get))
 BEHAVIOR_PROBS = {"pv": 0.89, "cart": 0.055, "fav": 0.03, "buy": 0.025}
 _USERS_PER_CHUNK = 4096  # part of the output definition: changing it changes the stream
+_PV = features.BEHAVIOR_TYPES["pv"]  # every other behavior type is an action on the item
 
 NOISE_KINDS = ("wrong_column_count", "non_integer_field", "non_positive_id",
                "unknown_behavior_type", "timestamp_out_of_range", "empty_line")
@@ -202,7 +203,7 @@ def _chunk_events(rng: np.random.Generator, cfg: SyntheticConfig, first_user: in
   if cfg.revisit_rate > 0:
     source_weights = None
     if weighted:
-      source_weights = np.where(behavior > 1, cfg.revisit_behavior_weight, 1.0)
+      source_weights = np.where(behavior > _PV, cfg.revisit_behavior_weight, 1.0)
     category, slot, is_long = _plant_revisits(rng, cfg.revisit_rate, rank, category, slot,
                                               is_long, source_weights)
   if behavior is None:
@@ -233,7 +234,7 @@ def _favoured_long_items(rng, weight, user, long_idx, early_long, behavior, num_
   """Per event, a long-term item index drawn with `weight` for the user's long-term items
   that had a non-pv early event and 1 for the others (used for the late ones)."""
   favoured = np.zeros((num_users, num_long_items), bool)
-  early = np.flatnonzero(early_long & (behavior > 1))
+  early = np.flatnonzero(early_long & (behavior > _PV))
   favoured[user[early], long_idx[early]] = True
   cdf = np.cumsum(np.where(favoured, weight, 1.0), axis=1)
   cdf /= cdf[:, -1:]
@@ -247,20 +248,22 @@ def _plant_revisits(rng, rate, rank, category, slot, is_long, source_weights=Non
   uniformly, or in proportion to `source_weights` (float [total], > 0) when given.
   Arrays are flat over users grouped in order; rank = index within the user."""
   total = rank.size
+  index = np.arange(total)
   repeat = (rng.random(total) < rate) & (rank > 0)
   if source_weights is None:
-    source = np.arange(total) - 1 - np.floor(rng.random(total) * rank).astype(np.int64)
+    source = index - 1 - np.floor(rng.random(total) * rank).astype(np.int64)
   else:
-    # Cumulative weights over the flat array: event e's earlier events (e - rank .. e - 1)
-    # hold (before[e], cumulative[e - 1]]; the source is the event whose interval holds
-    # a uniform point of that range.
+    # Cumulative weights over the flat array: event e's earlier events (first .. e - 1,
+    # first = e - rank) hold (before[e], cumulative[e - 1]]; the source is the event
+    # whose interval holds a uniform point of that range, clipped to those events against
+    # float rounding at the edges (a user's first event has none: never a repeat).
+    first = index - rank
     cumulative = np.cumsum(source_weights)
-    before = cumulative[np.arange(total) - rank] - source_weights[np.arange(total) - rank]
+    before = cumulative[first] - source_weights[first]
     point = before + rng.random(total) * (cumulative - source_weights - before)
-    source = np.minimum(np.searchsorted(cumulative, point, side="right"),
-                        np.maximum(np.arange(total) - 1, 0))
-    source = np.where(rank > 0, np.maximum(source, np.arange(total) - rank), 0)
-  origin = np.where(repeat, source, np.arange(total))
+    source = np.clip(np.searchsorted(cumulative, point, side="right"), first,
+                     np.maximum(index - 1, first))
+  origin = np.where(repeat, source, index)
   chained = repeat[origin]
   while chained.any():  # sources are earlier events, so following them terminates
     origin = np.where(chained, source[origin], origin)
