@@ -78,6 +78,13 @@ _PRESETS = [
            "signature replaced by eta_attention_hash's (SimHash of the attention's "
            "projected query and keys) ‖ the category signature, ranked category first.",
            {**_DEFAULT, "experiment": "eta_attention_hash_category"}, True),
+    Preset("eta_linear_readout", "Experiment: the default eta plus a linear-attention "
+           "readout of the whole history per candidate (positive-feature attention whose "
+           "L-long sum is done once per user).",
+           {**_DEFAULT, "experiment": "eta_linear_readout"}, True),
+    Preset("eta_linear_readout_dropped", "Experiment: eta_linear_readout with its readout "
+           "zeroed in training for the summary dropout's share of the samples.",
+           {**_DEFAULT, "experiment": "eta_linear_readout_dropped"}, True),
     Preset("eta_category_only", "Control: eta keeping only the retrieved of the "
            "candidate's category signature (SIM(hard)'s mask, ETA's order inside).",
            {**_CATEGORY_FIRST, "experiment": "eta_category_only"}, True),

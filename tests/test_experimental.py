@@ -251,6 +251,57 @@ def test_attention_hash_category_first_retrieval_equals_numpy_reference():
                                      **SMALL))
 
 
+def test_linear_readout_equals_numpy_reference():
+  """eta_linear_readout: per candidate and head, the phi(q) · phi(k)-weighted mean of the
+  real behaviors' values (numpy below), appended to the default block's output; zeros for
+  a user without history; frozen signatures leave the scores unchanged."""
+  from eta_tf.experimental import linear_readout  # pylint: disable=g-import-not-at-top
+  config, model, block, context, feats = _small_block("eta_linear_readout", seed=17)
+  valid = context["valid"].numpy().copy()
+  valid[0] = False  # one user without history
+  state, norm = block.user_state(context["behavior"], tf.constant(valid))
+  got = block.readout(context["query"], state, norm).numpy()
+  expected = linear_readout.linear_readout_reference(
+      context["behavior"].numpy(), valid, context["query"].numpy(),
+      block.readout_query_kernel.numpy(), block.readout_key_kernel.numpy(),
+      block.readout_value_kernel.numpy(), config.num_heads)
+  assert got.shape == (valid.shape[0], 1, config.num_heads * config.head_dim)
+  assert valid[1:].any(axis=1).all() and np.abs(expected[1:]).max() > 1e-3
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(got[0], 0.0)
+  default = super(linear_readout.LinearReadoutBlock, block).call(context).numpy()
+  out = block(context).numpy()
+  np.testing.assert_array_equal(out[..., :default.shape[-1]], default)
+  before = model.predict_ctr(feats).numpy()
+  model.freeze_signatures()  # export: the signature tables frozen, same scores
+  np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, rtol=1e-5, atol=1e-6)
+
+
+def test_dropped_linear_readout_zeroes_whole_readouts_in_training_only():
+  """eta_linear_readout_dropped: in training each sample's readout is either kept whole
+  or zeroed (both occur at summary_dropout 0.5); the default block's part is untouched;
+  the model's training call reaches the block; serving never drops."""
+  config, model, block, context, _ = _small_block("eta_linear_readout_dropped", seed=19)
+  assert config.summary_dropout == 0.5
+  width = config.num_heads * config.head_dim
+  serving = block(context, training=False).numpy()
+  np.testing.assert_array_equal(block(context, training=False).numpy(), serving)
+  tf.random.set_seed(0)
+  trained = block(context, training=True).numpy()
+  np.testing.assert_array_equal(trained[..., :-width], serving[..., :-width])
+  kept = np.all(trained[..., -width:] == serving[..., -width:], axis=-1)
+  dropped = np.all(trained[..., -width:] == 0.0, axis=-1)
+  assert np.all(kept | dropped) and kept.any() and dropped.any()
+  seen = []
+  call = block.call
+  block.call = lambda context, training=False: seen.append(training) or call(context,
+                                                                             training)
+  _, _, _, _, feats = _small_block("eta_linear_readout_dropped", seed=19)
+  model(feats, training=True)
+  model(feats, training=False)
+  assert seen == [True, False]
+
+
 def test_score_bias_and_sink_equal_numpy_reference():
   """Per-query attention with a score bias [B, N, k, H] and a sink logit [H]: softmax over
   the k real keys plus one zero-valued key of score sink[h] (numpy below)."""

@@ -9,6 +9,8 @@ from eta_tf.experimental.category_attention import CategoryBiasBlock
 from eta_tf.experimental.category_attention import CategoryOnlyBlock
 from eta_tf.experimental.category_attention import CategorySinkBlock
 from eta_tf.experimental.category_attention import CategorySplitBlock
+from eta_tf.experimental.linear_readout import DroppedLinearReadoutBlock
+from eta_tf.experimental.linear_readout import LinearReadoutBlock
 from eta_tf.experimental.retrieval_controls import AttentionHashBlock
 from eta_tf.experimental.retrieval_controls import AttentionHashCategoryFirstBlock
 from eta_tf.experimental.retrieval_controls import OracleRetrievalBlock
@@ -23,5 +25,7 @@ EXPERIMENTAL_BLOCKS = {
     "eta_category_bias": CategoryBiasBlock,
     "eta_category_sink": CategorySinkBlock,
     "eta_category_split": CategorySplitBlock,
+    "eta_linear_readout": LinearReadoutBlock,
+    "eta_linear_readout_dropped": DroppedLinearReadoutBlock,
 }
 assert tuple(EXPERIMENTAL_BLOCKS) == EXPERIMENTS, "eta_tf.config.EXPERIMENTS is the contract"
