@@ -26,11 +26,12 @@ from eta_tf.testing import random_samples
 # Preset names (eta_tf/presets.py): the product's models, then the ETA variants timed
 # beside the default eta (eta_xla its distance pass under XLA, eta_paper the item-only
 # signature, eta_attention_hash the experiment hashing the attention's projections,
-# eta_attention_hash_default that retrieval inside the default eta and
-# eta_attention_hash_category it ranked category first).
+# eta_attention_hash_default that retrieval inside the default eta,
+# eta_attention_hash_category it ranked category first, eta_linear_readout the default
+# plus a linear-attention readout of the whole history).
 MODELS = ("eta", "eta_xla", "din_long", "din", "sim_hard", "avg", "sdim", "eta_paper",
           "eta_attention_hash", "eta_no_summary", "eta_attention_hash_default",
-          "eta_attention_hash_category")
+          "eta_attention_hash_category", "eta_linear_readout")
 
 
 def model_config(name: str, length: int) -> ModelConfig:
