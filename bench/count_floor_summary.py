@@ -71,17 +71,25 @@ def summarize(rows):
   best_name = max(heuristics, key=lambda h: heuristics[h]["auc"])
   for r in rows:  # the heuristic as a pseudo-model with the same value for every seed
     r["best_heuristic_auc"] = heuristics[best_name]["auc"]
-  gaps = {f"eta - {m}": paired(rows, "eta", m) for m in models if m != "eta"}
-  gaps["eta - best heuristic"] = _heuristic_gap(rows, "eta")
+  # Pairs in print order; None: the model against the best heuristic (AUC only).
+  pairs = [("eta", m) for m in models if m != "eta"] + [("eta", None)]
   for variant in ETA_VARIANTS:
     if variant == PRODUCT_VARIANT or variant not in models:
       continue
-    for reference in (*TARGET_REFERENCES, PRODUCT_VARIANT):
-      if reference in models and reference != variant:
-        gaps[f"{variant} - {reference}"] = paired(rows, variant, reference)
-    gaps[f"{variant} - best heuristic"] = _heuristic_gap(rows, variant)
+    pairs += [(variant, reference) for reference in (*TARGET_REFERENCES, PRODUCT_VARIANT)
+              if reference in models and reference != variant] + [(variant, None)]
+  gaps, gauc_gaps = {}, {}
+  for a, b in pairs:
+    if b is None:
+      gaps[f"{a} - best heuristic"] = _heuristic_gap(rows, a)
+      continue
+    gaps[f"{a} - {b}"] = paired(rows, a, b)
+    # GAUC (each user's AUC, weighted by samples) is what ranking one user's candidates
+    # needs; AUC also rewards telling users apart (who rates or clicks more).
+    gauc_gaps[f"{a} - {b}"] = paired(rows, a, b, key="gauc")
   return {"means": means, "heuristics": heuristics, "best_heuristic": best_name,
-          "paired_auc_gaps": {k: v for k, v in gaps.items() if v}}
+          "paired_auc_gaps": {k: v for k, v in gaps.items() if v},
+          "paired_gauc_gaps": {k: v for k, v in gauc_gaps.items() if v}}
 
 
 # Targets on paired means: (reference, least gap): eta - din_long >= -0.002,
@@ -147,6 +155,10 @@ def render(paths) -> str:
     lines += ["", "Paired AUC differences (mean ± standard error over seeds): " + "; ".join(
         f"{name} {g['mean']:+.4f}" + (f" ± {g['se']:.4f}" if g.get("se") else "") +
         f" ({g['seeds']})" for name, g in summary["paired_auc_gaps"].items() if g), "",
+        "Paired GAUC differences (each user's AUC, weighted by samples: the ranking of one "
+        "user's candidates): " + "; ".join(
+            f"{name} {g['mean']:+.4f}" + (f" ± {g['se']:.4f}" if g.get("se") else "") +
+            f" ({g['seeds']})" for name, g in summary["paired_gauc_gaps"].items()), "",
         "Targets (paired means over seeds):", "", *target_lines(summary), ""]
   return "\n".join(lines)
 
@@ -181,10 +193,12 @@ DEFAULT_TABLE_EXTRA = (("− eta_paper (item-only)", PRODUCT_VARIANT, "eta_paper
 
 def default_table(paths) -> str:
   """The default eta (PRODUCT_VARIANT) on every setting: its paired gaps against the
-  targets, the item-only signature, the oracle ceiling (against the default and the
+  targets, its paired GAUC gaps against the targets' references (within-user ranking),
+  the item-only signature, the oracle ceiling (against the default and the
   targets' references) and attention_hash (markdown; one row per count_floor output that
   has the default)."""
   header = ["data (default eta AUC, seed sd, seeds)", *(f"− {ref}" for ref, _ in TARGETS),
+            *(f"GAUC − {ref}" for ref in TARGET_REFERENCES),
             *(h for h, _, _ in DEFAULT_TABLE_EXTRA)]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for path in paths:
@@ -197,10 +211,12 @@ def default_table(paths) -> str:
     targets = [_gap_cell(_heuristic_gap(rows, PRODUCT_VARIANT) if ref == "best heuristic"
                          else paired(rows, PRODUCT_VARIANT, ref), least)
                for ref, least in TARGETS]
+    within_user = [_gap_cell(paired(rows, PRODUCT_VARIANT, ref, key="gauc"))
+                   for ref in TARGET_REFERENCES]
     extra = [_gap_cell(paired(rows, a, b)) for _, a, b in DEFAULT_TABLE_EXTRA]
     sd = f"{np.std(own, ddof=1):.4f}" if len(own) > 1 else "-"
     lines.append(f"| {result['setting']} ({np.mean(own):.4f}, sd {sd}, {len(own)}) | " +
-                 " | ".join(targets + extra) + " |")
+                 " | ".join(targets + within_user + extra) + " |")
   return "\n".join(lines)
 
 

@@ -38,7 +38,8 @@ def converged_summary(paths) -> list:
   return ["Converged comparison (`python -m bench.count_floor`: early stopping on a "
           "validation split of train (held-out users); paired AUC gaps, mean ± standard "
           "error over seeds) of today's default eta; \"met\" = the gap clears its target ("
-          + TARGETS + "):",
+          + TARGETS + "); the GAUC columns pair each user's own AUC (weighted by samples), "
+          "the ranking of one user's candidates:",
           "", count_floor.default_table(paths), ""]
 
 

@@ -91,6 +91,12 @@ def test_paired_gaps_and_best_heuristic(count_floor):
   assert gap["mean"] == pytest.approx(0.0) and gap["se"] == pytest.approx(0.01)
   best = summary["paired_auc_gaps"]["eta - best heuristic"]
   assert best["mean"] == pytest.approx(0.11) and best["seeds"] == 2
+  # GAUC gaps pair the same seeds on each user's AUC; no heuristic among them.
+  for row in rows:
+    row["gauc"] = row["auc"] - 0.1 * (row["model"] == "eta") * row["seed"]
+  gauc = cfs.summarize(rows)["paired_gauc_gaps"]
+  assert gauc["eta - din_long"]["mean"] == pytest.approx(-0.05)
+  assert gauc["eta - din_long"]["seeds"] == 2 and "eta - best heuristic" not in gauc
 
 
 def test_target_lines_and_rendered_file(count_floor, tmp_path):
@@ -122,7 +128,8 @@ def test_target_lines_and_rendered_file(count_floor, tmp_path):
   # The default eta's row: targets with verdicts, then the comparisons without; a pair
   # that has no rows is '-', fewer than 5 seeds is named.
   row = ("| x (0.8320, sd 0.0016, 5) | +0.0100 ± 0.0000 met | +0.0050 ± 0.0000 met | "
-         "+0.1320 ± 0.0007 met | +0.0300 ± 0.0000 | - | - | - | - | - | - | - |")
+         "+0.1320 ± 0.0007 met | +0.0100 ± 0.0000 | +0.0050 ± 0.0000 | +0.0300 ± 0.0000 | "
+         "- | - | - | - | - | - | - |")
   assert row in cfs.default_table([str(path)]).splitlines() and row in text
   assert cfs._gap_cell({"mean": 0.01, "se": 0.002, "seeds": 3}, 0.0) == \
       "+0.0100 ± 0.0020 (3 seeds)"
