@@ -23,7 +23,7 @@ SIGNATURE_DISTANCES = ("sum", "category_first")
 EXPERIMENTS = ("eta_random", "eta_oracle", "eta_attention_hash",
                "eta_attention_hash_category", "eta_category_only", "eta_category_bias",
                "eta_category_sink", "eta_category_split", "eta_linear_readout",
-               "eta_linear_readout_dropped")
+               "eta_linear_readout_dropped", "eta_user_bias")
 # Options that were ModelConfig fields and are experimental blocks now: a saved config
 # naming one loads as that block (field -> {value: experiment}); the product values
 # (None key) load as the product block.

@@ -85,6 +85,9 @@ _PRESETS = [
     Preset("eta_linear_readout_dropped", "Experiment: eta_linear_readout with its readout "
            "zeroed in training for the summary dropout's share of the samples.",
            {**_DEFAULT, "experiment": "eta_linear_readout_dropped"}, True),
+    Preset("eta_user_bias", "Experiment: the default eta plus one logit per user from "
+           "the whole history (never dropped; a user's candidates keep their order).",
+           {**_DEFAULT, "experiment": "eta_user_bias"}, True),
     Preset("eta_category_only", "Control: eta keeping only the retrieved of the "
            "candidate's category signature (SIM(hard)'s mask, ETA's order inside).",
            {**_CATEGORY_FIRST, "experiment": "eta_category_only"}, True),

@@ -302,6 +302,45 @@ def test_dropped_linear_readout_zeroes_whole_readouts_in_training_only():
   assert seen == [True, False]
 
 
+def test_user_bias_offset_equals_numpy_reference_and_keeps_each_users_order():
+  """eta_user_bias: the offset is the numpy MLP of [masked mean ‖ log(1 + count)]; the
+  model's logits are the default block's tower logits plus it (one value per user), so
+  a user's candidates keep their order; frozen signatures leave the scores unchanged."""
+  from eta_tf.experimental import user_bias  # pylint: disable=g-import-not-at-top
+  config, model, block, context, feats = _small_block("eta_user_bias", seed=23)
+  rng = np.random.default_rng(0)  # trained-like weights: the offset's output starts at 0
+  block.bias_output.assign(rng.normal(size=block.bias_output.shape).astype(np.float32))
+  block.bias_output_bias.assign([0.3])
+  valid = context["valid"].numpy().copy()
+  valid[0] = False  # one user without history
+  got = block.user_logit_offset({**context, "valid": tf.constant(valid)}).numpy()
+  expected = user_bias.user_offset_reference(
+      context["behavior"].numpy(), valid, block.bias_hidden.numpy(),
+      block.bias_hidden_bias.numpy(), block.bias_output.numpy(),
+      block.bias_output_bias.numpy())
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  assert got.shape == (valid.shape[0], 1) and np.ptp(got) > 1e-3
+  offset = block.user_logit_offset(context).numpy()
+  block.user_logit_offset = None  # shadows the method: the tower's logits alone
+  plain = model._logits(context).numpy()  # pylint: disable=protected-access
+  del block.user_logit_offset
+  np.testing.assert_allclose(model._logits(context).numpy(),  # pylint: disable=protected-access
+                             plain + offset, rtol=1e-5, atol=1e-5)
+  history = {name: feats[name][1] for name in F.HISTORY_FEATURES}
+  items = np.arange(3, 40, dtype=np.int64)
+  scores = model.score_candidates(history, feats[F.TARGET_TIMESTAMP][1], items,
+                                  items % 5 + 1).numpy()
+  block.bias_output_bias.assign([-2.0])  # another offset: the same order
+  shifted = model.score_candidates(history, feats[F.TARGET_TIMESTAMP][1], items,
+                                   items % 5 + 1).numpy()
+  assert not np.allclose(scores, shifted)
+  np.testing.assert_array_equal(np.argsort(scores, kind="stable"),
+                                np.argsort(shifted, kind="stable"))
+  before = model.predict_ctr(feats).numpy()
+  model.freeze_signatures()
+  np.testing.assert_allclose(model.predict_ctr(feats).numpy(), before, rtol=1e-5, atol=1e-6)
+
+
 def test_score_bias_and_sink_equal_numpy_reference():
   """Per-query attention with a score bias [B, N, k, H] and a sink logit [H]: softmax over
   the k real keys plus one zero-valued key of score sink[h] (numpy below)."""

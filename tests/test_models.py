@@ -140,7 +140,7 @@ def _graph_op_types(meta_graph):
     ("eta", {"experiment": "eta_random"}), ("eta", {"experiment": "eta_oracle"}),
     ("eta", {"experiment": "eta_attention_hash"}),
     ("eta", {"experiment": "eta_attention_hash_category"}),
-    ("eta", {"experiment": "eta_linear_readout"}),
+    ("eta", {"experiment": "eta_linear_readout"}), ("eta", {"experiment": "eta_user_bias"}),
     ("eta", {"target_stats": False}), ("eta", {"signature_fields": "item"}),
     ("eta", {"signature_distance": "sum"}), ("eta", {"experiment": "eta_category_sink"}),
     ("eta", {"experiment": "eta_category_split"})])

@@ -15,6 +15,7 @@ from eta_tf.experimental.retrieval_controls import AttentionHashBlock
 from eta_tf.experimental.retrieval_controls import AttentionHashCategoryFirstBlock
 from eta_tf.experimental.retrieval_controls import OracleRetrievalBlock
 from eta_tf.experimental.retrieval_controls import RandomRetrievalBlock
+from eta_tf.experimental.user_bias import UserBiasBlock
 
 EXPERIMENTAL_BLOCKS = {
     "eta_random": RandomRetrievalBlock,
@@ -27,5 +28,6 @@ EXPERIMENTAL_BLOCKS = {
     "eta_category_split": CategorySplitBlock,
     "eta_linear_readout": LinearReadoutBlock,
     "eta_linear_readout_dropped": DroppedLinearReadoutBlock,
+    "eta_user_bias": UserBiasBlock,
 }
 assert tuple(EXPERIMENTAL_BLOCKS) == EXPERIMENTS, "eta_tf.config.EXPERIMENTS is the contract"

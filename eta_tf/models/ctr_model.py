@@ -117,7 +117,11 @@ class CtrModel(tfrs.Model):
       parts.append(self.candidate_summary(summary, context["query"], training))
     if "target_stats" in context:
       parts.append(context["target_stats"])
-    return self._tower(parts, training)
+    logits = self._tower(parts, training)
+    # An experimental block may add one logit per user ([B, 1], the same for its N
+    # candidates): it moves a user's scores together and leaves their order unchanged.
+    user_offset = getattr(self.long_block, "user_logit_offset", None)
+    return logits if user_offset is None else logits + user_offset(context)
 
   def candidate_summary(self, summary, query, training=False):
     """The tower's summary part [B, N, output_dim] from the per-user summary [B, user_dim]
