@@ -28,10 +28,11 @@ from eta_tf.testing import random_samples
 # signature, eta_attention_hash the experiment hashing the attention's projections,
 # eta_attention_hash_default that retrieval inside the default eta,
 # eta_attention_hash_category it ranked category first, eta_linear_readout the default
-# plus a linear-attention readout of the whole history).
+# plus a linear-attention readout of the whole history, eta_user_bias the default plus
+# one logit per user).
 MODELS = ("eta", "eta_xla", "din_long", "din", "sim_hard", "avg", "sdim", "eta_paper",
           "eta_attention_hash", "eta_no_summary", "eta_attention_hash_default",
-          "eta_attention_hash_category", "eta_linear_readout")
+          "eta_attention_hash_category", "eta_linear_readout", "eta_user_bias")
 
 
 def model_config(name: str, length: int) -> ModelConfig:
