@@ -63,7 +63,8 @@ def _heuristic_gap(rows, model: str):
 
 def summarize(rows):
   """Per-model means, the best heuristic, eta's paired gaps against every other model and
-  each other eta preset's against the targets' references and eta."""
+  each other eta preset's against the targets' references and eta: of AUC (and against
+  the best heuristic) in "paired_auc_gaps", of GAUC in "paired_gauc_gaps"."""
   models = sorted({r["model"] for r in rows})
   means = {m: {k: float(np.mean([r[k] for r in rows if r["model"] == m]))
                for k in ("auc", "gauc")} for m in models}
