@@ -281,7 +281,8 @@ def test_dropped_linear_readout_zeroes_whole_readouts_in_training_only():
   """eta_linear_readout_dropped: in training each sample's readout is either kept whole
   or zeroed (both occur at summary_dropout 0.5); the default block's part is untouched;
   the model's training call reaches the block; serving never drops."""
-  config, model, block, context, _ = _small_block("eta_linear_readout_dropped", seed=19)
+  config, model, block, context, feats = _small_block("eta_linear_readout_dropped",
+                                                      seed=19)
   assert config.summary_dropout == 0.5
   width = config.num_heads * config.head_dim
   serving = block(context, training=False).numpy()
@@ -296,7 +297,6 @@ def test_dropped_linear_readout_zeroes_whole_readouts_in_training_only():
   call = block.call
   block.call = lambda context, training=False: seen.append(training) or call(context,
                                                                              training)
-  _, _, _, _, feats = _small_block("eta_linear_readout_dropped", seed=19)
   model(feats, training=True)
   model(feats, training=False)
   assert seen == [True, False]

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from eta_tf.models.long_history import EtaBlock
+from eta_tf.models.long_history import masked_mean
 
 HIDDEN_UNITS = 32
 
@@ -35,10 +36,7 @@ class UserBiasBlock(EtaBlock):
                                             initializer="zeros")
 
   def user_logit_offset(self, context):
-    behavior, valid = context["behavior"], context["valid"]
-    validf = tf.cast(valid, behavior.dtype)
-    count = tf.reduce_sum(validf, axis=1, keepdims=True)                   # [B, 1]
-    mean = tf.math.divide_no_nan(tf.einsum("bl,bld->bd", validf, behavior), count)
+    mean, count = masked_mean(context["behavior"], context["valid"])      # [B, Db], [B, 1]
     inputs = tf.concat([mean, tf.math.log1p(count)], axis=-1)
     hidden = tf.nn.relu(tf.matmul(inputs, self.bias_hidden) + self.bias_hidden_bias)
     return tf.matmul(hidden, self.bias_output) + self.bias_output_bias

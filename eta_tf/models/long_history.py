@@ -253,13 +253,19 @@ class SimHardBlock(LongHistoryBlock):
     return self.attention.attend(query_heads, key_heads, value_heads, mask)
 
 
+def masked_mean(behavior, valid):
+  """(mean [B, Db] of the real behaviors, zeros without history; their count [B, 1])
+  from behavior float [B, L, Db] and valid bool [B, L]."""
+  validf = tf.cast(valid, behavior.dtype)[:, :, None]
+  count = tf.reduce_sum(validf, axis=1)
+  return tf.math.divide_no_nan(tf.reduce_sum(behavior * validf, axis=1), count), count
+
+
 class AvgPoolBlock(LongHistoryBlock):
   """Mean pooling over the whole long history (candidate-independent)."""
 
   def call(self, context):
-    valid = tf.cast(context["valid"], tf.float32)[:, :, None]
-    total = tf.reduce_sum(context["behavior"] * valid, axis=1)
-    mean = tf.math.divide_no_nan(total, tf.reduce_sum(valid, axis=1))  # [B, Db]
+    mean, _ = masked_mean(context["behavior"], context["valid"])  # [B, Db]
     n = tf.shape(context["query"])[1]
     return tf.tile(mean[:, None, :], [1, n, 1])
 
